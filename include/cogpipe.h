@@ -1,0 +1,90 @@
+/*
+ * cogpipe.h -- the embedding API of libcogpipe, and the only header an
+ * embedder includes. A runtime is one Lua 5.4 state on one libuv loop; it
+ * runs pipeline scripts whose tasks are coroutines resumed by the loop.
+ */
+#ifndef COGPIPE_H
+#define COGPIPE_H
+
+#include <lua.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CP_VERSION_MAJOR 0
+#define CP_VERSION_MINOR 1
+#define CP_VERSION_PATCH 0
+
+/* Outcome of a run; also the process exit codes of the cogpipe command. */
+typedef enum cp_status {
+  CP_OK = 0,      /* everything succeeded */
+  CP_EFAILED = 1, /* the run finished but something failed (remote or task) */
+  CP_EUSAGE = 2,  /* usage or configuration error, missing or unloadable script */
+  CP_EINVALID = 3 /* input rejected by validation; nothing was sent */
+} cp_status;
+
+typedef struct cp_runtime cp_runtime;
+
+typedef struct cp_runtime_options {
+  /* Loop to run on; NULL makes the runtime create and own one. A borrowed
+   * loop is never closed by the runtime. */
+  uv_loop_t *loop;
+  /* Directory holding the Lua half (cogpipe/init.lua ...). NULL: the
+   * COGPIPE_LUA_DIR environment variable, else next to the executable
+   * (../share/cogpipe/lua), else the install prefix. */
+  const char *lua_dir;
+} cp_runtime_options;
+
+/* Called once when a run started with cp_runtime_start_* has finished. */
+typedef void (*cp_done_cb)(cp_runtime *rt, cp_status status, void *data);
+
+const char *cp_version(void);
+
+/* Creates a runtime; opts may be NULL. Returns NULL when out of memory or
+ * when the loop cannot be initialised. */
+cp_runtime *cp_runtime_new(const cp_runtime_options *opts);
+
+/* Cancels unfinished tasks, closes every handle the runtime opened, closes
+ * the Lua state and, when the runtime owns it, the loop. */
+void cp_runtime_free(cp_runtime *rt);
+
+/* Adds fn to the `cogpipe` Lua module under name. Call before running. */
+int cp_runtime_register(cp_runtime *rt, const char *name, lua_CFunction fn);
+
+/* Sets the global `arg` table seen by scripts: arg[0] = script, arg[1..n]. */
+void cp_runtime_set_args(cp_runtime *rt, const char *script, int argc,
+                         char **argv);
+
+/* Loads and runs a script as the main task and runs the loop until it and
+ * every task it spawned have finished. */
+cp_status cp_runtime_run_file(cp_runtime *rt, const char *path);
+cp_status cp_runtime_run_string(cp_runtime *rt, const char *code,
+                                const char *chunkname);
+
+/* Non-blocking variants for a caller that runs the loop itself: they load
+ * the script and schedule its main task; done is called from the loop when
+ * the run is over. A load error is returned at once (done is not called). */
+cp_status cp_runtime_start_file(cp_runtime *rt, const char *path,
+                                cp_done_cb done, void *data);
+cp_status cp_runtime_start_string(cp_runtime *rt, const char *code,
+                                  const char *chunkname, cp_done_cb done,
+                                  void *data);
+
+/* The result of the last run: its status, the error message when it failed
+ * (NULL otherwise; owned by the runtime, valid until the next run or free),
+ * and the values the main chunk returned, pushed onto the runtime's Lua
+ * state (returns how many; the caller pops them). */
+cp_status cp_runtime_status(const cp_runtime *rt);
+const char *cp_runtime_error(const cp_runtime *rt);
+int cp_runtime_push_results(cp_runtime *rt);
+
+lua_State *cp_runtime_lua(cp_runtime *rt);
+uv_loop_t *cp_runtime_loop(cp_runtime *rt);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs the Debian packages cogpipe builds, tests and benchmarks with; does
+# nothing when they are all present. Usage: scripts/deps.sh [build|test|bench]
+set -eu
+
+build="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev
+libuv1-dev libutf8proc-dev libxxhash-dev libssl-dev"
+test="$build clang libclang-rt-14-dev python3 lua-check valgrind openssl"
+bench="$test nginx-light curl python3-numpy libopenblas-dev time"
+
+case "${1:-build}" in
+build) want=$build ;;
+test) want=$test ;;
+bench) want=$bench ;;
+*) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+echo "installing:$missing" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,137 @@
+/*
+ * main.c -- the cogpipe command: a thin client of libcogpipe's public API,
+ * as lua.c is of liblua. It parses the command line, runs a script or a
+ * command module (lua/cogpipe/cmd/<name>.lua) in a runtime, and turns the
+ * outcome into an exit status. It has no back door into the library.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "cogpipe.h"
+
+static const char *progname = "cogpipe";
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: %s COMMAND [ARGS]\n"
+          "\n"
+          "commands:\n"
+          "  run SCRIPT.lua [OPTIONS] [-- ARGS]  run a pipeline or any script\n"
+          "  check FILE... [OPTIONS]             validate and dedupe, no network\n"
+          "  audit verify FILE...                check an audit log's hash chain\n"
+          "\n"
+          "  --version                           print the version\n"
+          "  --help                              this text\n"
+          "\n"
+          "exit status: 0 all good; 1 the run finished but something failed;\n"
+          "2 usage or configuration error; 3 input rejected by validation.\n",
+          progname);
+}
+
+static cp_runtime *new_runtime(void) {
+  cp_runtime *rt = cp_runtime_new(NULL);
+  if (!rt) fprintf(stderr, "%s: cannot create a runtime\n", progname);
+  return rt;
+}
+
+static int report(cp_runtime *rt, cp_status st) {
+  const char *err = cp_runtime_error(rt);
+  if (err) fprintf(stderr, "%s: %s\n", progname, err);
+  return (int)st;
+}
+
+/* cogpipe run SCRIPT [-- ARGS]: the script is the main task; its `arg`
+ * holds what follows it (a leading "--" is dropped). */
+static int cmd_run(int argc, char **argv) {
+  if (argc < 1 || argv[0][0] == '\0') {
+    fprintf(stderr, "%s: run: a script is required\n", progname);
+    return CP_EUSAGE;
+  }
+  const char *script = argv[0];
+  int nargs = argc - 1;
+  char **args = argv + 1;
+  if (nargs > 0 && strcmp(args[0], "--") == 0) {
+    nargs--;
+    args++;
+  }
+  cp_runtime *rt = new_runtime();
+  if (!rt) return CP_EFAILED;
+  cp_runtime_set_args(rt, script, nargs, args);
+  cp_status st = cp_runtime_run_file(rt, script);
+  int code = report(rt, st);
+  cp_runtime_free(rt);
+  return code;
+}
+
+/* Any other command is a Lua module cogpipe.cmd.<name> whose main(args)
+ * returns the exit status. */
+static const char dispatch[] =
+    "local name = ...\n"
+    "local ok, mod = pcall(require, 'cogpipe.cmd.' .. name)\n"
+    "if not ok then\n"
+    "  if tostring(mod):find(\"module 'cogpipe.cmd.\" .. name .. \"' not found\", 1, true) then\n"
+    "    io.stderr:write('cogpipe: unknown command \\'' .. name .. '\\' (see cogpipe --help)\\n')\n"
+    "    return 2\n"
+    "  end\n"
+    "  error(mod, 0)\n"
+    "end\n"
+    "return mod.main(arg)\n";
+
+static int valid_command(const char *name) {
+  if (!*name) return 0;
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || *p == '_')) return 0;
+  return 1;
+}
+
+static int cmd_module(const char *name, int argc, char **argv) {
+  if (!valid_command(name)) {
+    fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", progname,
+            name, progname);
+    return CP_EUSAGE;
+  }
+  cp_runtime *rt = new_runtime();
+  if (!rt) return CP_EFAILED;
+  cp_runtime_set_args(rt, name, argc, argv);
+  lua_State *L = cp_runtime_lua(rt);
+  /* The chunk takes the command name as its vararg. */
+  char code[sizeof dispatch + 64];
+  snprintf(code, sizeof code, "return (function(...)\n%s\nend)('%s')", dispatch,
+           name);
+  cp_status st = cp_runtime_run_string(rt, code, "=cogpipe");
+  int exitcode = report(rt, st);
+  if (st == CP_OK) {
+    int n = cp_runtime_push_results(rt);
+    if (n > 0 && lua_isinteger(L, -n)) exitcode = (int)lua_tointeger(L, -n);
+    lua_pop(L, n);
+  }
+  cp_runtime_free(rt);
+  return exitcode;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return CP_EUSAGE;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+    printf("cogpipe %s (%s, libuv %s)\n", cp_version(), LUA_RELEASE,
+           uv_version_string());
+    return CP_OK;
+  }
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return CP_OK;
+  }
+  if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+  if (cmd[0] == '-') {
+    fprintf(stderr, "%s: unknown option '%s'\n", progname, cmd);
+    usage(stderr);
+    return CP_EUSAGE;
+  }
+  return cmd_module(cmd, argc - 2, argv + 2);
+}

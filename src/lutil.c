@@ -1,0 +1,112 @@
+/*
+ * lutil.c -- helpers every Lua binding uses: `nil, err` error tables,
+ * counted registry references, and the protected call with a traceback.
+ * Holds no state but the reference counter.
+ */
+#include "lutil.h"
+
+static long live_refs;
+
+static int error_tostring(lua_State *L) {
+  lua_getfield(L, 1, "message");
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "error");
+  }
+  return 1;
+}
+
+/* Error tables share a metatable so that tostring(err), print(err) and an
+ * error(err) that reaches the top level all show the message. */
+static void push_error_meta(lua_State *L) {
+  if (luaL_newmetatable(L, "cogpipe.error")) {
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
+void cp_lua_error_vpush(lua_State *L, const char *kind, const char *fmt,
+                        va_list ap) {
+  lua_createtable(L, 0, 4);
+  cp_lua_setstr(L, "kind", kind);
+  lua_pushvfstring(L, fmt, ap);
+  lua_setfield(L, -2, "message");
+  push_error_meta(L);
+  lua_setmetatable(L, -2);
+}
+
+void cp_lua_push_error(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cp_lua_error_vpush(L, kind, fmt, ap);
+  va_end(ap);
+}
+
+int cp_lua_fail(lua_State *L, const char *kind, const char *fmt, ...) {
+  lua_pushnil(L);
+  va_list ap;
+  va_start(ap, fmt);
+  cp_lua_error_vpush(L, kind, fmt, ap);
+  va_end(ap);
+  return 2;
+}
+
+int cp_lua_ref(lua_State *L) {
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (ref != LUA_REFNIL && ref != LUA_NOREF) live_refs++;
+  return ref;
+}
+
+void cp_lua_unref(lua_State *L, int *ref) {
+  if (*ref == LUA_REFNIL || *ref == LUA_NOREF) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  live_refs--;
+  *ref = LUA_NOREF;
+}
+
+long cp_lua_live_refs(void) { return live_refs; }
+
+/* Message handler: a traceback for string errors and for objects with a
+ * __tostring; other objects (error tables without one) are passed through
+ * untouched so the caller can still read their fields. */
+static int traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)",
+                            luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int cp_lua_pcall(lua_State *L, int nargs, int nresults) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, traceback);
+  lua_insert(L, base);
+  int status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  return status;
+}
+
+void cp_lua_setstr(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void cp_lua_setint(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void cp_lua_setnum(lua_State *L, const char *k, lua_Number v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void cp_lua_setbool(lua_State *L, const char *k, int v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}

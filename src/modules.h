@@ -1,0 +1,13 @@
+/*
+ * modules.h -- the native Lua modules of libcogpipe, one binding file each;
+ * lua_core.c gathers them into `require "cogpipe"`.
+ */
+#ifndef CP_MODULES_H
+#define CP_MODULES_H
+
+#include <lua.h>
+
+int luaopen_cogpipe_core(lua_State *L);
+int luaopen_cogpipe_json(lua_State *L);
+
+#endif

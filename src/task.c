@@ -1,0 +1,522 @@
+/*
+ * task.c -- the scheduler: tasks are Lua coroutines, resumed from a run
+ * queue that loop callbacks feed. Owns task lifetimes, joining (wait) and
+ * cancellation; knows nothing of what the operations a task waits on are.
+ */
+#include "task.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "lutil.h"
+#include "runtime.h"
+#include "sched.h"
+
+#define TASK_MT "cogpipe.task"
+
+typedef enum { T_NEW, T_READY, T_RUNNING, T_SUSPENDED, T_DONE, T_FAILED } tstate;
+
+typedef struct waitlink {
+  cp_task *waiter;
+  struct waitlink *next;
+} waitlink;
+
+struct cp_task {
+  cp_sched *sched;
+  lua_State *co;
+  int co_ref;   /* the coroutine, for as long as the task object lives */
+  int self_ref; /* the task object, while it is unfinished */
+  tstate state;
+  int nres; /* results (or the one error) left on co's stack when finished */
+  cp_cancel_fn cancel;
+  void *op;
+  waitlink *waiters; /* tasks joined on this one */
+  cp_task **joined;  /* what this task waits on, while in cp.wait */
+  int njoined, remaining;
+  int observed; /* someone has read the outcome */
+  cp_task *prev, *next; /* live (unfinished) tasks */
+  cp_task *qnext;       /* run queue */
+  int qnargs;
+};
+
+struct cp_sched {
+  lua_State *L; /* the main state; tasks are resumed from it */
+  cp_task *live;
+  long nlive;
+  cp_task *qhead, *qtail;
+  int draining;
+  cp_task *current;
+  long unobserved_failures;
+  int registry_ref; /* weak table thread -> task object */
+  cp_sched_hooks hooks;
+};
+
+/* ---- scheduler ---------------------------------------------------------- */
+
+cp_sched *cp_sched_new(lua_State *L, const cp_sched_hooks *hooks) {
+  cp_sched *s = cp_calloc(1, sizeof *s);
+  s->L = L;
+  if (hooks) s->hooks = *hooks;
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  s->registry_ref = cp_lua_ref(L);
+  return s;
+}
+
+long cp_sched_live(const cp_sched *s) { return s->nlive; }
+long cp_sched_unobserved_failures(const cp_sched *s) {
+  return s->unobserved_failures;
+}
+void cp_sched_clear_failures(cp_sched *s) { s->unobserved_failures = 0; }
+
+static void live_add(cp_sched *s, cp_task *t) {
+  t->next = s->live;
+  t->prev = NULL;
+  if (s->live) s->live->prev = t;
+  s->live = t;
+  s->nlive++;
+}
+
+static void live_remove(cp_sched *s, cp_task *t) {
+  if (t->prev) t->prev->next = t->next;
+  else s->live = t->next;
+  if (t->next) t->next->prev = t->prev;
+  t->prev = t->next = NULL;
+  s->nlive--;
+}
+
+static void enqueue(cp_task *t, int nargs) {
+  cp_sched *s = t->sched;
+  t->state = T_READY;
+  t->qnargs = nargs;
+  t->qnext = NULL;
+  if (s->qtail) s->qtail->qnext = t;
+  else s->qhead = t;
+  s->qtail = t;
+}
+
+static void run(cp_task *t);
+
+static void drain(cp_sched *s) {
+  if (s->draining) return;
+  s->draining = 1;
+  while (s->qhead) {
+    cp_task *t = s->qhead;
+    s->qhead = t->qnext;
+    if (!s->qhead) s->qtail = NULL;
+    run(t);
+  }
+  s->draining = 0;
+  if (s->nlive == 0 && s->hooks.on_idle) s->hooks.on_idle(s->hooks.data);
+}
+
+/* ---- finishing ---------------------------------------------------------- */
+
+/* A failure someone reads is handled; one nobody reads fails the run. */
+static void mark_observed(cp_task *t) {
+  if (!t->observed && t->state == T_FAILED) t->sched->unobserved_failures--;
+  t->observed = 1;
+}
+
+static void push_outcome(cp_task *t, lua_State *to, int all) {
+  mark_observed(t);
+  if (t->state == T_FAILED) {
+    lua_pushnil(to);
+    lua_pushvalue(t->co, -1);
+    lua_xmove(t->co, to, 1);
+    return;
+  }
+  int n = all ? t->nres : (t->nres > 0 ? 1 : 0);
+  int base = lua_gettop(t->co) - t->nres;
+  luaL_checkstack(to, n + 1, "too many results");
+  for (int i = 1; i <= n; i++) lua_pushvalue(t->co, base + i);
+  lua_xmove(t->co, to, n);
+  if (!all && n == 0) lua_pushnil(to);
+}
+
+/* What cp.wait returns: one task's results, or one value per task followed
+ * by a table of errors by position when any of them failed. */
+static int push_wait_results(cp_task **ts, int n, lua_State *to) {
+  if (n == 1) {
+    int before = lua_gettop(to);
+    push_outcome(ts[0], to, 1);
+    return lua_gettop(to) - before;
+  }
+  int failed = 0;
+  luaL_checkstack(to, n + 2, "too many tasks");
+  for (int i = 0; i < n; i++) {
+    if (ts[i]->state == T_FAILED) {
+      failed = 1;
+      mark_observed(ts[i]);
+      lua_pushnil(to);
+    } else {
+      push_outcome(ts[i], to, 0);
+    }
+  }
+  if (!failed) return n;
+  lua_newtable(to);
+  for (int i = 0; i < n; i++) {
+    if (ts[i]->state != T_FAILED) continue;
+    lua_pushvalue(ts[i]->co, -1);
+    lua_xmove(ts[i]->co, to, 1);
+    lua_rawseti(to, -2, i + 1);
+  }
+  return n + 1;
+}
+
+static void finish(cp_task *t, tstate how) {
+  cp_sched *s = t->sched;
+  t->state = how;
+  live_remove(s, t);
+  if (how == T_FAILED && !t->observed) s->unobserved_failures++;
+  for (waitlink *w = t->waiters, *next; w; w = next) {
+    next = w->next;
+    cp_task *waiter = w->waiter;
+    free(w);
+    if (--waiter->remaining == 0) {
+      int n = push_wait_results(waiter->joined, waiter->njoined, waiter->co);
+      free(waiter->joined);
+      waiter->joined = NULL;
+      waiter->cancel = NULL;
+      waiter->op = NULL;
+      enqueue(waiter, n);
+    }
+  }
+  t->waiters = NULL;
+  if (s->hooks.on_finish) s->hooks.on_finish(t, s->hooks.data);
+  /* Unanchor: from now on the task lives as long as Lua refers to it. */
+  cp_lua_unref(s->L, &t->self_ref);
+}
+
+/* Replaces whatever the failed coroutine holds with one error table. */
+static void fail_task(cp_task *t, const char *kind, const char *msg,
+                      const char *tb) {
+  lua_State *L = t->sched->L;
+  cp_lua_push_error(L, kind, "%s", msg);
+  if (tb) cp_lua_setstr(L, "traceback", tb);
+  lua_resetthread(t->co);
+  lua_xmove(L, t->co, 1);
+  t->nres = 1;
+  finish(t, T_FAILED);
+}
+
+static const char *error_text(lua_State *co) {
+  const char *msg = lua_tostring(co, -1);
+  if (msg) return msg;
+  if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1)) {
+    msg = lua_tostring(co, -1);
+    return msg;
+  }
+  return lua_pushfstring(co, "(error object is a %s value)",
+                         luaL_typename(co, -1));
+}
+
+static void report_failure(cp_task *t) {
+  lua_State *L = t->sched->L, *co = t->co;
+  const char *msg = error_text(co);
+  luaL_traceback(L, co, msg, 0);
+  const char *tb = lua_tostring(L, -1);
+  /* The message keeps its file:line; the whole traceback rides along. */
+  char *m = cp_strdup(msg);
+  char *tbc = cp_strdup(tb);
+  lua_pop(L, 1);
+  fail_task(t, "task", m, tbc);
+  free(m);
+  free(tbc);
+}
+
+static void run(cp_task *t) {
+  cp_sched *s = t->sched;
+  cp_task *outer = s->current;
+  t->state = T_RUNNING;
+  s->current = t;
+  int nres = 0;
+  int status = lua_resume(t->co, s->L, t->qnargs, &nres);
+  s->current = outer;
+  if (status == LUA_YIELD) {
+    if (t->cancel || t->joined) {
+      t->state = T_SUSPENDED;
+      return;
+    }
+    lua_pop(t->co, nres);
+    fail_task(t, "task",
+              "coroutine.yield out of a task: async calls yield by "
+              "themselves, use cp.sleep(0) to let other tasks run",
+              NULL);
+    return;
+  }
+  if (status == LUA_OK) {
+    t->nres = nres;
+    finish(t, T_DONE);
+    return;
+  }
+  report_failure(t);
+}
+
+/* ---- the C API ---------------------------------------------------------- */
+
+static cp_task *task_of_thread(cp_sched *s, lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->registry_ref);
+  lua_pushthread(L);
+  lua_rawget(L, -2);
+  cp_task *t = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return t;
+}
+
+cp_task *cp_task_current(lua_State *L) {
+  cp_sched *s = cp_runtime_sched(cp_runtime_from_lua(L));
+  cp_task *t = task_of_thread(s, L);
+  if (!t || t != s->current)
+    luaL_error(L, "async call outside a cogpipe task (a plain coroutine "
+                  "cannot wait for the loop; use cp.spawn)");
+  return t;
+}
+
+int cp_task_suspend(lua_State *L, cp_task *t, cp_cancel_fn cancel, void *op) {
+  t->cancel = cancel;
+  t->op = op;
+  return lua_yield(L, 0);
+}
+
+lua_State *cp_task_thread(cp_task *t) { return t->co; }
+
+void cp_task_resume(cp_task *t, int nargs) {
+  t->cancel = NULL;
+  t->op = NULL;
+  enqueue(t, nargs);
+  drain(t->sched);
+}
+
+/* Abandons an unfinished task: its operation is cancelled, its joins are
+ * dropped, and it fails with kind "cancelled" (waiters get nil, err). */
+static void cancel_task(cp_task *t, const char *why) {
+  cp_sched *s = t->sched;
+  if (t->state == T_READY) {
+    cp_task **pp = &s->qhead, *prev = NULL;
+    while (*pp && *pp != t) {
+      prev = *pp;
+      pp = &(*pp)->qnext;
+    }
+    if (*pp) {
+      *pp = t->qnext;
+      if (s->qtail == t) s->qtail = prev;
+    }
+  }
+  if (t->cancel) {
+    cp_cancel_fn fn = t->cancel;
+    t->cancel = NULL;
+    fn(t->op);
+    t->op = NULL;
+  }
+  if (t->joined) {
+    for (int i = 0; i < t->njoined; i++) {
+      waitlink **pp = &t->joined[i]->waiters;
+      while (*pp) {
+        if ((*pp)->waiter == t) {
+          waitlink *dead = *pp;
+          *pp = dead->next;
+          free(dead);
+        } else {
+          pp = &(*pp)->next;
+        }
+      }
+    }
+    free(t->joined);
+    t->joined = NULL;
+  }
+  t->observed = 1; /* a cancellation is not a failure to report */
+  fail_task(t, "cancelled", why, NULL);
+}
+
+void cp_sched_cancel_all(cp_sched *s, const char *why) {
+  while (s->live) cancel_task(s->live, why);
+  s->qhead = s->qtail = NULL;
+}
+
+void cp_sched_free(cp_sched *s) {
+  cp_sched_cancel_all(s, "runtime closed");
+  cp_lua_unref(s->L, &s->registry_ref);
+  free(s);
+}
+
+void cp_sched_run_pending(cp_sched *s) { drain(s); }
+
+int cp_task_failed(const cp_task *t) { return t->state == T_FAILED; }
+int cp_task_finished(const cp_task *t) {
+  return t->state == T_DONE || t->state == T_FAILED;
+}
+
+int cp_task_push_results(cp_task *t, lua_State *to) {
+  int before = lua_gettop(to);
+  if (t->state == T_FAILED) { /* a look, not handling: observed stays */
+    lua_pushvalue(t->co, -1);
+    lua_xmove(t->co, to, 1);
+  } else if (t->state == T_DONE) {
+    push_outcome(t, to, 1);
+  }
+  return lua_gettop(to) - before;
+}
+
+/* ---- Lua side: the task object -------------------------------------------- */
+
+static cp_task *check_task(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, TASK_MT);
+}
+
+static int task_gc(lua_State *L) {
+  cp_task *t = check_task(L, 1);
+  /* Only finished tasks can be collected: live ones are anchored. */
+  cp_lua_unref(L, &t->co_ref);
+  return 0;
+}
+
+static const char *state_name(tstate st) {
+  switch (st) {
+  case T_NEW:
+  case T_READY: return "ready";
+  case T_RUNNING: return "running";
+  case T_SUSPENDED: return "waiting";
+  case T_DONE: return "done";
+  case T_FAILED: return "failed";
+  }
+  return "?";
+}
+
+static int task_tostring(lua_State *L) {
+  cp_task *t = check_task(L, 1);
+  lua_pushfstring(L, "cogpipe.task (%s): %p", state_name(t->state), (void *)t);
+  return 1;
+}
+
+static int task_status(lua_State *L) {
+  lua_pushstring(L, state_name(check_task(L, 1)->state));
+  return 1;
+}
+
+static int task_cancel(lua_State *L) {
+  cp_task *t = check_task(L, 1);
+  if (t->state == T_DONE || t->state == T_FAILED) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (t->state == T_RUNNING) return luaL_error(L, "a task cannot cancel itself");
+  cancel_task(t, luaL_optstring(L, 2, "cancelled"));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const luaL_Reg task_methods[] = {
+    {"status", task_status}, {"cancel", task_cancel}, {NULL, NULL}};
+
+static void push_task_meta(lua_State *L) {
+  if (luaL_newmetatable(L, TASK_MT)) {
+    lua_pushcfunction(L, task_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, task_tostring);
+    lua_setfield(L, -2, "__tostring");
+    luaL_newlib(L, task_methods);
+    lua_setfield(L, -2, "__index");
+  }
+}
+
+/* Creates a task running the function at the top of L's stack, with nargs
+ * arguments below... above it; pops them all and pushes the task object. */
+cp_task *cp_sched_spawn(cp_sched *s, lua_State *L, int nargs) {
+  lua_State *co = lua_newthread(L);
+  cp_task *t = lua_newuserdatauv(L, sizeof *t, 0);
+  memset(t, 0, sizeof *t);
+  t->sched = s;
+  t->co_ref = LUA_NOREF;
+  t->self_ref = LUA_NOREF;
+  push_task_meta(L);
+  lua_setmetatable(L, -2);
+  /* stack: fn args... co task */
+  lua_pushvalue(L, -2);
+  t->co_ref = cp_lua_ref(L);
+  t->co = co;
+  lua_pushvalue(L, -1);
+  t->self_ref = cp_lua_ref(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->registry_ref);
+  lua_pushvalue(L, -3);
+  lua_pushlightuserdata(L, t);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  /* move fn and args onto the coroutine, keep the task object on L */
+  lua_insert(L, -(nargs + 3));
+  lua_pop(L, 1); /* the thread value; co_ref keeps it */
+  lua_xmove(L, co, nargs + 1);
+  live_add(s, t);
+  enqueue(t, nargs);
+  return t;
+}
+
+/* ---- Lua side: spawn and wait --------------------------------------------- */
+
+static cp_sched *sched_up(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  cp_sched *s = sched_up(L);
+  cp_sched_spawn(s, L, lua_gettop(L) - 1);
+  return 1;
+}
+
+static void join_cancel(void *op) { (void)op; /* links are dropped by cancel_task */ }
+
+static int l_wait(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_argcheck(L, n >= 1, 1, "task expected");
+  for (int i = 1; i <= n; i++) check_task(L, i);
+  cp_sched *s = sched_up(L);
+  int pending = 0;
+  for (int i = 1; i <= n; i++) {
+    tstate st = check_task(L, i)->state;
+    if (st != T_DONE && st != T_FAILED) pending++;
+  }
+  cp_task **ts = cp_malloc((size_t)n * sizeof *ts);
+  for (int i = 1; i <= n; i++) ts[i - 1] = check_task(L, i);
+  if (!pending) { /* fast path: no yield */
+    lua_settop(L, 0);
+    int nres = push_wait_results(ts, n, L);
+    free(ts);
+    return nres;
+  }
+  cp_task *self = task_of_thread(s, L);
+  if (!self || self != s->current) {
+    free(ts);
+    return luaL_error(L, "cp.wait outside a cogpipe task");
+  }
+  for (int i = 0; i < n; i++)
+    if (ts[i] == self) {
+      free(ts);
+      return luaL_error(L, "a task cannot wait for itself");
+    }
+  self->joined = ts;
+  self->njoined = n;
+  self->remaining = pending;
+  for (int i = 0; i < n; i++) {
+    if (ts[i]->state == T_DONE || ts[i]->state == T_FAILED) continue;
+    waitlink *w = cp_malloc(sizeof *w);
+    w->waiter = self;
+    w->next = ts[i]->waiters;
+    ts[i]->waiters = w;
+  }
+  /* The tasks stay reachable from this frame, so none is collected while
+   * joined; finish() pushes the results and wakes us. */
+  return cp_task_suspend(L, self, join_cancel, NULL);
+}
+
+/* Registers spawn and wait into the table at the top of the stack. */
+void cp_sched_open(cp_sched *s, lua_State *L) {
+  static const luaL_Reg fns[] = {{"spawn", l_spawn}, {"wait", l_wait}, {NULL, NULL}};
+  lua_pushlightuserdata(L, s);
+  luaL_setfuncs(L, fns, 1);
+}

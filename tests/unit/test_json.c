@@ -1,0 +1,117 @@
+/* Unit tests of json.c: the parser's tree, its errors and the writers. */
+#include "check.h"
+#include "json.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static cp_json_doc *parse(const char *s, cp_json_error *err) {
+  return cp_json_parse(s, strlen(s), err);
+}
+
+static void test_tree(void) {
+  cp_json_error err;
+  cp_json_doc *d = parse(" {\"a\": [1, -2.5, \"x\\u00e9\", true, false, null], \"b\": {}} ", &err);
+  CHECK(d != NULL);
+  const cp_json *root = cp_json_root(d);
+  CHECK_INT(root->type, CP_JSON_OBJECT);
+  CHECK_INT(root->u.obj.n, 2);
+  const cp_json *a = cp_json_get(root, "a");
+  CHECK(a && a->type == CP_JSON_ARRAY && a->u.arr.n == 6);
+  CHECK_INT(a->u.arr.items[0]->type, CP_JSON_INT);
+  CHECK_INT(a->u.arr.items[0]->u.i, 1);
+  CHECK_INT(a->u.arr.items[1]->type, CP_JSON_NUMBER);
+  CHECK(a->u.arr.items[1]->u.d == -2.5);
+  CHECK_STR(a->u.arr.items[2]->u.str.s, "x\xc3\xa9");
+  CHECK_INT(a->u.arr.items[2]->offset, 17);
+  CHECK_INT(a->u.arr.items[5]->type, CP_JSON_NULL);
+  CHECK(cp_json_get(root, "missing") == NULL);
+  CHECK_STR(cp_json_type_name(cp_json_get(root, "b")->type), "object");
+  cp_json_doc_free(d);
+}
+
+static void test_int_limits(void) {
+  cp_json_error err;
+  cp_json_doc *d = parse("[9223372036854775807, -9223372036854775808]", &err);
+  CHECK(d != NULL);
+  CHECK(cp_json_root(d)->u.arr.items[0]->u.i == INT64_MAX);
+  CHECK(cp_json_root(d)->u.arr.items[1]->u.i == INT64_MIN);
+  cp_json_doc_free(d);
+  CHECK(parse("9223372036854775808", &err) == NULL);
+  CHECK(strstr(err.message, "out of range") != NULL);
+  CHECK(parse("123456789012345678901234567890123456789012345678901234567890123456789", &err) == NULL);
+  CHECK(strstr(err.message, "out of range") != NULL);
+}
+
+static void test_errors_located(void) {
+  cp_json_error err;
+  CHECK(parse("{\n  \"a\": 1,\n  \"b\" 2\n}", &err) == NULL);
+  CHECK_INT(err.line, 3);
+  CHECK_INT(err.column, 7);
+  CHECK_INT(err.offset, 18);
+  CHECK(strstr(err.message, "':'") != NULL);
+  const char *bad[] = {"", "[", "[1,]", "{\"a\":}", "tru", "nul", "\"a", "01", "-", "1.e3",
+                       "\"\\x\"", "\"a\tb\"", "[1] [2]", "{\"a\" 1}", "\"\\ud800\\u0041\""};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    cp_json_doc *d = parse(bad[i], &err);
+    if (d) {
+      fprintf(stderr, "accepted invalid JSON: %s\n", bad[i]);
+      check_failures_++;
+      cp_json_doc_free(d);
+    }
+  }
+}
+
+static void test_depth_limit(void) {
+  char deep[2000];
+  memset(deep, '[', 600);
+  memset(deep + 600, ']', 600);
+  deep[1200] = '\0';
+  cp_json_error err;
+  CHECK(parse(deep, &err) == NULL);
+  CHECK(strstr(err.message, "nesting") != NULL);
+}
+
+static void test_writers(void) {
+  cp_buf b = CP_BUF_INIT;
+  CHECK_INT(cp_json_add_string(&b, "a\"\\\n\x01\xc3\xa9", 7), 0);
+  CHECK_STR(b.data, "\"a\\\"\\\\\\n\\u0001\xc3\xa9\"");
+  cp_buf_reset(&b);
+  CHECK_INT(cp_json_add_string(&b, "ok\xff", 3), -1);
+  CHECK_INT(b.len, 0);
+  CHECK_INT(cp_json_add_string(&b, "\xed\xa0\x80", 3), -1); /* a surrogate */
+  cp_buf_reset(&b);
+  CHECK_INT(cp_json_add_number(&b, 0.1), 0);
+  CHECK_STR(b.data, "0.1");
+  cp_buf_reset(&b);
+  cp_json_add_number(&b, 150.0);
+  CHECK_STR(b.data, "150.0");
+  cp_buf_reset(&b);
+  CHECK_INT(cp_json_add_number(&b, NAN), -1);
+  CHECK_INT(cp_json_add_number(&b, INFINITY), -1);
+  cp_buf_free(&b);
+}
+
+static void test_round_trip_doubles(void) {
+  double vals[] = {1.0 / 3.0, 1e-300, 123456.789, -0.5, 5e-324, 1.7976931348623157e308};
+  for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+    cp_buf b = CP_BUF_INIT;
+    cp_json_add_number(&b, vals[i]);
+    cp_json_error err;
+    cp_json_doc *d = cp_json_parse(b.data, b.len, &err);
+    CHECK(d != NULL);
+    if (d) CHECK(cp_json_root(d)->u.d == vals[i]);
+    cp_json_doc_free(d);
+    cp_buf_free(&b);
+  }
+}
+
+int main(void) {
+  RUN(test_tree);
+  RUN(test_int_limits);
+  RUN(test_errors_located);
+  RUN(test_depth_limit);
+  RUN(test_writers);
+  RUN(test_round_trip_doubles);
+  DONE();
+}
