@@ -15,7 +15,7 @@ luacheck -q lua tests/lua $(ls -d pipelines bench examples 2>/dev/null)
 
 cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/plain -j "$jobs" >/dev/null
-ctest --test-dir build/plain --output-on-failure -R 'e2e/test_cli'
+ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install)'
 
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	-DCOGPIPE_SANITIZE=ON -DCOGPIPE_FUZZ=ON >/dev/null

@@ -11,7 +11,7 @@
 #include "lutil.h"
 #include "modules.h"
 #include "runtime.h"
-#include "sched.h"
+#include "scheduler.h"
 
 /* ---- sleep ------------------------------------------------------------- */
 

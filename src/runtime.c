@@ -4,7 +4,10 @@
  * the order of shutdown. What tasks do is task.c's; what modules offer is
  * lua_core.c's and the bindings'.
  */
+#define _GNU_SOURCE /* dladdr */
 #include "runtime.h"
+
+#include <dlfcn.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -16,7 +19,7 @@
 #include "buf.h"
 #include "lutil.h"
 #include "modules.h"
-#include "sched.h"
+#include "scheduler.h"
 
 #ifndef CP_VERSION_STRING
 #define CP_VERSION_STRING "0.0.0"
@@ -106,6 +109,22 @@ static int has_init(const char *dir) {
   return ok;
 }
 
+/* Looks for the Lua half beside a binary at path: an installed tree
+ * (bin/../share, lib/../share) or a build tree, which mirrors it. Returns a
+ * malloc'd directory, or NULL. */
+static char *beside(const char *path) {
+  static const char *const rel[] = {"/../share/cogpipe/lua", "/share/cogpipe/lua"};
+  const char *slash = strrchr(path, '/');
+  if (!slash) return NULL;
+  for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+    cp_buf d = CP_BUF_INIT;
+    cp_buf_printf(&d, "%.*s%s", (int)(slash - path), path, rel[i]);
+    if (has_init(d.data)) return cp_buf_steal(&d, NULL);
+    cp_buf_free(&d);
+  }
+  return NULL;
+}
+
 /* Returns a malloc'd directory; the caller owns it. */
 static char *find_lua_dir(const char *given) {
   if (given) return cp_strdup(given);
@@ -113,19 +132,13 @@ static char *find_lua_dir(const char *given) {
   if (env && *env) return cp_strdup(env);
   char exe[4096];
   size_t size = sizeof exe;
-  if (uv_exepath(exe, &size) == 0) {
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    /* an installed tree (bin/../share) or a build tree, which mirrors it */
-    static const char *const rel[] = {"/../share/cogpipe/lua", "/share/cogpipe/lua"};
-    for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
-      cp_buf d = CP_BUF_INIT;
-      cp_buf_printf(&d, "%s%s", exe, rel[i]);
-      if (has_init(d.data)) return cp_buf_steal(&d, NULL);
-      cp_buf_free(&d);
-    }
-  }
-  return cp_strdup(CP_LUA_INSTALL_DIR);
+  char *dir = NULL;
+  if (uv_exepath(exe, &size) == 0) dir = beside(exe);
+  /* an embedder's program lives anywhere; the shared library does not */
+  Dl_info info;
+  if (!dir && dladdr((void *)cp_runtime_new, &info) && info.dli_fname)
+    dir = beside(info.dli_fname);
+  return dir ? dir : cp_strdup(CP_LUA_INSTALL_DIR);
 }
 
 static void set_package_path(lua_State *L, const char *dir) {

@@ -12,7 +12,7 @@
 #include "buf.h"
 #include "lutil.h"
 #include "runtime.h"
-#include "sched.h"
+#include "scheduler.h"
 
 #define TASK_MT "cogpipe.task"
 

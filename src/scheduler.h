@@ -1,10 +1,10 @@
 /*
- * sched.h -- the scheduler's side of tasks, used by the runtime: creating the
+ * scheduler.h -- the scheduler's side of tasks, used by the runtime: creating the
  * scheduler, spawning the main task, cancelling everything at shutdown.
  * Primitives that suspend tasks only need task.h.
  */
-#ifndef CP_SCHED_H
-#define CP_SCHED_H
+#ifndef CP_SCHEDULER_H
+#define CP_SCHEDULER_H
 
 #include <lauxlib.h>
 
