@@ -2,3 +2,5 @@
 std = "lua54"
 max_line_length = 120
 files["tests/lua"] = { std = "lua54" }
+-- methods keep `self` in their signature even when they do not use it
+self = false

@@ -4,7 +4,9 @@
  * submodules each binding file provides. The Lua half (lua/cogpipe/init.lua)
  * builds the public module on top of it.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <xxhash.h>
 
 #include "buf.h"
 #include "lua_json.h"
@@ -71,6 +73,17 @@ static int l_exit_status(lua_State *L) {
   return 0;
 }
 
+/* cp.hash(s) -> 16 hex digits of XXH3-64: a compact, stable key for texts
+ * in journals and caches (not a cryptographic digest). */
+static int l_hash(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH3_64bits(s, len));
+  lua_pushlstring(L, hex, 16);
+  return 1;
+}
+
 /* ---- the module ------------------------------------------------------------ */
 
 typedef struct submodule {
@@ -80,10 +93,12 @@ typedef struct submodule {
 
 static const submodule submodules[] = {
     {"json", luaopen_cogpipe_json},
+    {"fs", luaopen_cogpipe_fs},
 };
 
 static const luaL_Reg core_fns[] = {
-    {"sleep", l_sleep}, {"now", l_now}, {"exit_status", l_exit_status}, {NULL, NULL}};
+    {"sleep", l_sleep}, {"now", l_now}, {"exit_status", l_exit_status},
+    {"hash", l_hash}, {NULL, NULL}};
 
 int luaopen_cogpipe_core(lua_State *L) {
   cp_runtime *rt = cp_runtime_from_lua(L);

@@ -43,31 +43,9 @@ static int report(cp_runtime *rt, cp_status st) {
   return (int)st;
 }
 
-/* cogpipe run SCRIPT [-- ARGS]: the script is the main task; its `arg`
- * holds what follows it (a leading "--" is dropped). */
-static int cmd_run(int argc, char **argv) {
-  if (argc < 1 || argv[0][0] == '\0') {
-    fprintf(stderr, "%s: run: a script is required\n", progname);
-    return CP_EUSAGE;
-  }
-  const char *script = argv[0];
-  int nargs = argc - 1;
-  char **args = argv + 1;
-  if (nargs > 0 && strcmp(args[0], "--") == 0) {
-    nargs--;
-    args++;
-  }
-  cp_runtime *rt = new_runtime();
-  if (!rt) return CP_EFAILED;
-  cp_runtime_set_args(rt, script, nargs, args);
-  cp_status st = cp_runtime_run_file(rt, script);
-  int code = report(rt, st);
-  cp_runtime_free(rt);
-  return code;
-}
-
-/* Any other command is a Lua module cogpipe.cmd.<name> whose main(args)
- * returns the exit status. */
+/* Every command is a Lua module cogpipe.cmd.<name> (run, check, audit, ...)
+ * whose main(args) returns the exit status; the runtime's own status (a
+ * failed task nobody waited for, a requested status) wins when it is worse. */
 static const char dispatch[] =
     "local name = ...\n"
     "local ok, mod = pcall(require, 'cogpipe.cmd.' .. name)\n"
@@ -108,6 +86,7 @@ static int cmd_module(const char *name, int argc, char **argv) {
     if (n > 0 && lua_isinteger(L, -n)) exitcode = (int)lua_tointeger(L, -n);
     lua_pop(L, n);
   }
+  if ((int)st > exitcode) exitcode = (int)st;
   cp_runtime_free(rt);
   return exitcode;
 }
@@ -127,7 +106,6 @@ int main(int argc, char **argv) {
     usage(stdout);
     return CP_OK;
   }
-  if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
   if (cmd[0] == '-') {
     fprintf(stderr, "%s: unknown option '%s'\n", progname, cmd);
     usage(stderr);

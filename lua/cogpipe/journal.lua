@@ -1,0 +1,148 @@
+-- The run journal: what a pipeline committed to a tenant's platform, kept in
+-- the state directory so that a re-run sends nothing twice. Each batch is
+-- written as "pending" (and synced) before it is sent, then "committed" or
+-- "unknown" after; a pending or unknown batch found at the next start is one
+-- whose outcome nobody saw, and the sink reconciles it before sending.
+local cp = require "cogpipe"
+local json = cp.json
+
+local Journal = {}
+Journal.__index = Journal
+
+local M = {}
+
+-- $COGPIPE_STATE_DIR, else $XDG_STATE_HOME/cogpipe, else ~/.local/state/cogpipe.
+function M.state_dir(override)
+  if override and override ~= "" then
+    return override
+  end
+  local env = os.getenv("COGPIPE_STATE_DIR")
+  if env and env ~= "" then
+    return env
+  end
+  local xdg = os.getenv("XDG_STATE_HOME")
+  if xdg and xdg ~= "" then
+    return xdg .. "/cogpipe"
+  end
+  return (os.getenv("HOME") or ".") .. "/.local/state/cogpipe"
+end
+
+local function safe(name)
+  return (name:gsub("[^%w_.-]", "_"))
+end
+
+-- Opens (creating) the journal of one pipeline for one tenant and replays it.
+function M.open(state_dir, tenant, pipeline)
+  local dir = state_dir .. "/journal/" .. safe(tenant)
+  local ok, err = cp.fs.mkdir(dir)
+  if not ok then
+    return nil, err
+  end
+  local path = dir .. "/" .. safe(pipeline) .. ".jsonl"
+  local self = setmetatable({ path = path, committed = {}, batches = {}, torn = 0 }, Journal)
+  local f = io.open(path, "r")
+  if f then
+    for line in f:lines() do
+      local rec = json.decode(line)
+      if type(rec) == "table" then
+        self:_apply(rec)
+      else
+        self.torn = self.torn + 1 -- a line cut by a crash: the batch stays pending
+      end
+    end
+    f:close()
+  end
+  local fh, oerr = io.open(path, "a")
+  if not fh then
+    return nil, { kind = "io", message = oerr }
+  end
+  self.file = fh
+  return self
+end
+
+function Journal:_apply(rec)
+  if rec.op == "pending" then
+    self.batches[rec.batch] = { state = "pending", items = rec.items, info = rec.info }
+  elseif rec.op == "committed" or rec.op == "unknown" or rec.op == "failed" then
+    local b = self.batches[rec.batch] or { items = rec.items or {} }
+    b.state = rec.op
+    self.batches[rec.batch] = b
+    if rec.op == "committed" then
+      for _, key in ipairs(b.items or {}) do
+        self.committed[key] = true
+      end
+    end
+  elseif rec.op == "reconciled" then
+    local b = self.batches[rec.batch]
+    if b then
+      b.state = "reconciled"
+    end
+    for _, key in ipairs(rec.present or {}) do
+      self.committed[key] = true
+    end
+  end
+end
+
+function Journal:_write(rec, sync)
+  rec.ts = os.time()
+  self.file:write(json.encode(rec), "\n")
+  if sync then
+    local ok, err = cp.fs.sync(self.file)
+    if not ok then
+      error("journal " .. self.path .. ": " .. err.message)
+    end
+  else
+    self.file:flush()
+  end
+  self:_apply(rec)
+end
+
+-- Was this item (an opaque key the sink chose) committed by an earlier run?
+function Journal:is_committed(key)
+  return self.committed[key] == true
+end
+
+-- Batches whose outcome is not known: pending when the process died, or
+-- unknown after a reset; the sink must reconcile them before sending.
+function Journal:open_batches()
+  local list = {}
+  for id, b in pairs(self.batches) do
+    if b.state == "pending" or b.state == "unknown" then
+      list[#list + 1] = { id = id, items = b.items or {}, info = b.info, state = b.state }
+    end
+  end
+  table.sort(list, function(a, b) return a.id < b.id end)
+  return list
+end
+
+function Journal:pending(batch, items, info)
+  self:_write({ op = "pending", batch = batch, items = json.array(items), info = info }, true)
+end
+
+function Journal:committed_batch(batch)
+  self:_write({ op = "committed", batch = batch }, true)
+end
+
+function Journal:unknown(batch)
+  self:_write({ op = "unknown", batch = batch }, true)
+end
+
+function Journal:failed(batch)
+  self:_write({ op = "failed", batch = batch }, false)
+end
+
+-- After reading the platform: these keys of an open batch are there.
+function Journal:reconciled(batch, present)
+  self:_write({ op = "reconciled", batch = batch, present = json.array(present) }, true)
+end
+
+function Journal:close()
+  if self.file then
+    self.file:close()
+    self.file = nil
+  end
+end
+Journal.__close = Journal.close
+Journal.__gc = Journal.close
+
+return M
