@@ -94,6 +94,7 @@ typedef struct submodule {
 static const submodule submodules[] = {
     {"json", luaopen_cogpipe_json},
     {"fs", luaopen_cogpipe_fs},
+    {"http", luaopen_cogpipe_http},
 };
 
 static const luaL_Reg core_fns[] = {

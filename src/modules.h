@@ -10,5 +10,6 @@
 int luaopen_cogpipe_core(lua_State *L);
 int luaopen_cogpipe_json(lua_State *L);
 int luaopen_cogpipe_fs(lua_State *L);
+int luaopen_cogpipe_http(lua_State *L);
 
 #endif

@@ -1,0 +1,338 @@
+-- cogpipe.auth: credentials for cp.http.request{auth = ...}: an API key
+-- header, or OAuth2 client credentials (RFC 6749 4.4) with a token cache.
+-- Secrets live in a private table, never in fields: no message, tostring,
+-- log line or error table made here contains a secret or a token.
+--
+--   local auth = require "cogpipe.auth"
+--   local key = auth.api_key{key = env("COGNIGY_API_KEY")}      -- X-API-Key
+--   local oa = auth.oauth2{
+--     token_url = base .. "/auth/oauth2/token",
+--     client_id = "...", client_secret = env("CLIENT_SECRET"),
+--     scope = "intent:read intent:write",   -- optional
+--     skew = 30,          -- refresh this many seconds before expiry
+--     basic = false,      -- true: client_secret_basic instead of the body
+--     timeout = 30, ca_file = nil, insecure = nil, limiter = nil,
+--     retry = {tries = 5},  -- for the token request (false: no retry)
+--   }
+--   cp.http.request{url = ..., auth = oa}
+--
+-- An oauth2 object fetches a token on first use and again shortly before it
+-- expires. Requests that need a token while one is being fetched wait for
+-- that same fetch (one token request however many wait). A request answered
+-- 401 drops the token it used and is replayed once with a fresh one.
+--
+-- Protocol (what cp.http.request expects of `auth`): a method
+-- perform(self, send, opts) that calls send(opts, headers) and returns its
+-- results.
+
+local cp = require "cogpipe"
+local http = require "cogpipe.http"
+
+local auth = {}
+
+-- Secrets and tokens by object; weak keys so objects can be collected.
+local private = setmetatable({}, { __mode = "k" })
+
+local function check_string(t, k, what, optional)
+  local v = t[k]
+  if v == nil and optional then
+    return nil
+  end
+  if type(v) ~= "string" or v == "" then
+    error(string.format("%s: %s must be a non-empty string", what, k), 3)
+  end
+  return v
+end
+
+-- Replaces every occurrence of each secret (as is, and form- or
+-- percent-encoded) in s by "***".
+local function redact(s, secrets)
+  if type(s) ~= "string" then
+    return s
+  end
+  for _, secret in ipairs(secrets) do
+    if secret and #secret > 0 then
+      local forms = {
+        secret,
+        http.form_encode({ x = secret }):sub(3),
+        (http.form_encode({ x = secret }):sub(3):gsub("%+", "%%20")),
+      }
+      for _, f in ipairs(forms) do
+        local from = 1
+        while true do
+          local i, j = s:find(f, from, true)
+          if not i then
+            break
+          end
+          s = s:sub(1, i - 1) .. "***" .. s:sub(j + 1)
+          from = i + 3
+        end
+      end
+    end
+  end
+  return s
+end
+
+-- Error tables made here print their message, like the runtime's.
+local ErrorMT = { __tostring = function(e) return tostring(e.message) end }
+
+local function failure(fields)
+  return setmetatable(fields, ErrorMT)
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = {}
+    for k = 3, 0, -1 do
+      local idx = (n >> (6 * k)) & 63
+      q[#q + 1] = B64:sub(idx + 1, idx + 1)
+    end
+    if not b then
+      q[3], q[4] = "=", "="
+    elseif not c then
+      q[4] = "="
+    end
+    out[#out + 1] = table.concat(q)
+  end
+  return table.concat(out)
+end
+
+local function redact_err(err, secrets)
+  if type(err) == "table" then
+    err.message = redact(err.message, secrets)
+    err.body_excerpt = redact(err.body_excerpt, secrets)
+  elseif type(err) == "string" then
+    err = redact(err, secrets)
+  end
+  return err
+end
+
+---------------------------------------------------------------------------
+-- API key
+
+local ApiKey = {}
+ApiKey.__index = ApiKey
+ApiKey.__name = "cogpipe.auth.api_key"
+
+function ApiKey:__tostring()
+  return string.format("cogpipe.auth.api_key(header=%s)", self.header)
+end
+
+function ApiKey:perform(send, opts)
+  local p = private[self]
+  return send(opts, { [self.header] = p.prefix .. p.key })
+end
+
+--- auth.api_key{key =, header = "X-API-Key", prefix = ""}: sends the key
+-- in that header on every request (prefix e.g. "ApiKey " for schemes that
+-- want one).
+function auth.api_key(o)
+  if type(o) ~= "table" then
+    error("auth.api_key: options table expected", 2)
+  end
+  local key = check_string(o, "key", "auth.api_key")
+  local header = check_string(o, "header", "auth.api_key", true) or "X-API-Key"
+  if not header:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
+    error("auth.api_key: header must be an HTTP header name", 2)
+  end
+  if key:find("[\r\n%z]") then
+    error("auth.api_key: key contains a line break or NUL", 2)
+  end
+  local self = setmetatable({ header = header }, ApiKey)
+  private[self] = { key = key, prefix = o.prefix or "" }
+  return self
+end
+
+---------------------------------------------------------------------------
+-- OAuth2 client credentials
+
+local OAuth2 = {}
+OAuth2.__index = OAuth2
+OAuth2.__name = "cogpipe.auth.oauth2"
+
+function OAuth2:__tostring()
+  return string.format("cogpipe.auth.oauth2(client_id=%s, token_url=%s)", self.client_id,
+    self.token_url)
+end
+
+-- Fetches a token and stores it; runs in its own task so that every request
+-- that needs the token can wait for this one fetch. Returns true or nil, err.
+local function fetch(self)
+  local p = private[self]
+  local form = { grant_type = "client_credentials" }
+  local headers = {}
+  if p.basic then
+    -- RFC 6749 2.3.1: each half form-encoded, then base64 of "id:secret"
+    local user = http.form_encode({ x = self.client_id }):sub(3)
+    local pass = http.form_encode({ x = p.secret }):sub(3)
+    headers.Authorization = "Basic " .. base64(user .. ":" .. pass)
+  else
+    form.client_id = self.client_id
+    form.client_secret = p.secret
+  end
+  if self.scope then
+    form.scope = self.scope
+  end
+  local started = cp.now()
+  local resp, err = http.request({
+    method = "POST",
+    url = self.token_url,
+    form = form,
+    headers = headers,
+    timeout = p.timeout,
+    ca_file = p.ca_file,
+    insecure = p.insecure,
+    limiter = p.limiter,
+    retry = p.retry,
+  })
+  if not resp then
+    err = redact_err(err, { p.secret })
+    if type(err) == "table" then
+      err.message = "OAuth2 token request failed: " .. tostring(err.message)
+      if err.status == 400 or err.status == 401 or err.status == 403 then
+        err.kind = "auth"
+      end
+    end
+    return nil, err
+  end
+  local body, jerr = resp:json()
+  if type(body) ~= "table" or type(body.access_token) ~= "string" or body.access_token == "" then
+    return nil, failure({
+      kind = "auth",
+      message = "OAuth2 token response from " .. self.token_url .. " has no access_token"
+        .. (jerr and (": " .. tostring(jerr.message or jerr)) or ""),
+      status = resp.status,
+      retryable = false,
+    })
+  end
+  local token_type = type(body.token_type) == "string" and body.token_type or "Bearer"
+  if token_type:lower() == "bearer" then
+    token_type = "Bearer"
+  end
+  local expires_in = tonumber(body.expires_in)
+  local expires_at = math.huge -- no lifetime given: keep until a 401
+  if expires_in and expires_in > 0 then
+    -- counted from when the request left, refreshed `skew` early (at most
+    -- half the lifetime early, so a short-lived token is still used)
+    expires_at = started + expires_in - math.min(p.skew, expires_in / 2)
+  end
+  p.token, p.token_type, p.expires_at = body.access_token, token_type, expires_at
+  return true
+end
+
+--- The Authorization header value, fetching a token when there is none or
+-- it is about to expire. May suspend the calling task. Returns the value,
+-- or nil, err.
+function OAuth2:header()
+  local p = private[self]
+  if p.token and cp.now() < p.expires_at then
+    return p.token_type .. " " .. p.token
+  end
+  local task = p.refreshing
+  if not task then
+    p.token = nil
+    task = cp.spawn(function()
+      local ok, res, err = pcall(fetch, self)
+      if not ok then
+        return nil, failure({ kind = "auth", message = redact(tostring(res), { p.secret }) })
+      end
+      return res, err
+    end)
+    p.refreshing = task
+  end
+  local ok, err = cp.wait(task)
+  if p.refreshing == task then
+    p.refreshing = nil
+  end
+  if not ok then
+    return nil, err
+  end
+  if not p.token then -- dropped by a 401 since; the caller replays once
+    return nil, failure({ kind = "auth", retryable = true,
+      message = "OAuth2 token was rejected right after it was issued" })
+  end
+  return p.token_type .. " " .. p.token
+end
+
+--- Drops the cached token if it is the one in header_value (a 401 answered
+-- a request made with it); a newer token is kept.
+function OAuth2:invalidate(header_value)
+  local p = private[self]
+  if p.token and (header_value == nil or header_value == p.token_type .. " " .. p.token) then
+    p.token = nil
+  end
+end
+
+--- Seconds until the cached token is refreshed (nil when there is none);
+-- for reports and tests, never the token itself.
+function OAuth2:expires_in()
+  local p = private[self]
+  if not p.token then
+    return nil
+  end
+  return p.expires_at - cp.now()
+end
+
+function OAuth2:perform(send, opts)
+  local h, err = self:header()
+  if not h then
+    return nil, err
+  end
+  local resp, rerr = send(opts, { Authorization = h })
+  if resp or type(rerr) ~= "table" or rerr.status ~= 401 then
+    return resp, rerr
+  end
+  self:invalidate(h)
+  h, err = self:header()
+  if not h then
+    return nil, err
+  end
+  return send(opts, { Authorization = h })
+end
+
+function auth.oauth2(o)
+  if type(o) ~= "table" then
+    error("auth.oauth2: options table expected", 2)
+  end
+  local token_url = check_string(o, "token_url", "auth.oauth2")
+  local client_id = check_string(o, "client_id", "auth.oauth2")
+  local secret = check_string(o, "client_secret", "auth.oauth2")
+  local scope = check_string(o, "scope", "auth.oauth2", true)
+  local skew = o.skew == nil and 30 or o.skew
+  if type(skew) ~= "number" or skew < 0 then
+    error("auth.oauth2: skew must be a number of seconds >= 0", 2)
+  end
+  -- Asking for a token twice does no harm: retried even after a 5xx.
+  local retry = { tries = 5, idempotent = true }
+  if o.retry == false then
+    retry = false
+  elseif type(o.retry) == "table" then
+    retry = { idempotent = true }
+    for k, v in pairs(o.retry) do
+      retry[k] = v
+    end
+  elseif o.retry ~= nil then
+    error("auth.oauth2: retry must be false or a table", 2)
+  end
+  local self = setmetatable({ token_url = token_url, client_id = client_id, scope = scope,
+    skew = skew }, OAuth2)
+  private[self] = {
+    secret = secret,
+    skew = skew,
+    basic = o.basic and true or false,
+    timeout = o.timeout or 30,
+    ca_file = o.ca_file,
+    insecure = o.insecure,
+    limiter = o.limiter,
+    retry = retry,
+    expires_at = 0,
+  }
+  return self
+end
+
+return auth

@@ -1,0 +1,947 @@
+/*
+ * http.c -- libcurl's multi interface on the libuv loop (see http.h): one
+ * uv_poll_t per socket libcurl asks about, one uv timer for libcurl's
+ * timeouts, and per call the retry, backoff and limiter waits. It never
+ * blocks, never calls into Lua and never prints a header or a body.
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "json.h"
+
+/* ---- types ---------------------------------------------------------------- */
+
+typedef struct sock_ctx {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  cp_http *h;
+  int closing;
+  struct sock_ctx *prev, *next; /* h->socks: every poll not yet closed */
+} sock_ctx;
+
+struct cp_http {
+  uv_loop_t *loop;
+  cp_runtime *rt; /* NULL for a plain loop */
+  CURLM *multi;
+  uv_timer_t timer;      /* libcurl's timeout */
+  int open_handles;      /* ours not yet closed: timer, polls, call timers */
+  int freeing;           /* cp_http_free ran; memory goes at open_handles 0 */
+  int warned_insecure;   /* the "verification off" warning is printed once */
+  cp_http_call *calls;   /* every call not yet closed */
+  sock_ctx *socks;
+  int close_hook;        /* id of the runtime close hook, or -1 */
+  unsigned long long rng; /* xorshift state for jitter */
+};
+
+struct cp_http_limiter {
+  cp_limiter lim;
+  int refs;
+  cp_http_call *head, *tail; /* calls waiting for a slot, oldest first */
+  size_t waiting;
+};
+
+typedef enum call_state {
+  ST_NEW,     /* configured, not started */
+  ST_QUEUED,  /* in its limiter's queue (the head may have its timer armed) */
+  ST_ACTIVE,  /* in the multi handle */
+  ST_BACKOFF, /* timer armed until the next attempt */
+  ST_FAILING, /* timer armed (0 ms) to report an error found before sending */
+  ST_CLOSED   /* finished or cancelled; timer closing */
+} call_state;
+
+typedef struct hdr_off {
+  size_t name, value; /* offsets into hdr_arena */
+} hdr_off;
+
+struct cp_http_call {
+  cp_http *h;
+  CURL *easy;
+  char *method;
+  char *where; /* scheme://host[:port]/path, for messages */
+  struct curl_slist *headers;
+  char *body;
+  size_t body_len;
+  curl_mime *mime;
+  double total, connect;
+  char *ca_file;
+  int insecure;
+  cp_retry_policy retry;
+  int idempotent;
+  cp_http_limiter *lim;
+  int holds_slot;
+  cp_http_call *qprev, *qnext; /* limiter queue */
+  cp_http_call *prev, *next;   /* h->calls */
+  uv_timer_t timer;
+  call_state st;
+
+  /* the answer being received */
+  cp_buf resp;
+  cp_buf hdr_arena;
+  hdr_off *hdrs;
+  size_t n_hdrs, cap_hdrs;
+  char reason[64];
+
+  int attempts;
+  int too_big; /* the answer went over MAX_ANSWER */
+  uint64_t started; /* uv_hrtime at start */
+  cp_http_kind fail_kind;
+  char *fail_msg;
+  cp_http_done_fn done;
+  void *data;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+const char *cp_http_kind_name(cp_http_kind k) {
+  switch (k) {
+  case CP_HTTP_OK: return "ok";
+  case CP_HTTP_STATUS: return "http";
+  case CP_HTTP_CONNECT: return "connect";
+  case CP_HTTP_TLS: return "tls";
+  case CP_HTTP_TIMEOUT: return "timeout";
+  case CP_HTTP_NETWORK: return "network";
+  case CP_HTTP_IO: return "io";
+  case CP_HTTP_USAGE: return "usage";
+  }
+  return "http";
+}
+
+static double now_s(void) { return (double)uv_hrtime() / 1e9; }
+
+static double draw(cp_http *h) {
+  unsigned long long x = h->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  h->rng = x;
+  return (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
+}
+
+static void handle_opened(cp_http *h) {
+  h->open_handles++;
+  if (h->rt) cp_runtime_handle_inc(h->rt);
+}
+
+static void maybe_release_client(cp_http *h) {
+  if (h->freeing && h->open_handles == 0) free(h);
+}
+
+static void handle_closed(cp_http *h) {
+  h->open_handles--;
+  if (h->rt) cp_runtime_handle_dec(h->rt);
+  maybe_release_client(h);
+}
+
+static void drain(cp_http *h);
+
+/* ---- the loop side: sockets and libcurl's timer --------------------------- */
+
+static void on_poll_closed(uv_handle_t *handle) {
+  sock_ctx *s = handle->data;
+  cp_http *h = s->h;
+  free(s);
+  handle_closed(h);
+}
+
+static void close_sock(sock_ctx *s) {
+  if (s->closing) return;
+  s->closing = 1;
+  if (s->prev) s->prev->next = s->next;
+  else s->h->socks = s->next;
+  if (s->next) s->next->prev = s->prev;
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  sock_ctx *s = p->data;
+  cp_http *h = s->h;
+  int flags = 0;
+  if (status < 0) {
+    flags = CURL_CSELECT_ERR;
+  } else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  int running;
+  /* s may be closed by libcurl's socket callback during this call; its
+   * memory lives until the close callback, and is not touched after. */
+  curl_multi_socket_action(h->multi, s->fd, flags, &running);
+  drain(h);
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
+                     void *socketp) {
+  (void)easy;
+  cp_http *h = userp;
+  sock_ctx *s = socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (s) {
+      if (!h->freeing) curl_multi_assign(h->multi, fd, NULL);
+      close_sock(s);
+    }
+    return 0;
+  }
+  if (!s) {
+    s = cp_calloc(1, sizeof *s); /* owned by the poll; freed in on_poll_closed */
+    s->fd = fd;
+    s->h = h;
+    if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
+      free(s);
+      return -1;
+    }
+    s->poll.data = s;
+    handle_opened(h);
+    s->next = h->socks;
+    if (h->socks) h->socks->prev = s;
+    h->socks = s;
+    curl_multi_assign(h->multi, fd, s);
+  }
+  int events = 0;
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  uv_poll_start(&s->poll, events, on_poll);
+  return 0;
+}
+
+static void on_curl_timeout(uv_timer_t *t) {
+  cp_http *h = t->data;
+  int running;
+  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  drain(h);
+}
+
+/* libcurl asks for a (re)armed one-shot timer. Must not call into libcurl. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+  (void)multi;
+  cp_http *h = userp;
+  if (timeout_ms < 0) {
+    uv_timer_stop(&h->timer);
+  } else {
+    /* 0 means "as soon as possible"; libuv 1.44 would run a 0 ms timer
+     * started from a timer callback within the same pass, and libcurl can
+     * ask for 0 again from there, so the shortest wait is 1 ms. */
+    uv_timer_start(&h->timer, on_curl_timeout,
+                   (uint64_t)(timeout_ms == 0 ? 1 : timeout_ms), 0);
+  }
+  return 0;
+}
+
+/* ---- the client ------------------------------------------------------------- */
+
+cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt) {
+  /* libcurl's global init is idempotent and reference counted from 7.84 on;
+   * cp_http_free does not undo it since other clients may share it. */
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  cp_http *h = cp_calloc(1, sizeof *h);
+  h->loop = loop;
+  h->rt = rt;
+  h->close_hook = -1;
+  h->rng = (unsigned long long)uv_hrtime() ^ (unsigned long long)(uintptr_t)h;
+  if (h->rng == 0) h->rng = 0x9e3779b97f4a7c15ULL;
+  h->multi = curl_multi_init();
+  if (!h->multi) {
+    fprintf(stderr, "cogpipe: cannot create an HTTP client\n");
+    abort();
+  }
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  /* Many requests to one host share one HTTP/2 connection when offered. */
+  curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  uv_timer_init(loop, &h->timer);
+  h->timer.data = h;
+  handle_opened(h);
+  return h;
+}
+
+static void on_client_timer_closed(uv_handle_t *t) {
+  handle_closed(((uv_timer_t *)t)->data);
+}
+
+
+void cp_http_free(cp_http *h) {
+  if (!h || h->freeing) return;
+  h->freeing = 1;
+  while (h->calls) cp_http_call_cancel(h->calls);
+  /* Closing the connections may call on_socket with REMOVE; it closes the
+   * polls and skips curl_multi_assign, which a dying multi refuses. */
+  curl_multi_cleanup(h->multi);
+  h->multi = NULL;
+  while (h->socks) close_sock(h->socks);
+  uv_timer_stop(&h->timer);
+  uv_close((uv_handle_t *)&h->timer, on_client_timer_closed);
+}
+
+static void client_close_hook(void *data) {
+  cp_http *h = data;
+  lua_State *L = cp_runtime_main_lua(h->rt);
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
+  h->close_hook = -1;
+  cp_http_free(h);
+}
+
+cp_http *cp_http_of(cp_runtime *rt) {
+  /* The client is found through the registry of the runtime's main state,
+   * which every coroutine shares. */
+  lua_State *L = cp_runtime_main_lua(rt);
+  lua_getfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
+  cp_http *h = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (h) return h;
+  h = cp_http_new(cp_runtime_loop(rt), rt);
+  lua_pushlightuserdata(L, h);
+  lua_setfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
+  h->close_hook = cp_runtime_on_close(rt, client_close_hook, h);
+  return h;
+}
+
+/* ---- limiters ----------------------------------------------------------------- */
+
+cp_http_limiter *cp_http_limiter_new(double rate, double burst,
+                                     int max_in_flight) {
+  cp_http_limiter *l = cp_calloc(1, sizeof *l); /* freed by the last unref */
+  cp_limiter_init(&l->lim, rate, burst, max_in_flight, now_s());
+  l->refs = 1;
+  return l;
+}
+
+void cp_http_limiter_unref(cp_http_limiter *l) {
+  if (l && --l->refs == 0) free(l);
+}
+
+const cp_limiter *cp_http_limiter_state(const cp_http_limiter *l) {
+  return &l->lim;
+}
+
+size_t cp_http_limiter_waiting(const cp_http_limiter *l) { return l->waiting; }
+
+static void enqueue(cp_http_limiter *l, cp_http_call *c) {
+  c->qnext = NULL;
+  c->qprev = l->tail;
+  if (l->tail) l->tail->qnext = c;
+  else l->head = c;
+  l->tail = c;
+  l->waiting++;
+}
+
+static void dequeue(cp_http_limiter *l, cp_http_call *c) {
+  if (c->qprev) c->qprev->qnext = c->qnext;
+  else l->head = c->qnext;
+  if (c->qnext) c->qnext->qprev = c->qprev;
+  else l->tail = c->qprev;
+  c->qprev = c->qnext = NULL;
+  l->waiting--;
+}
+
+static void send_attempt(cp_http_call *c);
+static void on_call_timer(uv_timer_t *t);
+
+static uint64_t to_ms(double s) {
+  if (s <= 0) return 0;
+  if (s > 1e9) s = 1e9;
+  return (uint64_t)ceil(s * 1000.0);
+}
+
+/* Lets waiting calls through while the limiter allows; the oldest one that
+ * must wait for tokens sleeps on its own timer, the others behind it. */
+static void pump(cp_http_limiter *l) {
+  while (l->head && !l->head->h->freeing) {
+    cp_http_call *c = l->head;
+    double wait = cp_limiter_take(&l->lim, now_s());
+    if (wait == 0) {
+      dequeue(l, c);
+      uv_timer_stop(&c->timer);
+      c->holds_slot = 1;
+      send_attempt(c);
+      continue;
+    }
+    if (wait > 0) {
+      /* The loop's cached time may be behind; the wait counts from now. */
+      uv_update_time(c->h->loop);
+      uv_timer_start(&c->timer, on_call_timer, to_ms(wait), 0);
+    }
+    return;
+  }
+}
+
+static void release_slot(cp_http_call *c) {
+  if (!c->holds_slot) return;
+  c->holds_slot = 0;
+  cp_limiter_release(&c->lim->lim);
+  pump(c->lim);
+}
+
+/* ---- calls ---------------------------------------------------------------------- */
+
+/* Answers are held in memory; nothing the platform sends comes near this,
+ * and a runaway server must not take the process down with it. */
+#define MAX_ANSWER ((size_t)256 << 20)
+
+static size_t on_body(char *p, size_t size, size_t n, void *userp) {
+  cp_http_call *c = userp;
+  if (c->resp.len + size * n > MAX_ANSWER) {
+    c->too_big = 1;
+    return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
+  }
+  cp_buf_add(&c->resp, p, size * n);
+  return size * n;
+}
+
+static void reset_answer(cp_http_call *c) {
+  c->too_big = 0;
+  cp_buf_reset(&c->resp);
+  cp_buf_reset(&c->hdr_arena);
+  c->n_hdrs = 0;
+  c->reason[0] = '\0';
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *userp) {
+  cp_http_call *c = userp;
+  size_t len = size * n;
+  while (len > 0 && (p[len - 1] == '\r' || p[len - 1] == '\n')) len--;
+  if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+    /* A new answer (after a 100 Continue, or the next attempt): start over. */
+    reset_answer(c);
+    const char *sp = memchr(p, ' ', len);
+    if (sp) sp = memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p));
+    if (sp) {
+      size_t rl = len - (size_t)(sp + 1 - p);
+      if (rl >= sizeof c->reason) rl = sizeof c->reason - 1;
+      memcpy(c->reason, sp + 1, rl);
+      c->reason[rl] = '\0';
+    }
+    return size * n;
+  }
+  const char *colon = memchr(p, ':', len);
+  if (!colon || colon == p) return size * n; /* blank line or obs-fold */
+  if (c->n_hdrs == c->cap_hdrs) {
+    c->cap_hdrs = c->cap_hdrs ? c->cap_hdrs * 2 : 16;
+    c->hdrs = cp_realloc(c->hdrs, c->cap_hdrs * sizeof *c->hdrs);
+  }
+  hdr_off *o = &c->hdrs[c->n_hdrs++];
+  o->name = c->hdr_arena.len;
+  for (const char *q = p; q < colon; q++)
+    cp_buf_addc(&c->hdr_arena, (char)tolower((unsigned char)*q));
+  cp_buf_addc(&c->hdr_arena, '\0');
+  const char *v = colon + 1, *end = p + len;
+  while (v < end && (*v == ' ' || *v == '\t')) v++;
+  while (end > v && (end[-1] == ' ' || end[-1] == '\t')) end--;
+  o->value = c->hdr_arena.len;
+  cp_buf_add(&c->hdr_arena, v, (size_t)(end - v));
+  cp_buf_addc(&c->hdr_arena, '\0');
+  return size * n;
+}
+
+static const char *find_header(cp_http_call *c, const char *name) {
+  for (size_t i = c->n_hdrs; i-- > 0;)
+    if (strcmp(c->hdr_arena.data + c->hdrs[i].name, name) == 0)
+      return c->hdr_arena.data + c->hdrs[i].value;
+  return NULL;
+}
+
+/* scheme://host[:port]/path of url, without user info or query, which may
+ * hold credentials. Returns a malloc'd string the caller owns. */
+static char *describe_url(const char *url) {
+  CURLU *u = curl_url();
+  char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+  cp_buf b = CP_BUF_INIT;
+  if (u &&
+      curl_url_set(u, CURLUPART_URL, url,
+                   CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_PORT, &port, 0);
+    curl_url_get(u, CURLUPART_PATH, &path, 0);
+    cp_buf_printf(&b, "%s://%s%s%s%s", scheme, host, port ? ":" : "",
+                  port ? port : "", path ? path : "/");
+  } else {
+    cp_buf_adds(&b, "(invalid URL)");
+  }
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_free(path);
+  curl_url_cleanup(u);
+  return cp_buf_steal(&b, NULL);
+}
+
+cp_http_call *cp_http_call_new(cp_http *h, const char *method,
+                               const char *url) {
+  cp_http_call *c = cp_calloc(1, sizeof *c); /* freed in on_call_closed */
+  c->h = h;
+  c->easy = curl_easy_init();
+  if (!c->easy) {
+    fprintf(stderr, "cogpipe: cannot create an HTTP request\n");
+    abort();
+  }
+  c->method = cp_strdup(method);
+  for (char *m = c->method; *m; m++) *m = (char)toupper((unsigned char)*m);
+  c->where = describe_url(url);
+  cp_retry_policy_default(&c->retry);
+  uv_timer_init(h->loop, &c->timer);
+  c->timer.data = c;
+  handle_opened(h);
+  c->next = h->calls;
+  if (h->calls) h->calls->prev = c;
+  h->calls = c;
+
+  CURL *e = c->easy;
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  /* Wait for a multiplexed HTTP/2 connection rather than opening more. */
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  /* Only the web: a URL read from a tenant file must not open file:// or
+   * other protocols libcurl knows. */
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  /* A URL without a scheme must not send credentials in the clear. */
+  curl_easy_setopt(e, CURLOPT_DEFAULT_PROTOCOL, "https");
+  /* libcurl reads http_proxy, https_proxy and no_proxy by itself as long as
+   * CURLOPT_PROXY stays unset, which it does. */
+  return c;
+}
+
+void cp_http_call_header(cp_http_call *c, const char *line) {
+  struct curl_slist *n = curl_slist_append(c->headers, line);
+  if (!n) abort();
+  c->headers = n;
+}
+
+void cp_http_call_body(cp_http_call *c, char *body, size_t len) {
+  free(c->body);
+  c->body = body;
+  c->body_len = len;
+}
+
+curl_mime *cp_http_call_mime(cp_http_call *c) {
+  if (!c->mime) c->mime = curl_mime_init(c->easy);
+  if (!c->mime) abort();
+  return c->mime;
+}
+
+void cp_http_call_timeouts(cp_http_call *c, double total, double connect) {
+  c->total = total;
+  c->connect = connect;
+}
+
+void cp_http_call_tls(cp_http_call *c, const char *ca_file, int insecure) {
+  free(c->ca_file);
+  c->ca_file = ca_file ? cp_strdup(ca_file) : NULL;
+  c->insecure = insecure;
+}
+
+void cp_http_call_retry(cp_http_call *c, const cp_retry_policy *p) {
+  c->retry = *p;
+  if (c->retry.tries < 1) c->retry.tries = 1;
+}
+
+void cp_http_call_limiter(cp_http_call *c, cp_http_limiter *l) {
+  if (l) l->refs++;
+  if (c->lim) cp_http_limiter_unref(c->lim);
+  c->lim = l;
+}
+
+void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg) {
+  if (c->fail_msg) return; /* the first problem is the one to report */
+  c->fail_kind = kind;
+  c->fail_msg = cp_strdup(msg);
+}
+
+static void apply_options(cp_http_call *c) {
+  CURL *e = c->easy;
+  int is_post = strcmp(c->method, "POST") == 0;
+  if (strcmp(c->method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (!is_post && strcmp(c->method, "GET") != 0) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+  }
+  if (c->mime) {
+    curl_easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
+    if (strcmp(c->method, "GET") == 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+  } else if (c->body || is_post) {
+    /* c->body stays owned by the call and alive until the easy handle is. */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+    if (strcmp(c->method, "GET") == 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+  }
+  if (c->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+  if (c->total > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)to_ms(c->total));
+  if (c->connect > 0)
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
+  if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+  if (c->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    if (!c->h->warned_insecure) {
+      c->h->warned_insecure = 1;
+      fprintf(stderr,
+              "cogpipe: warning: TLS certificate verification is off "
+              "(insecure=true) for %s; anyone on the path can read and "
+              "change this traffic\n",
+              c->where);
+    }
+  }
+  c->idempotent = c->retry.idempotent >= 0
+                      ? c->retry.idempotent
+                      : cp_retry_method_idempotent(c->method);
+}
+
+void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data) {
+  c->done = done;
+  c->data = data;
+  c->started = uv_hrtime();
+  apply_options(c);
+  if (c->fail_msg) {
+    /* Reported from the loop: done must never run inside start. */
+    c->st = ST_FAILING;
+    uv_timer_start(&c->timer, on_call_timer, 0, 0);
+  } else if (c->lim) {
+    c->st = ST_QUEUED;
+    enqueue(c->lim, c);
+    pump(c->lim);
+  } else {
+    send_attempt(c);
+  }
+}
+
+static void send_attempt(cp_http_call *c) {
+  reset_answer(c);
+  c->errbuf[0] = '\0';
+  c->attempts++;
+  CURLMcode mc = curl_multi_add_handle(c->h->multi, c->easy);
+  if (mc != CURLM_OK) {
+    release_slot(c);
+    cp_http_call_fail(c, CP_HTTP_USAGE, curl_multi_strerror(mc));
+    c->st = ST_FAILING;
+    uv_timer_start(&c->timer, on_call_timer, 0, 0);
+    return;
+  }
+  c->st = ST_ACTIVE;
+}
+
+static void on_call_closed(uv_handle_t *t) {
+  cp_http_call *c = t->data;
+  cp_http *h = c->h;
+  free(c);
+  handle_closed(h);
+}
+
+/* Takes c out of the multi handle, its limiter and the client's list, so
+ * that nothing but its owner can reach it any more. The answer stays. */
+static void detach(cp_http_call *c) {
+  cp_http *h = c->h;
+  if (c->st == ST_ACTIVE) curl_multi_remove_handle(h->multi, c->easy);
+  if (c->st == ST_QUEUED) {
+    int was_head = c->lim->head == c;
+    dequeue(c->lim, c);
+    if (was_head) pump(c->lim);
+  }
+  c->st = ST_CLOSED;
+  uv_timer_stop(&c->timer);
+  release_slot(c);
+  if (c->prev) c->prev->next = c->next;
+  else h->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+/* Frees everything but the timer, whose close callback frees c. */
+static void destroy(cp_http_call *c) {
+  /* libcurl wants the easy handle gone before the mime and the list. */
+  curl_easy_cleanup(c->easy);
+  curl_mime_free(c->mime);
+  curl_slist_free_all(c->headers);
+  free(c->body);
+  free(c->method);
+  free(c->where);
+  free(c->ca_file);
+  free(c->fail_msg);
+  free(c->hdrs);
+  cp_buf_free(&c->resp);
+  cp_buf_free(&c->hdr_arena);
+  cp_http_limiter_unref(c->lim);
+  uv_close((uv_handle_t *)&c->timer, on_call_closed);
+}
+
+void cp_http_call_cancel(cp_http_call *c) {
+  if (c->st == ST_CLOSED) return; /* inside its own done: already detached */
+  detach(c);
+  destroy(c);
+}
+
+/* ---- results -------------------------------------------------------------------- */
+
+/* Appends what a JSON error body says: Cognigy's {title, detail, traceId},
+ * OAuth2's {error, error_description}, or a plain {message}. */
+static void add_error_detail(cp_buf *m, const char *body, size_t len) {
+  if (len == 0 || len > 65536) return;
+  cp_json_error jerr;
+  cp_json_doc *doc = cp_json_parse(body, len, &jerr);
+  if (!doc) return;
+  const cp_json *root = cp_json_root(doc);
+  static const char *const keys[] = {"detail", "error_description", "message",
+                                     "title", "error"};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    const cp_json *v = cp_json_get(root, keys[i]);
+    if (v && v->type == CP_JSON_STRING && v->u.str.len > 0) {
+      int n = v->u.str.len > 300 ? 300 : (int)v->u.str.len;
+      cp_buf_printf(m, ": %.*s", n, v->u.str.s);
+      break;
+    }
+  }
+  const cp_json *code = cp_json_get(root, "code");
+  if (code && code->type == CP_JSON_STRING)
+    cp_buf_printf(m, " [%.*s]", code->u.str.len > 64 ? 64 : (int)code->u.str.len,
+                  code->u.str.s);
+  const cp_json *trace = cp_json_get(root, "traceId");
+  if (trace && trace->type == CP_JSON_STRING)
+    cp_buf_printf(m, " (traceId %.*s)",
+                  trace->u.str.len > 128 ? 128 : (int)trace->u.str.len,
+                  trace->u.str.s);
+  cp_json_doc_free(doc);
+}
+
+/* Reports the call's outcome to its owner and frees it. why is the
+ * transport error, or for an HTTP status a note to append. */
+static void finish(cp_http_call *c, cp_http_kind kind, long status,
+                   const char *why, int retryable, int unknown) {
+  cp_buf msg = CP_BUF_INIT;
+  if (kind == CP_HTTP_STATUS) {
+    cp_buf_printf(&msg, "%s %s: %ld", c->method, c->where, status);
+    if (c->reason[0]) cp_buf_printf(&msg, " %s", c->reason);
+    add_error_detail(&msg, c->resp.data, c->resp.len);
+    if (why) cp_buf_printf(&msg, "; %s", why);
+  } else if (kind != CP_HTTP_OK) {
+    cp_buf_printf(&msg, "%s %s: %s", c->method, c->where, why);
+  }
+  if (kind != CP_HTTP_OK && c->attempts > 1)
+    cp_buf_printf(&msg, " (after %d attempts)", c->attempts);
+  if (unknown)
+    cp_buf_adds(&msg, "; the request was sent and may have been applied");
+
+  cp_http_header *hs = cp_calloc(c->n_hdrs ? c->n_hdrs : 1, sizeof *hs);
+  for (size_t i = 0; i < c->n_hdrs; i++) {
+    hs[i].name = c->hdr_arena.data + c->hdrs[i].name;
+    hs[i].value = c->hdr_arena.data + c->hdrs[i].value;
+  }
+  cp_http_result r = {
+      .kind = kind,
+      .status = status,
+      .body = c->resp.data ? c->resp.data : "",
+      .body_len = c->resp.len,
+      .headers = hs,
+      .n_headers = c->n_hdrs,
+      .message = kind == CP_HTTP_OK ? NULL : msg.data,
+      .retryable = retryable,
+      .unknown = unknown,
+      .attempts = c->attempts,
+      .elapsed = (double)(uv_hrtime() - c->started) / 1e9,
+  };
+  /* Detached first, so that done may start new calls (the limiter slot is
+   * already free) and a cancel of c from inside done is a no-op. */
+  detach(c);
+  c->done(c, &r, c->data);
+  free(hs);
+  cp_buf_free(&msg);
+  destroy(c);
+}
+
+/* How far a failed transfer got (see retry.h). */
+static cp_retry_sent how_far(cp_http_call *c, CURLcode rc) {
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_URL_MALFORMAT:
+  case CURLE_UNSUPPORTED_PROTOCOL:
+    return CP_SENT_NONE;
+  default:
+    break;
+  }
+  curl_off_t connect_us = 0, sent = 0, expected = -1;
+  long req_size = 0;
+  curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  curl_easy_getinfo(c->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+  curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &expected);
+  curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &req_size);
+  if (connect_us == 0 && req_size == 0 && sent == 0) return CP_SENT_NONE;
+  if (c->mime || c->body_len > 0) {
+    curl_off_t want = c->mime ? expected : (curl_off_t)c->body_len;
+    /* A server does not act on a request whose body it did not get whole;
+     * a MIME body of unknown size counts as complete, to be safe. */
+    if (want > 0 && sent < want) return CP_SENT_PARTIAL;
+  }
+  return CP_SENT_ALL;
+}
+
+static cp_http_kind classify(CURLcode rc, int *transient) {
+  *transient = 1;
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_CONNECT:
+    return CP_HTTP_CONNECT;
+  case CURLE_OPERATION_TIMEDOUT:
+    return CP_HTTP_TIMEOUT;
+  case CURLE_SSL_CONNECT_ERROR:
+    return CP_HTTP_TLS; /* may be a reset mid-handshake */
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_CRL_BADFILE:
+    *transient = 0;
+    return CP_HTTP_TLS;
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_HTTP3:
+    return CP_HTTP_NETWORK;
+  case CURLE_READ_ERROR:
+    *transient = 0;
+    return CP_HTTP_IO;
+  case CURLE_URL_MALFORMAT:
+  case CURLE_UNSUPPORTED_PROTOCOL:
+  case CURLE_BAD_FUNCTION_ARGUMENT:
+  case CURLE_NOT_BUILT_IN:
+    *transient = 0;
+    return CP_HTTP_USAGE;
+  default:
+    *transient = 0;
+    return CP_HTTP_NETWORK;
+  }
+}
+
+static void attempt_done(cp_http_call *c, CURLcode rc) {
+  cp_http *h = c->h;
+  curl_multi_remove_handle(h->multi, c->easy);
+  c->st = ST_BACKOFF; /* not in the multi any more; decided below */
+  long status = 0;
+  if (rc == CURLE_OK) curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (c->lim) {
+    double t = now_s();
+    if (status == 429) cp_limiter_slow_down(&c->lim->lim, t);
+    else if (rc == CURLE_OK && status < 400) cp_limiter_speed_up(&c->lim->lim, t);
+  }
+  release_slot(c);
+
+  cp_http_kind kind = CP_HTTP_OK;
+  cp_retry_verdict v;
+  const char *why = NULL;
+  char whybuf[CURL_ERROR_SIZE + 256];
+  if (rc == CURLE_OK) {
+    if (status >= 400) kind = CP_HTTP_STATUS;
+    v = cp_retry_decide(c->idempotent, status, 0, CP_SENT_ALL);
+  } else {
+    int transient;
+    kind = classify(rc, &transient);
+    v = cp_retry_decide(c->idempotent, 0, transient, how_far(c, rc));
+    why = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+    if (c->too_big) {
+      snprintf(whybuf, sizeof whybuf, "answer larger than %zu MiB",
+               MAX_ANSWER >> 20);
+      why = whybuf;
+    } else if (rc == CURLE_PEER_FAILED_VERIFICATION) {
+      snprintf(whybuf, sizeof whybuf,
+               "TLS verification failed: %s (pass ca_file= with the CA that "
+               "issued the server's certificate)",
+               why);
+      why = whybuf;
+    }
+  }
+
+  if (v == CP_RETRY_YES && c->attempts < c->retry.tries) {
+    double wait = -1, ra;
+    const char *hdr = status ? find_header(c, "retry-after") : NULL;
+    if (hdr && cp_retry_after_parse(hdr, time(NULL), &ra) == 0) {
+      if (ra > c->retry.max_wait) {
+        snprintf(whybuf, sizeof whybuf,
+                 "the server asks to retry after %.0f s, more than max_wait "
+                 "%.0f s",
+                 ra, c->retry.max_wait);
+        finish(c, kind, status, whybuf, 1, 0);
+        return;
+      }
+      wait = cp_retry_after_delay(ra, draw(h));
+    } else {
+      wait = cp_retry_backoff(&c->retry, c->attempts, draw(h));
+    }
+    c->st = ST_BACKOFF;
+    /* The loop's clock counts whole (truncated) milliseconds, so a timer can
+     * fire up to a tick early; a few ms more keep "never before
+     * Retry-After" true. */
+    uv_update_time(h->loop);
+    uv_timer_start(&c->timer, on_call_timer, to_ms(wait) + 5, 0);
+    return;
+  }
+  if (kind == CP_HTTP_OK) {
+    finish(c, kind, status, NULL, 0, 0);
+    return;
+  }
+  finish(c, kind, status, why, v == CP_RETRY_YES, v == CP_RETRY_UNKNOWN);
+}
+
+static void on_call_timer(uv_timer_t *t) {
+  cp_http_call *c = t->data;
+  switch (c->st) {
+  case ST_QUEUED:
+    pump(c->lim);
+    break;
+  case ST_BACKOFF:
+    if (c->lim) {
+      c->st = ST_QUEUED;
+      enqueue(c->lim, c);
+      pump(c->lim);
+    } else {
+      send_attempt(c);
+    }
+    break;
+  case ST_FAILING:
+    finish(c, c->fail_kind, 0, c->fail_msg, 0, 0);
+    break;
+  default:
+    break;
+  }
+}
+
+static void drain(cp_http *h) {
+  CURLMsg *m;
+  int left;
+  while (h->multi && (m = curl_multi_info_read(h->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    CURL *e = m->easy_handle;
+    CURLcode rc = m->data.result; /* m is invalid once e is removed */
+    cp_http_call *c = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
+    attempt_done(c, rc);
+  }
+}

@@ -1,0 +1,120 @@
+/*
+ * http.h -- asynchronous HTTP for libcogpipe: libcurl's multi interface
+ * driven by a libuv loop, with the retry policy (retry.h) and request
+ * limiters (limiter.h) applied per call. It never blocks the loop and never
+ * calls into Lua; lua_http.c binds it to tasks.
+ *
+ * A client (cp_http) is one curl multi handle: connections are reused
+ * across its calls and HTTP/2 is used where the server offers it. A call
+ * (cp_http_call) is one request with all its retries:
+ *
+ *   cp_http_call *c = cp_http_call_new(h, "POST", url);  // caller owns c
+ *   cp_http_call_header(c, "Content-Type: application/json");
+ *   cp_http_call_body(c, body, len);                       // c owns body
+ *   cp_http_call_start(c, done, data);      // from here the client owns c
+ *   ... done(c, &result, data) runs once, from the loop; c is freed after
+ *   done returns. cp_http_call_cancel(c) instead stops it: done never runs.
+ */
+#ifndef CP_HTTP_H
+#define CP_HTTP_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "limiter.h"
+#include "retry.h"
+#include "runtime.h"
+
+typedef struct cp_http cp_http;
+typedef struct cp_http_call cp_http_call;
+typedef struct cp_http_limiter cp_http_limiter;
+
+typedef enum cp_http_kind {
+  CP_HTTP_OK,      /* an answer below 400 */
+  CP_HTTP_STATUS,  /* an answer of 400 or more (after the retries) */
+  CP_HTTP_CONNECT, /* name resolution or connection failed */
+  CP_HTTP_TLS,     /* TLS handshake or certificate verification failed */
+  CP_HTTP_TIMEOUT, /* connect or total timeout */
+  CP_HTTP_NETWORK, /* connection reset, closed or garbled mid-request */
+  CP_HTTP_IO,      /* a local file (multipart part) could not be read */
+  CP_HTTP_USAGE    /* a request libcurl refused (bad URL, bad option) */
+} cp_http_kind;
+
+/* Names used as the `kind` of Lua error tables: "http", "connect", ... */
+const char *cp_http_kind_name(cp_http_kind k);
+
+typedef struct cp_http_header {
+  const char *name; /* lower case */
+  const char *value;
+} cp_http_header;
+
+/* What done receives; every pointer is valid only during the callback. */
+typedef struct cp_http_result {
+  cp_http_kind kind;
+  long status; /* 0 when no answer arrived */
+  const char *body;
+  size_t body_len;
+  const cp_http_header *headers; /* of the final answer, in order */
+  size_t n_headers;
+  /* NULL when kind is CP_HTTP_OK. Names method, host and path, never the
+   * query (it can carry keys) nor any header or body. */
+  const char *message;
+  int retryable;       /* a later run may succeed where this one failed */
+  int unknown;         /* the server may or may not have applied it */
+  int attempts;        /* requests sent, retries included */
+  double elapsed;      /* seconds from start to done, waits included */
+} cp_http_result;
+
+typedef void (*cp_http_done_fn)(cp_http_call *c, const cp_http_result *r,
+                                void *data);
+
+/* A client on loop. rt may be NULL (a plain loop, as in the unit tests);
+ * otherwise the client counts its handles on rt. */
+cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt);
+/* Cancels every call (their done callbacks do not run) and closes every
+ * handle; the memory goes when the last close callback has run, so the
+ * loop must run once more. */
+void cp_http_free(cp_http *h);
+
+/* The runtime's client, created on first use and freed by a close hook of
+ * the runtime. */
+cp_http *cp_http_of(cp_runtime *rt);
+
+/* Calls. method and url are copied. The setters may be called until
+ * cp_http_call_start. */
+cp_http_call *cp_http_call_new(cp_http *h, const char *method,
+                               const char *url);
+/* "Name: value", copied. */
+void cp_http_call_header(cp_http_call *c, const char *line);
+/* Takes ownership of body (malloc'd). */
+void cp_http_call_body(cp_http_call *c, char *body, size_t len);
+/* The call's MIME body, created on first use and owned by the call; parts
+ * that name a file are read from disk while sending, never held whole. */
+curl_mime *cp_http_call_mime(cp_http_call *c);
+/* Seconds; 0 or less leaves libcurl's default (total: none, connect 300 s). */
+void cp_http_call_timeouts(cp_http_call *c, double total, double connect);
+/* ca_file: PEM bundle to verify the server with, copied (NULL: the system's).
+ * insecure: no verification at all; prints a warning on stderr. */
+void cp_http_call_tls(cp_http_call *c, const char *ca_file, int insecure);
+void cp_http_call_retry(cp_http_call *c, const cp_retry_policy *p);
+/* The call waits for l before each attempt; it holds a reference on l. */
+void cp_http_call_limiter(cp_http_call *c, cp_http_limiter *l);
+/* Records a failure to report instead of sending (e.g. a part's file is
+ * missing): the call completes from the loop with that error. Copied. */
+void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg);
+
+void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data);
+/* Stops and frees a started or unstarted call; done never runs. Not from
+ * inside its own done callback. */
+void cp_http_call_cancel(cp_http_call *c);
+
+/* Limiters, shared by the calls of one tenant. Reference counted: the
+ * creator holds one reference, each call using it another. */
+cp_http_limiter *cp_http_limiter_new(double rate, double burst,
+                                     int max_in_flight);
+void cp_http_limiter_unref(cp_http_limiter *l);
+const cp_limiter *cp_http_limiter_state(const cp_http_limiter *l);
+size_t cp_http_limiter_waiting(const cp_http_limiter *l);
+
+#endif

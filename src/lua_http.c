@@ -1,0 +1,696 @@
+/*
+ * lua_http.c -- the cogpipe.http Lua module (luaopen_cogpipe_http): requests
+ * that suspend the calling task until http.c has the answer, limiters, and
+ * form encoding. Misuse raises; failures of the network or the server
+ * return nil, err. Never puts a header value, body or query in an error.
+ *
+ *   local http = require("cogpipe").http
+ *   local resp, err = http.request{
+ *     method = "POST",                  -- default: GET, or POST with a body
+ *     url = "https://api.example/new/v2.0/...",
+ *     headers = {["X-Trace"] = "1"},    -- name -> string or number
+ *     query = {limit = 100, next = cursor},   -- appended to url, encoded
+ *     -- at most one body:
+ *     body = "raw bytes",               -- sent as is
+ *     json = {text = "hi", slots = cp.json.array()},  -- application/json
+ *     form = {grant_type = "client_credentials"},     -- x-www-form-urlencoded
+ *     multipart = {{name = "metadata", value = "{...}",
+ *                   content_type = "application/json"},
+ *                  {name = "dataset", file = "/path/lines.txt",
+ *                   filename = "lines.txt", content_type = "text/plain"}},
+ *     timeout = 300, connect_timeout = 10,  -- seconds (these are defaults)
+ *     ca_file = "ca.pem", insecure = false, -- TLS verification
+ *     retry = {tries = 8, base = 0.5, cap = 30, max_wait = 300,
+ *              idempotent = nil},        -- or false (no retry), or a number
+ *     limiter = http.limiter{rate = 5, burst = 5, max_in_flight = 8},
+ *     auth = require("cogpipe.auth").api_key{key = env("KEY")},
+ *   }
+ *   -- resp.status, resp.headers (lower-case names; repeated ones joined
+ *   -- with ", "), resp.body, resp.attempts, resp.elapsed, resp:json()
+ *   -- err: {kind = "http"|"connect"|"tls"|"timeout"|"network"|"io"|"usage",
+ *   --       message, status?, retryable, outcome? = "unknown", attempts,
+ *   --       elapsed, body_excerpt?}
+ *
+ * An auth object is any value with a method perform(auth, send, opts): it
+ * calls send(opts, headers) -- a request that adds the given headers -- as
+ * often as it needs (an OAuth2 replay after a 401) and returns its results.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "http.h"
+#include "lua_http.h"
+#include "lua_json.h"
+#include "lutil.h"
+#include "runtime.h"
+#include "task.h"
+
+#define LIMITER_MT "cogpipe.http.limiter"
+#define RESPONSE_MT "cogpipe.http.response"
+#define EXCERPT_MAX 256
+#define DEFAULT_TIMEOUT 300.0
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+
+/* ---- form and query encoding ----------------------------------------------- */
+
+/* application/x-www-form-urlencoded (RFC 6749 appendix B, HTML): unreserved
+ * characters stay, space is '+' in a form body (plus = 1) and %20 in a
+ * query, every other byte (& = + % and all non-ASCII) is %XX. */
+static void add_escaped(cp_buf *b, const char *s, size_t n, int plus) {
+  static const char hex[] = "0123456789ABCDEF";
+  cp_buf_reserve(b, n * 3);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      cp_buf_addc(b, (char)ch);
+    } else if (ch == ' ' && plus) {
+      cp_buf_addc(b, '+');
+    } else {
+      char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+      cp_buf_add(b, esc, 3);
+    }
+  }
+}
+
+/* The value at the top of the stack as text; NULL for a type a form cannot
+ * carry. Never raises (numbers convert in place, which is fine for a value
+ * fetched onto the stack). */
+static const char *form_text(lua_State *L, size_t *n) {
+  switch (lua_type(L, -1)) {
+  case LUA_TSTRING:
+  case LUA_TNUMBER:
+    return lua_tolstring(L, -1, n);
+  case LUA_TBOOLEAN:
+    *n = lua_toboolean(L, -1) ? 4 : 5;
+    return lua_toboolean(L, -1) ? "true" : "false";
+  default:
+    return NULL;
+  }
+}
+
+/* Pushes a sorted list of the string keys of the table at idx, raising
+ * (before anything is allocated in C) for other keys and for values that
+ * are not strings, numbers, booleans or lists of those. */
+static void push_form_keys(lua_State *L, int idx, const char *what) {
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "%s keys must be strings (got %s)", what,
+                 luaL_typename(L, -2));
+    int list = lua_type(L, -1) == LUA_TTABLE;
+    lua_Integer count = list ? (lua_Integer)lua_rawlen(L, -1) : 1;
+    for (lua_Integer j = 1; j <= count; j++) {
+      size_t vn;
+      if (list) lua_rawgeti(L, -1, j);
+      else lua_pushvalue(L, -1);
+      if (!form_text(L, &vn))
+        luaL_error(L, "%s field '%s' must be a string, number, boolean or a "
+                      "list of them (got %s)",
+                   what, lua_tostring(L, -3), luaL_typename(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, ++n);
+  }
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_remove(L, -2);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 0);
+}
+
+/* Appends the table at idx, whose keys push_form_keys checked and left at
+ * keys, as key=value pairs joined by '&'. */
+static void add_form(lua_State *L, int idx, int keys, cp_buf *b, int plus) {
+  idx = lua_absindex(L, idx);
+  keys = lua_absindex(L, keys);
+  lua_Integer nkeys = (lua_Integer)lua_rawlen(L, keys);
+  int first = 1;
+  for (lua_Integer i = 1; i <= nkeys; i++) {
+    lua_rawgeti(L, keys, i);
+    size_t kn;
+    const char *key = lua_tolstring(L, -1, &kn);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, idx);
+    int list = lua_type(L, -1) == LUA_TTABLE;
+    lua_Integer count = list ? (lua_Integer)lua_rawlen(L, -1) : 1;
+    for (lua_Integer j = 1; j <= count; j++) {
+      if (list) lua_rawgeti(L, -1, j);
+      else lua_pushvalue(L, -1);
+      size_t vn = 0;
+      const char *v = form_text(L, &vn);
+      if (!first) cp_buf_addc(b, '&');
+      first = 0;
+      add_escaped(b, key, kn, plus);
+      cp_buf_addc(b, '=');
+      add_escaped(b, v, vn, plus);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
+}
+
+/* http.form_encode(t) -> "a=1&b=x+y": the body a `form =` request sends. */
+static int l_form_encode(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  push_form_keys(L, 1, "form");
+  cp_buf b = CP_BUF_INIT;
+  add_form(L, 1, -1, &b, 1);
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  cp_buf_free(&b);
+  return 1;
+}
+
+/* ---- limiters ------------------------------------------------------------------- */
+
+typedef struct limiter_box {
+  cp_http_limiter *l; /* one reference; NULL once closed */
+  double rate, burst;
+  int max_in_flight;
+} limiter_box;
+
+static limiter_box *check_limiter(lua_State *L, int idx) {
+  limiter_box *box = luaL_checkudata(L, idx, LIMITER_MT);
+  if (!box->l) luaL_argerror(L, idx, "limiter is closed");
+  return box;
+}
+
+static double opt_number_field(lua_State *L, int t, const char *k, double dflt,
+                               double min) {
+  lua_getfield(L, t, k);
+  double v = dflt;
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isnumber(L, -1))
+      luaL_error(L, "field '%s' must be a number (got %s)", k,
+                 luaL_typename(L, -1));
+    v = lua_tonumber(L, -1);
+    if (!(v >= min) || v > 1e9)
+      luaL_error(L, "field '%s' out of range: %f", k, v);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* http.limiter{rate = 5, burst = 5, max_in_flight = 8}: rate in requests a
+ * second (nil: no rate limit), burst (default: max(1, rate)), max_in_flight
+ * (nil: unlimited). Pass it as `limiter =` to every request of a tenant. */
+static int l_limiter(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  double rate = opt_number_field(L, 1, "rate", 0, 0);
+  double burst = opt_number_field(L, 1, "burst", rate >= 1 ? rate : 1, 1);
+  double mif = opt_number_field(L, 1, "max_in_flight", 0, 0);
+  if (rate == 0 && mif == 0)
+    luaL_error(L, "a limiter needs rate or max_in_flight");
+  limiter_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->l = NULL;
+  luaL_setmetatable(L, LIMITER_MT);
+  box->l = cp_http_limiter_new(rate, burst, (int)mif); /* box holds the ref */
+  box->rate = rate;
+  box->burst = burst;
+  box->max_in_flight = (int)mif;
+  return 1;
+}
+
+static int limiter_close(lua_State *L) {
+  limiter_box *box = luaL_checkudata(L, 1, LIMITER_MT);
+  /* Calls still waiting keep their own references. */
+  cp_http_limiter_unref(box->l);
+  box->l = NULL;
+  return 0;
+}
+
+static int limiter_stats(lua_State *L) {
+  limiter_box *box = check_limiter(L, 1);
+  const cp_limiter *s = cp_http_limiter_state(box->l);
+  lua_createtable(L, 0, 5);
+  cp_lua_setnum(L, "rate", s->rate);
+  cp_lua_setnum(L, "base_rate", s->base_rate);
+  cp_lua_setint(L, "in_flight", s->in_flight);
+  cp_lua_setint(L, "max_in_flight", s->window);
+  cp_lua_setint(L, "waiting", (lua_Integer)cp_http_limiter_waiting(box->l));
+  return 1;
+}
+
+static int limiter_tostring(lua_State *L) {
+  limiter_box *box = luaL_checkudata(L, 1, LIMITER_MT);
+  lua_pushfstring(L, "cogpipe.http.limiter(rate=%f/s, burst=%f, max_in_flight=%d%s)",
+                  box->rate, box->burst, box->max_in_flight,
+                  box->l ? "" : ", closed");
+  return 1;
+}
+
+/* ---- responses -------------------------------------------------------------------- */
+
+static int response_json(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "body");
+  size_t n;
+  const char *s = luaL_checklstring(L, -1, &n);
+  return cp_lua_json_decode(L, s, n);
+}
+
+static void push_headers(lua_State *L, const cp_http_result *r) {
+  lua_createtable(L, 0, (int)r->n_headers);
+  for (size_t i = 0; i < r->n_headers; i++) {
+    lua_getfield(L, -1, r->headers[i].name);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushstring(L, r->headers[i].value);
+    } else {
+      /* RFC 9110 5.3: repeated fields combine with commas */
+      lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), r->headers[i].value);
+      lua_remove(L, -2);
+    }
+    lua_setfield(L, -2, r->headers[i].name);
+  }
+}
+
+/* The first bytes of a body for an error table, cut on a UTF-8 boundary. */
+static void push_excerpt(lua_State *L, const char *body, size_t len) {
+  size_t n = len > EXCERPT_MAX ? EXCERPT_MAX : len;
+  while (n > 0 && n < len && ((unsigned char)body[n] & 0xC0) == 0x80) n--;
+  lua_pushlstring(L, body, n);
+}
+
+/* Pushes what request returns: resp, or nil and an error table. */
+static int push_result(lua_State *L, const cp_http_result *r) {
+  if (r->kind == CP_HTTP_OK) {
+    lua_createtable(L, 0, 5);
+    cp_lua_setint(L, "status", r->status);
+    push_headers(L, r);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->body, r->body_len);
+    lua_setfield(L, -2, "body");
+    cp_lua_setint(L, "attempts", r->attempts);
+    cp_lua_setnum(L, "elapsed", r->elapsed);
+    luaL_setmetatable(L, RESPONSE_MT);
+    return 1;
+  }
+  cp_lua_fail(L, cp_http_kind_name(r->kind), "%s", r->message);
+  if (r->status) cp_lua_setint(L, "status", r->status);
+  cp_lua_setbool(L, "retryable", r->retryable);
+  if (r->unknown) cp_lua_setstr(L, "outcome", "unknown");
+  cp_lua_setint(L, "attempts", r->attempts);
+  cp_lua_setnum(L, "elapsed", r->elapsed);
+  if (r->status && r->body_len) {
+    push_excerpt(L, r->body, r->body_len);
+    lua_setfield(L, -2, "body_excerpt");
+  }
+  return 2;
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static void on_done(cp_http_call *c, const cp_http_result *r, void *data) {
+  (void)c;
+  cp_task *t = data;
+  lua_State *co = cp_task_thread(t);
+  cp_task_resume(t, push_result(co, r));
+}
+
+static void cancel_call(void *op) { cp_http_call_cancel(op); }
+
+static int is_token(const char *s) {
+  if (!*s) return 0;
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s)) return 0;
+  return 1;
+}
+
+/* Raises unless the table at idx maps header names to strings or numbers
+ * that cannot smuggle in another header line. */
+static void check_headers(lua_State *L, int idx, const char *what) {
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING || !is_token(lua_tostring(L, -2)))
+      luaL_error(L, "%s: header names must be HTTP tokens", what);
+    int t = lua_type(L, -1);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      luaL_error(L, "%s: header '%s' must be a string or number (got %s)", what,
+                 lua_tostring(L, -2), luaL_typename(L, -1));
+    size_t n;
+    const char *v = lua_tolstring(L, -1, &n);
+    if (memchr(v, '\r', n) || memchr(v, '\n', n) || strlen(v) != n)
+      luaL_error(L, "%s: header '%s' contains a line break or NUL", what,
+                 lua_tostring(L, -2));
+    lua_pop(L, 1);
+  }
+}
+
+static int has_header(lua_State *L, int idx, const char *name) {
+  if (idx == 0) return 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (strcasecmp(lua_tostring(L, -1), name) == 0) {
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void add_headers(lua_State *L, cp_http_call *c, int idx, int skip) {
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *name = lua_tostring(L, -2);
+    if (!has_header(L, skip, name)) {
+      lua_pushfstring(L, "%s: %s", name, lua_tostring(L, -1));
+      cp_http_call_header(c, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+typedef struct spec {
+  const char *method;
+  int url;      /* stack index of the URL with the query added */
+  int headers;  /* stack index or 0 */
+  int extra;    /* stack index or 0: headers an auth object adds */
+  int body;     /* stack index of the body string or 0 */
+  const char *content_type;
+  int multipart; /* stack index or 0 */
+  double timeout, connect_timeout;
+  const char *ca_file;
+  int insecure;
+  cp_retry_policy retry;
+  cp_http_limiter *limiter;
+} spec;
+
+static int field(lua_State *L, int t, const char *k, int type, const char *tn) {
+  int got = lua_getfield(L, t, k);
+  if (got != LUA_TNIL && got != type)
+    luaL_error(L, "http.request: field '%s' must be %s (got %s)", k, tn,
+               luaL_typename(L, -1));
+  return got != LUA_TNIL;
+}
+
+static void check_retry(lua_State *L, int opts, cp_retry_policy *p) {
+  cp_retry_policy_default(p);
+  int t = lua_getfield(L, opts, "retry");
+  if (t == LUA_TNIL) {
+  } else if (t == LUA_TBOOLEAN) {
+    if (!lua_toboolean(L, -1)) p->tries = 1;
+  } else if (t == LUA_TNUMBER) {
+    lua_Integer n = lua_tointeger(L, -1);
+    if (n < 1 || n > 100) luaL_error(L, "http.request: retry must be 1..100 tries");
+    p->tries = (int)n;
+  } else if (t == LUA_TTABLE) {
+    int r = lua_gettop(L);
+    double tries = opt_number_field(L, r, "tries", p->tries, 1);
+    if (tries > 100) luaL_error(L, "http.request: retry.tries must be 1..100");
+    p->tries = (int)tries;
+    p->base = opt_number_field(L, r, "base", p->base, 0);
+    p->cap = opt_number_field(L, r, "cap", p->cap, 0);
+    p->max_wait = opt_number_field(L, r, "max_wait", p->max_wait, 0);
+    int it = lua_getfield(L, r, "idempotent");
+    if (it == LUA_TBOOLEAN) p->idempotent = lua_toboolean(L, -1);
+    else if (it != LUA_TNIL)
+      luaL_error(L, "http.request: retry.idempotent must be a boolean");
+    lua_pop(L, 1);
+  } else {
+    luaL_error(L, "http.request: retry must be false, a number or a table");
+  }
+  lua_pop(L, 1);
+}
+
+static void check_multipart(lua_State *L, int idx) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  if (n == 0) luaL_error(L, "http.request: multipart needs at least one part");
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, idx, i) != LUA_TTABLE)
+      luaL_error(L, "http.request: multipart[%d] must be a table", (int)i);
+    int p = lua_gettop(L);
+    static const char *const strs[] = {"name", "value", "file", "filename",
+                                       "content_type"};
+    for (size_t k = 0; k < sizeof strs / sizeof *strs; k++) {
+      int t = lua_getfield(L, p, strs[k]);
+      if (t != LUA_TNIL && t != LUA_TSTRING)
+        luaL_error(L, "http.request: multipart[%d].%s must be a string",
+                   (int)i, strs[k]);
+      lua_pop(L, 1);
+    }
+    int has_name = lua_getfield(L, p, "name") == LUA_TSTRING;
+    int has_value = lua_getfield(L, p, "value") == LUA_TSTRING;
+    int has_file = lua_getfield(L, p, "file") == LUA_TSTRING;
+    lua_pop(L, 3);
+    if (!has_name) luaL_error(L, "http.request: multipart[%d] needs a name", (int)i);
+    if (has_value == has_file)
+      luaL_error(L, "http.request: multipart[%d] needs exactly one of value, file",
+                 (int)i);
+    lua_pop(L, 1);
+  }
+}
+
+/* Reads and checks every option, leaving the strings it needs on the stack
+ * (so nothing in C is allocated yet and any raise leaks nothing). */
+static void check_spec(lua_State *L, int opts, int extra, spec *s) {
+  memset(s, 0, sizeof *s);
+  if (!field(L, opts, "url", LUA_TSTRING, "a string"))
+    luaL_error(L, "http.request: url is required");
+  int url = lua_gettop(L);
+
+  int nbodies = 0;
+  if (field(L, opts, "body", LUA_TSTRING, "a string")) {
+    nbodies++;
+    s->body = lua_gettop(L);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, opts, "json") != LUA_TNIL) {
+    nbodies++;
+    cp_buf b = CP_BUF_INIT;
+    char *why = NULL;
+    if (cp_lua_json_encode(L, lua_gettop(L), &b, &why) != 0) {
+      cp_buf_free(&b);
+      lua_pushfstring(L, "http.request: json: %s", why ? why : "cannot encode");
+      free(why);
+      lua_error(L);
+    }
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    cp_buf_free(&b);
+    lua_remove(L, -2);
+    s->body = lua_gettop(L);
+    s->content_type = "Content-Type: application/json";
+  } else {
+    lua_pop(L, 1);
+  }
+  if (field(L, opts, "form", LUA_TTABLE, "a table")) {
+    nbodies++;
+    int f = lua_gettop(L);
+    push_form_keys(L, f, "http.request: form");
+    cp_buf b = CP_BUF_INIT;
+    add_form(L, f, -1, &b, 1);
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    cp_buf_free(&b);
+    lua_replace(L, f);
+    lua_pop(L, 1);
+    s->body = f;
+    s->content_type = "Content-Type: application/x-www-form-urlencoded";
+  } else {
+    lua_pop(L, 1);
+  }
+  if (field(L, opts, "multipart", LUA_TTABLE, "a list of parts")) {
+    nbodies++;
+    s->multipart = lua_gettop(L);
+    check_multipart(L, s->multipart);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (nbodies > 1)
+    luaL_error(L, "http.request: give at most one of body, json, form, multipart");
+
+  if (field(L, opts, "method", LUA_TSTRING, "a string")) {
+    s->method = lua_tostring(L, -1);
+    if (!is_token(s->method)) luaL_error(L, "http.request: bad method");
+  } else {
+    s->method = nbodies ? "POST" : "GET";
+  }
+
+  if (field(L, opts, "headers", LUA_TTABLE, "a table")) {
+    s->headers = lua_gettop(L);
+    check_headers(L, s->headers, "http.request");
+  } else {
+    lua_pop(L, 1);
+  }
+  if (extra) {
+    check_headers(L, extra, "auth");
+    s->extra = extra;
+  }
+
+  if (field(L, opts, "query", LUA_TTABLE, "a table")) {
+    int q = lua_gettop(L);
+    push_form_keys(L, q, "http.request: query");
+    const char *u = lua_tostring(L, url);
+    cp_buf b = CP_BUF_INIT;
+    cp_buf_adds(&b, u);
+    size_t before = b.len;
+    cp_buf_addc(&b, strchr(u, '?') ? '&' : '?');
+    add_form(L, q, -1, &b, 0);
+    if (b.len == before + 1) b.len = before; /* empty query table */
+    lua_pushlstring(L, b.data, b.len);
+    cp_buf_free(&b);
+    lua_replace(L, url);
+    lua_pop(L, 2);
+  } else {
+    lua_pop(L, 1);
+  }
+  s->url = url;
+
+  s->timeout = opt_number_field(L, opts, "timeout", DEFAULT_TIMEOUT, 0.001);
+  s->connect_timeout =
+      opt_number_field(L, opts, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, 0.001);
+  if (field(L, opts, "ca_file", LUA_TSTRING, "a string")) {
+    s->ca_file = lua_tostring(L, -1); /* stays on the stack */
+  } else {
+    lua_pop(L, 1);
+  }
+  field(L, opts, "insecure", LUA_TBOOLEAN, "a boolean");
+  s->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  check_retry(L, opts, &s->retry);
+  if (lua_getfield(L, opts, "limiter") != LUA_TNIL)
+    s->limiter = check_limiter(L, lua_gettop(L))->l; /* stays on the stack */
+  else
+    lua_pop(L, 1);
+}
+
+static void add_parts(lua_State *L, cp_http_call *c, int idx) {
+  curl_mime *m = cp_http_call_mime(c);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    int p = lua_gettop(L);
+    curl_mimepart *part = curl_mime_addpart(m);
+    lua_getfield(L, p, "name");
+    curl_mime_name(part, lua_tostring(L, -1));
+    if (lua_getfield(L, p, "value") == LUA_TSTRING) {
+      size_t vn;
+      const char *v = lua_tolstring(L, -1, &vn);
+      curl_mime_data(part, v, vn); /* copied */
+    }
+    if (lua_getfield(L, p, "file") == LUA_TSTRING) {
+      const char *path = lua_tostring(L, -1);
+      /* Streamed from disk while sending; libcurl reopens it for a retry. */
+      if (curl_mime_filedata(part, path) != CURLE_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "cannot read file '%s' of multipart part '%s'",
+                 path, lua_tostring(L, -3));
+        cp_http_call_fail(c, CP_HTTP_IO, msg);
+      }
+    }
+    if (lua_getfield(L, p, "filename") == LUA_TSTRING)
+      curl_mime_filename(part, lua_tostring(L, -1));
+    if (lua_getfield(L, p, "content_type") == LUA_TSTRING)
+      curl_mime_type(part, lua_tostring(L, -1));
+    lua_settop(L, p - 1);
+  }
+}
+
+/* request(opts [, extra_headers]) without auth: checks, builds the call,
+ * suspends the task; on_done resumes it with the result. */
+static int send_request(lua_State *L, int opts, int extra) {
+  cp_task *t = cp_task_current(L);
+  spec s;
+  check_spec(L, opts, extra, &s);
+
+  /* From here on nothing raises (short of running out of memory). */
+  cp_runtime *rt = cp_runtime_from_lua(L);
+  cp_http_call *c =
+      cp_http_call_new(cp_http_of(rt), s.method, lua_tostring(L, s.url));
+  if (s.headers) add_headers(L, c, s.headers, s.extra);
+  if (s.extra) add_headers(L, c, s.extra, 0);
+  if (s.content_type && !has_header(L, s.headers, "Content-Type"))
+    cp_http_call_header(c, s.content_type);
+  if (!has_header(L, s.headers, "User-Agent"))
+    cp_http_call_header(c, "User-Agent: cogpipe/" CP_VERSION_STRING);
+  if (s.body) {
+    size_t n;
+    const char *b = lua_tolstring(L, s.body, &n);
+    char *copy = cp_malloc(n + 1); /* owned by the call from here */
+    memcpy(copy, b, n);
+    copy[n] = '\0';
+    cp_http_call_body(c, copy, n);
+  }
+  if (s.multipart) add_parts(L, c, s.multipart);
+  cp_http_call_timeouts(c, s.timeout, s.connect_timeout);
+  cp_http_call_tls(c, s.ca_file, s.insecure);
+  cp_http_call_retry(c, &s.retry);
+  if (s.limiter) cp_http_call_limiter(c, s.limiter);
+  cp_http_call_start(c, on_done, t);
+  return cp_task_suspend(L, t, cancel_call, c);
+}
+
+/* send(opts, headers): what auth objects call. */
+static int l_send(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  return send_request(L, 1, lua_isnil(L, 2) ? 0 : 2);
+}
+
+static int after_auth(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+static int l_request(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  if (lua_getfield(L, 1, "auth") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return send_request(L, 1, 0);
+  }
+  /* auth:perform(send, opts) may yield (a token refresh it waits for) and
+   * calls send itself; a continuation hands its results back. */
+  if (!lua_istable(L, 2) && !lua_isuserdata(L, 2))
+    luaL_argerror(L, 1, "auth must be an auth object (cogpipe.auth)");
+  if (lua_getfield(L, 2, "perform") != LUA_TFUNCTION)
+    luaL_argerror(L, 1, "auth must be an auth object with a perform method");
+  lua_insert(L, 2); /* opts, perform, auth */
+  lua_pushcfunction(L, l_send);
+  lua_pushvalue(L, 1);
+  lua_callk(L, 3, LUA_MULTRET, 1, after_auth);
+  return after_auth(L, LUA_OK, 1);
+}
+
+static const luaL_Reg http_fns[] = {{"request", l_request},
+                                    {"send", l_send},
+                                    {"limiter", l_limiter},
+                                    {"form_encode", l_form_encode},
+                                    {NULL, NULL}};
+
+static const luaL_Reg limiter_methods[] = {
+    {"stats", limiter_stats}, {"close", limiter_close}, {NULL, NULL}};
+
+int luaopen_cogpipe_http(lua_State *L) {
+  if (luaL_newmetatable(L, LIMITER_MT)) {
+    luaL_newlib(L, limiter_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, limiter_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, limiter_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, limiter_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, RESPONSE_MT)) {
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, response_json);
+    lua_setfield(L, -2, "json");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, http_fns);
+  return 1;
+}
