@@ -93,6 +93,9 @@ typedef struct submodule {
 
 static const submodule submodules[] = {
     {"json", luaopen_cogpipe_json},
+    {"secrets", luaopen_cogpipe_secrets},
+    {"audit", luaopen_cogpipe_audit},
+    {"_webhook", luaopen_cogpipe_webhook_native},
     {"fs", luaopen_cogpipe_fs},
     {"http", luaopen_cogpipe_http},
 };

@@ -9,6 +9,9 @@
 
 int luaopen_cogpipe_core(lua_State *L);
 int luaopen_cogpipe_json(lua_State *L);
+int luaopen_cogpipe_secrets(lua_State *L);
+int luaopen_cogpipe_audit(lua_State *L);
+int luaopen_cogpipe_webhook_native(lua_State *L);
 int luaopen_cogpipe_fs(lua_State *L);
 int luaopen_cogpipe_http(lua_State *L);
 

@@ -1,0 +1,462 @@
+/*
+ * lua_audit.c -- the cogpipe.audit module: audit logs as userdata
+ * ("cogpipe.audit.log") and chain verification. Every record passes
+ * through the runtime's redaction (lua_secrets.c) before audit.c sees it;
+ * nothing here writes to the file directly.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "buf.h"
+#include "lua_json.h"
+#include "lua_secrets.h"
+#include "lutil.h"
+#include "modules.h"
+#include "runtime.h"
+#include "task.h"
+
+#define LOG_MT "cogpipe.audit.log"
+
+typedef struct laudit {
+  cp_audit *a;                      /* NULL once closed */
+  char *run_id, *tenant, *pipeline; /* owned; redacted copies */
+} laudit;
+
+static laudit *check_log(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, LOG_MT);
+}
+
+static laudit *check_open(lua_State *L, int idx) {
+  laudit *l = check_log(L, idx);
+  if (!l->a) luaL_error(L, "audit log is closed");
+  return l;
+}
+
+static int fail_msg(lua_State *L, const char *kind, char *msg) {
+  /* msg is malloc'd by audit.c; copied into the error table, then freed */
+  lua_pushnil(L);
+  cp_lua_push_error(L, kind, "%s", msg ? msg : "unknown error");
+  free(msg);
+  return 2;
+}
+
+static cp_secrets *secrets(lua_State *L) {
+  return cp_secrets_of(cp_runtime_from_lua(L));
+}
+
+/* A redacted malloc'd copy of the optional string at idx (NULL for nil). */
+static char *opt_text(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return NULL;
+  luaL_checkstring(L, idx);
+  cp_lua_redact(L, idx, secrets(L));
+  char *s = cp_strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return s;
+}
+
+static void set_text(char **slot, char *v) {
+  free(*slot);
+  *slot = v;
+}
+
+static void free_log(laudit *l) {
+  free(l->run_id);
+  free(l->tenant);
+  free(l->pipeline);
+  l->run_id = l->tenant = l->pipeline = NULL;
+}
+
+/* audit.open(path [, {run_id=, tenant=, pipeline=, fsync="batch"|"always"|
+ * "off", max_bytes=}]) -> log | nil, err */
+static int l_open(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  cp_audit_options o = {CP_AUDIT_FSYNC_BATCH, 0};
+  int has_opts = !lua_isnoneornil(L, 2);
+  if (has_opts) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "fsync") != LUA_TNIL &&
+        cp_audit_fsync_parse(luaL_checkstring(L, -1), &o.fsync))
+      return luaL_argerror(L, 2,
+                           "fsync must be \"always\", \"batch\" or \"off\"");
+    lua_pop(L, 1);
+    if (lua_getfield(L, 2, "max_bytes") != LUA_TNIL) {
+      lua_Integer mb = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, mb >= 0, 2, "max_bytes must be >= 0");
+      o.max_bytes = (uint64_t)mb;
+    }
+    lua_pop(L, 1);
+    static const char *const texts[] = {"run_id", "tenant", "pipeline"};
+    for (int i = 0; i < 3; i++) {
+      int t = lua_getfield(L, 2, texts[i]);
+      if (t != LUA_TNIL && t != LUA_TSTRING)
+        return luaL_error(L,
+                          "bad option '%s' to 'open' (string expected, "
+                          "got %s)",
+                          texts[i], luaL_typename(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  /* everything that can raise is done: from here C memory is allocated */
+  laudit *l = lua_newuserdatauv(L, sizeof *l, 0);
+  memset(l, 0, sizeof *l);
+  luaL_setmetatable(L, LOG_MT);
+  if (has_opts) {
+    lua_getfield(L, 2, "run_id");
+    l->run_id = opt_text(L, -1);
+    lua_getfield(L, 2, "tenant");
+    l->tenant = opt_text(L, -1);
+    lua_getfield(L, 2, "pipeline");
+    l->pipeline = opt_text(L, -1);
+    lua_pop(L, 3);
+  }
+  if (!l->run_id) {
+    char id[37];
+    cp_audit_run_id(id);
+    l->run_id = cp_strdup(id);
+  }
+  char *err = NULL;
+  l->a = cp_audit_open(path, &o, &err);
+  if (!l->a) {
+    free_log(l);
+    return fail_msg(L, "io", err);
+  }
+  return 1;
+}
+
+static const char *const reserved[] = {"ts",      "seq",      "run_id",
+                                       "tenant",  "pipeline", "event",
+                                       "genesis", "prev",     NULL};
+
+/* log:record(event [, fields [, {tenant=, pipeline=}]]) -> true | nil, err */
+static int l_record(lua_State *L) {
+  laudit *l = check_open(L, 1);
+  luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+  lua_settop(L, 4);
+  cp_secrets *s = secrets(L);
+  if (lua_istable(L, 3)) {
+    for (int i = 0; reserved[i]; i++)
+      if (lua_getfield(L, 3, reserved[i]) != LUA_TNIL)
+        return luaL_argerror(L, 3,
+                             lua_pushfstring(L,
+                                             "'%s' is set by the "
+                                             "audit log itself",
+                                             reserved[i]));
+    lua_pop(L, 8);
+    cp_lua_redact(L, 3, s); /* 5 */
+  } else {
+    lua_newtable(L);
+  }
+  cp_lua_redact(L, 2, s); /* 6: event */
+  const char *tenant = l->tenant, *pipeline = l->pipeline;
+  if (lua_istable(L, 4)) {
+    if (lua_getfield(L, 4, "tenant") == LUA_TSTRING) {
+      cp_lua_redact(L, -1, s);
+      tenant = lua_tostring(L, -1);
+    }
+    if (lua_getfield(L, 4, "pipeline") == LUA_TSTRING) {
+      cp_lua_redact(L, -1, s);
+      pipeline = lua_tostring(L, -1);
+    }
+  }
+  /* The encoder cannot raise for bad values, so the buffer is freed on
+   * every path before any error is raised. */
+  cp_buf body = CP_BUF_INIT;
+  char *why = NULL;
+  if (cp_lua_json_encode(L, 5, &body, &why)) {
+    cp_buf_free(&body);
+    lua_pushfstring(L, "audit: cannot record event fields: %s", why);
+    free(why);
+    return lua_error(L);
+  }
+  if (body.len < 2 || body.data[0] != '{') {
+    cp_buf_free(&body);
+    return luaL_argerror(L, 3, "fields must be a table with string keys");
+  }
+  cp_audit_record r = {l->run_id,          tenant,        pipeline,
+                       lua_tostring(L, 6), body.data + 1, body.len - 2};
+  char *err = NULL;
+  int rc = cp_audit_append(l->a, &r, &err);
+  cp_buf_free(&body);
+  if (rc) return fail_msg(L, "io", err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- sync ------------------------------------------------------------------
+ */
+
+typedef struct sync_op {
+  uv_fs_t req;
+  cp_task *task; /* NULL once the task was abandoned */
+  cp_runtime *rt;
+  int fd; /* a dup of the log's, owned by the op */
+} sync_op;
+
+static void sync_done(uv_fs_t *req) {
+  sync_op *op = req->data;
+  ssize_t result = req->result;
+  uv_fs_req_cleanup(req);
+  close(op->fd);
+  cp_runtime_handle_dec(op->rt);
+  cp_task *task = op->task;
+  free(op);
+  if (!task) return;
+  lua_State *co = cp_task_thread(task);
+  if (result < 0) {
+    lua_pushnil(co);
+    cp_lua_push_error(co, "io", "cannot sync audit log: %s",
+                      uv_strerror((int)result));
+    cp_task_resume(task, 2);
+  } else {
+    lua_pushboolean(co, 1);
+    cp_task_resume(task, 1);
+  }
+}
+
+static void sync_cancel(void *data) {
+  sync_op *op = data;
+  op->task = NULL; /* the fsync still runs; sync_done frees the op */
+}
+
+static int probe_task(lua_State *L) {
+  lua_pushlightuserdata(L, cp_task_current(L));
+  return 1;
+}
+
+/* The task running L, or NULL outside one (a plain coroutine). */
+static cp_task *current_task(lua_State *L) {
+  lua_pushcfunction(L, probe_task);
+  cp_task *t = NULL;
+  if (lua_pcall(L, 0, 1, 0) == LUA_OK) t = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return t;
+}
+
+/* log:sync() -> true | nil, err. Inside a task the fsync runs in libuv's
+ * thread pool and only the calling task waits for it. */
+static int l_sync(lua_State *L) {
+  laudit *l = check_open(L, 1);
+  cp_task *task = current_task(L);
+  char *err = NULL;
+  if (!task) {
+    if (cp_audit_sync(l->a, &err)) return fail_msg(L, "io", err);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  int fd = cp_audit_sync_fd(l->a, &err);
+  if (fd < 0) {
+    if (err) return fail_msg(L, "io", err);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  cp_runtime *rt = cp_runtime_from_lua(L);
+  sync_op *op = cp_calloc(1, sizeof *op); /* freed by sync_done */
+  op->task = task;
+  op->rt = rt;
+  op->fd = fd;
+  op->req.data = op;
+  int rc = uv_fs_fdatasync(cp_runtime_loop(rt), &op->req, fd, sync_done);
+  if (rc < 0) {
+    close(fd);
+    free(op);
+    return cp_lua_fail(L, "io", "cannot sync audit log: %s", uv_strerror(rc));
+  }
+  cp_runtime_handle_inc(rt);
+  return cp_task_suspend(L, task, sync_cancel, op);
+}
+
+/* ---- the rest of the methods ----------------------------------------------
+ */
+
+static int l_close(lua_State *L) {
+  laudit *l = check_log(L, 1);
+  if (!l->a) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  char *err = NULL;
+  int rc = cp_audit_close(l->a, &err);
+  l->a = NULL;
+  free_log(l);
+  if (rc) return fail_msg(L, "io", err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  laudit *l = check_log(L, 1);
+  if (l->a) cp_audit_close(l->a, NULL);
+  l->a = NULL;
+  free_log(l);
+  return 0;
+}
+
+/* log:add_secret(s) -> boolean: registers s with the runtime's secrets, so
+ * it is redacted here and in every other output of the run. */
+static int l_add_secret(lua_State *L) {
+  check_log(L, 1);
+  size_t len;
+  const char *v = luaL_checklstring(L, 2, &len);
+  lua_pushboolean(L, cp_secret_add(secrets(L), v, len) == 0);
+  return 1;
+}
+
+/* log:set_context{tenant=, pipeline=}: the defaults of later records. */
+static int l_set_context(lua_State *L) {
+  laudit *l = check_open(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int t = lua_getfield(L, 2, "tenant");
+  int p = lua_getfield(L, 2, "pipeline");
+  luaL_argcheck(L, t == LUA_TNIL || t == LUA_TSTRING, 2,
+                "tenant must be a string");
+  luaL_argcheck(L, p == LUA_TNIL || p == LUA_TSTRING, 2,
+                "pipeline must be a string");
+  if (t == LUA_TSTRING) set_text(&l->tenant, opt_text(L, -2));
+  if (p == LUA_TSTRING) set_text(&l->pipeline, opt_text(L, -1));
+  return 0;
+}
+
+static int l_info(lua_State *L) {
+  laudit *l = check_open(L, 1);
+  char hash[65];
+  cp_audit_last_hash(l->a, hash);
+  lua_createtable(L, 0, 6);
+  cp_lua_setstr(L, "path", cp_audit_path(l->a));
+  cp_lua_setstr(L, "run_id", l->run_id);
+  if (l->tenant) cp_lua_setstr(L, "tenant", l->tenant);
+  if (l->pipeline) cp_lua_setstr(L, "pipeline", l->pipeline);
+  cp_lua_setint(L, "seq", (lua_Integer)cp_audit_seq(l->a));
+  if (hash[0]) cp_lua_setstr(L, "last_hash", hash);
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  laudit *l = check_log(L, 1);
+  if (l->a)
+    lua_pushfstring(L, "audit log (%s)", cp_audit_path(l->a));
+  else
+    lua_pushliteral(L, "audit log (closed)");
+  return 1;
+}
+
+/* ---- module functions -------------------------------------------------------
+ */
+
+/* audit.verify(path, ...) -> report | nil, err (a file cannot be read) */
+static int l_verify(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_argcheck(L, n >= 1, 1, "at least one file expected");
+  for (int i = 1; i <= n; i++)
+    luaL_checkstring(L, i);
+  lua_createtable(L, 0, 8); /* the report, made before C memory exists */
+  const char **paths = cp_calloc((size_t)n, sizeof *paths);
+  for (int i = 1; i <= n; i++)
+    paths[i - 1] = lua_tostring(L, i);
+  cp_audit_report rep;
+  int rc = cp_audit_verify(paths, (size_t)n, &rep);
+  free(paths);
+  if (rc < 0) {
+    lua_pushnil(L);
+    cp_lua_push_error(L, "io", "%s", rep.problem.message);
+    cp_lua_setstr(L, "path", lua_tostring(L, (int)rep.problem.file + 1));
+    cp_audit_report_free(&rep);
+    return 2;
+  }
+  /* lua_* calls below can only raise on memory errors */
+  lua_pushboolean(L, rc == 0);
+  lua_setfield(L, -2, "ok");
+  cp_lua_setint(L, "records", (lua_Integer)rep.total_records);
+  cp_lua_setint(L, "last_seq", (lua_Integer)rep.last_seq);
+  if (rep.last_hash[0]) cp_lua_setstr(L, "last_hash", rep.last_hash);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    cp_lua_setstr(L, "path", lua_tostring(L, i + 1));
+    cp_lua_setint(L, "records", (lua_Integer)rep.records[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "files");
+  if (rep.broken) {
+    lua_createtable(L, 0, 3);
+    cp_lua_setstr(L, "file", lua_tostring(L, (int)rep.problem.file + 1));
+    cp_lua_setint(L, "line", (lua_Integer)rep.problem.line);
+    cp_lua_setstr(L, "message", rep.problem.message);
+    lua_setfield(L, -2, "problem");
+  }
+  lua_createtable(L, (int)rep.n_warnings, 0);
+  for (size_t i = 0; i < rep.n_warnings; i++) {
+    lua_createtable(L, 0, 3);
+    cp_lua_setstr(L, "file", lua_tostring(L, (int)rep.warnings[i].file + 1));
+    cp_lua_setint(L, "line", (lua_Integer)rep.warnings[i].line);
+    cp_lua_setstr(L, "message", rep.warnings[i].message);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "warnings");
+  cp_audit_report_free(&rep);
+  return 1;
+}
+
+static int l_run_id(lua_State *L) {
+  char id[37];
+  cp_audit_run_id(id);
+  lua_pushstring(L, id);
+  return 1;
+}
+
+static int l_timestamp(lua_State *L) {
+  char ts[32];
+  cp_audit_timestamp(ts);
+  lua_pushstring(L, ts);
+  return 1;
+}
+
+static int l_sha256(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char hex[65];
+  cp_audit_sha256_hex(s, len, hex);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+/* audit.sha256_file(path) -> hex | nil, err */
+static int l_sha256_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char hex[65], *err = NULL;
+  if (cp_audit_sha256_file(path, hex, &err)) return fail_msg(L, "io", err);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
+static const luaL_Reg log_methods[] = {{"record", l_record},
+                                       {"sync", l_sync},
+                                       {"close", l_close},
+                                       {"add_secret", l_add_secret},
+                                       {"set_context", l_set_context},
+                                       {"info", l_info},
+                                       {NULL, NULL}};
+
+static const luaL_Reg log_meta[] = {{"__gc", l_gc},
+                                    {"__close", l_gc},
+                                    {"__tostring", l_tostring},
+                                    {NULL, NULL}};
+
+static const luaL_Reg audit_fns[] = {
+    {"open", l_open},     {"verify", l_verify},
+    {"run_id", l_run_id}, {"timestamp", l_timestamp},
+    {"sha256", l_sha256}, {"sha256_file", l_sha256_file},
+    {NULL, NULL}};
+
+int luaopen_cogpipe_audit(lua_State *L) {
+  luaL_newmetatable(L, LOG_MT);
+  luaL_setfuncs(L, log_meta, 0);
+  luaL_newlib(L, log_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, audit_fns);
+  return 1;
+}

@@ -1,0 +1,173 @@
+/*
+ * webhook.c -- Standard Webhooks signatures and ids (see webhook.h). Keys
+ * are wiped before they are freed; nothing here prints or keeps a secret.
+ */
+#include "webhook.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t cp_base64_encode(const unsigned char *in, size_t len, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < len; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < len) v |= (uint32_t)in[i + 1] << 8;
+    if (i + 2 < len) v |= in[i + 2];
+    out[o++] = b64[v >> 18 & 63];
+    out[o++] = b64[v >> 12 & 63];
+    out[o++] = i + 1 < len ? b64[v >> 6 & 63] : '=';
+    out[o++] = i + 2 < len ? b64[v & 63] : '=';
+  }
+  out[o] = '\0';
+  return o;
+}
+
+static int b64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+int cp_base64_decode(const char *in, size_t len, unsigned char *out,
+                     size_t *outlen) {
+  if (len % 4 != 0) return -1;
+  size_t o = 0;
+  for (size_t i = 0; i < len; i += 4) {
+    int last = i + 4 == len;
+    int v[4];
+    for (int k = 0; k < 4; k++) {
+      char c = in[i + (size_t)k];
+      /* '=' only at the end: "xx==" or "xxx=" */
+      v[k] = c == '=' && last && k >= 2 ? -2 : b64_value(c);
+      if (v[k] == -1) return -1;
+    }
+    if (v[2] == -2 && v[3] != -2) return -1;
+    uint32_t bits = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+                    (uint32_t)(v[2] < 0 ? 0 : v[2]) << 6 |
+                    (uint32_t)(v[3] < 0 ? 0 : v[3]);
+    out[o++] = (unsigned char)(bits >> 16);
+    if (v[2] >= 0) out[o++] = (unsigned char)(bits >> 8);
+    if (v[3] >= 0) out[o++] = (unsigned char)bits;
+  }
+  *outlen = o;
+  return 0;
+}
+
+unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
+                              const char **why) {
+  static const char prefix[] = "whsec_";
+  size_t pl = sizeof prefix - 1;
+  unsigned char *key;
+  if (len >= pl && memcmp(secret, prefix, pl) == 0) {
+    key = malloc(len / 4 * 3 + 1); /* the caller owns it */
+    if (!key) abort();
+    if (cp_base64_decode(secret + pl, len - pl, key, keylen) != 0) {
+      free(key);
+      *why = "webhook secret is not valid whsec_<base64>";
+      return NULL;
+    }
+  } else {
+    key = (unsigned char *)cp_strndup(secret, len);
+    *keylen = len;
+  }
+  if (*keylen < CP_WEBHOOK_KEY_MIN) {
+    OPENSSL_cleanse(key, *keylen);
+    free(key);
+    *why = "webhook secret is too short: at least 24 bytes are needed";
+    return NULL;
+  }
+  return key;
+}
+
+static void mac(const unsigned char *key, size_t keylen, const char *id,
+                int64_t ts, const char *body, size_t len,
+                unsigned char md[32]) {
+  char stamp[32];
+  int sl = snprintf(stamp, sizeof stamp, ".%lld.", (long long)ts);
+  EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end()};
+  size_t mdlen = 0;
+  if (!ctx || !EVP_MAC_init(ctx, key, keylen, params) ||
+      !EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) ||
+      !EVP_MAC_update(ctx, (const unsigned char *)stamp, (size_t)sl) ||
+      !EVP_MAC_update(ctx, (const unsigned char *)body, len) ||
+      !EVP_MAC_final(ctx, md, &mdlen, 32) || mdlen != 32) {
+    /* only a broken libcrypto gets here; a wrong signature must not go out */
+    fprintf(stderr, "cogpipe: HMAC-SHA256 is not available from libcrypto\n");
+    abort();
+  }
+  EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(m);
+}
+
+void cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
+                     int64_t timestamp, const char *body, size_t len,
+                     cp_buf *out) {
+  unsigned char md[32];
+  mac(key, keylen, id, timestamp, body, len, md);
+  char enc[48];
+  cp_base64_encode(md, sizeof md, enc);
+  cp_buf_adds(out, "v1,");
+  cp_buf_adds(out, enc);
+}
+
+int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
+                      int64_t timestamp, const char *body, size_t len,
+                      const char *header) {
+  unsigned char md[32];
+  mac(key, keylen, id, timestamp, body, len, md);
+  char want[48];
+  size_t wl = cp_base64_encode(md, sizeof md, want);
+  int matched = 0;
+  const char *p = header;
+  while (*p) {
+    while (*p == ' ')
+      p++;
+    const char *end = p;
+    while (*end && *end != ' ')
+      end++;
+    size_t n = (size_t)(end - p);
+    /* every candidate is compared in full, so timing says nothing about
+     * which one (or which byte) differed */
+    if (n == wl + 3 && memcmp(p, "v1,", 3) == 0)
+      matched |= CRYPTO_memcmp(p + 3, want, wl) == 0;
+    p = end;
+  }
+  return matched;
+}
+
+void cp_webhook_new_id(char out[31]) {
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+  unsigned char r[26];
+  if (RAND_bytes(r, sizeof r) != 1) {
+    /* no entropy source: clock and pid keep ids apart on one host */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t mix = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^
+                   (uint64_t)getpid() << 20;
+    for (size_t i = 0; i < sizeof r; i++)
+      r[i] = (unsigned char)(mix >> (i % 8 * 8) ^ i);
+  }
+  memcpy(out, "msg_", 4);
+  for (size_t i = 0; i < sizeof r; i++)
+    out[4 + i] = alphabet[r[i] & 31];
+  out[30] = '\0';
+}

@@ -1,0 +1,46 @@
+/*
+ * webhook.h -- Standard Webhooks signing (https://www.standardwebhooks.com):
+ * secrets as whsec_<base64> or raw bytes, the v1 HMAC-SHA256 signature over
+ * "id.timestamp.body", its constant-time check, message ids, and base64.
+ * Pure functions: no I/O, no delivery (lua/cogpipe/webhook.lua sends).
+ */
+#ifndef CP_WEBHOOK_H
+#define CP_WEBHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Shorter keys are refused, as the specification asks (24..64 bytes). */
+#define CP_WEBHOOK_KEY_MIN 24
+
+/* Standard base64 with padding. out needs 4 * ((len + 2) / 3) + 1 bytes;
+ * returns the length written (NUL not counted). */
+size_t cp_base64_encode(const unsigned char *in, size_t len, char *out);
+/* Strict decode (alphabet, padding, no white space). out needs len / 4 * 3
+ * bytes. Returns 0 and *outlen, or -1. */
+int cp_base64_decode(const char *in, size_t len, unsigned char *out,
+                     size_t *outlen);
+
+/* The key bytes of a secret: whsec_<base64> is decoded, anything else is
+ * used as it is. Returns a malloc'd key the caller frees (and should wipe),
+ * or NULL with *why set to a static message that never quotes the secret. */
+unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
+                              const char **why);
+
+/* Appends "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>". */
+void cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
+                     int64_t timestamp, const char *body, size_t len,
+                     cp_buf *out);
+
+/* 1 when one of the space-separated v1 signatures in header matches key,
+ * compared in constant time. */
+int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
+                      int64_t timestamp, const char *body, size_t len,
+                      const char *header);
+
+/* A new message id: "msg_" and 26 random base32 characters (NUL-ended). */
+void cp_webhook_new_id(char out[31]);
+
+#endif

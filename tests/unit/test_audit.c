@@ -1,0 +1,539 @@
+/*
+ * test_audit.c -- the audit log: chain continuity across reopen and
+ * rotation, every kind of tampering found at the right line, torn last
+ * lines tolerated and recovered, several writers on one file.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "buf.h"
+#include "check.h"
+
+static char dir[256];
+
+static const char *path_in(const char *name) {
+  static char p[512];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  return p;
+}
+
+static cp_audit_record rec(const char *event, const char *fields) {
+  cp_audit_record r = {"run-1", "acme", "intents",
+                       event,   fields, fields ? strlen(fields) : 0};
+  return r;
+}
+
+/* Writes n records "i":1..n to a fresh log at name. */
+static void write_log(const char *name, int n, uint64_t max_bytes) {
+  const char *p = path_in(name);
+  unlink(p);
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, max_bytes};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(p, &o, &err);
+  CHECK(a != NULL);
+  for (int i = 1; i <= n; i++) {
+    char f[64];
+    snprintf(f, sizeof f, "\"i\":%d,\"text\":\"example %d\"", i, i);
+    cp_audit_record r = rec("request", f);
+    CHECK_INT(cp_audit_append(a, &r, &err), 0);
+  }
+  CHECK_INT(cp_audit_close(a, &err), 0);
+}
+
+/* ---- files as arrays of lines ---------------------------------------------
+ */
+
+typedef struct lines {
+  char *items[256];
+  int n;
+  int trailing_nl;
+} lines;
+
+static void read_lines(const char *name, lines *l) {
+  FILE *f = fopen(path_in(name), "rb");
+  memset(l, 0, sizeof *l);
+  if (!f) return;
+  char buf[8192];
+  size_t len = 0;
+  int c;
+  while ((c = fgetc(f)) != EOF) {
+    if (c == '\n') {
+      l->items[l->n++] = cp_strndup(buf, len);
+      len = 0;
+    } else if (len < sizeof buf - 1) {
+      buf[len++] = (char)c;
+    }
+  }
+  l->trailing_nl = len == 0;
+  if (len) l->items[l->n++] = cp_strndup(buf, len);
+  fclose(f);
+}
+
+static void write_lines(const char *name, const lines *l) {
+  FILE *f = fopen(path_in(name), "wb");
+  for (int i = 0; i < l->n; i++) {
+    fputs(l->items[i], f);
+    if (i + 1 < l->n || l->trailing_nl) fputc('\n', f);
+  }
+  fclose(f);
+}
+
+static void free_lines(lines *l) {
+  for (int i = 0; i < l->n; i++)
+    free(l->items[i]);
+  l->n = 0;
+}
+
+/* Verifies files; returns the rc and leaves the report in *r. */
+static int verify(cp_audit_report *r, int n, ...) {
+  const char *paths[8];
+  char bufs[8][512];
+  va_list ap;
+  va_start(ap, n);
+  for (int i = 0; i < n; i++) {
+    snprintf(bufs[i], sizeof bufs[i], "%s", path_in(va_arg(ap, const char *)));
+    paths[i] = bufs[i];
+  }
+  va_end(ap);
+  return cp_audit_verify(paths, (size_t)n, r);
+}
+
+static int broken_at(const char *name, uint64_t line, const char *why) {
+  cp_audit_report r;
+  int rc = verify(&r, 1, name);
+  int ok = rc == 1 && r.broken && r.problem.line == line &&
+           strstr(r.problem.message, why) != NULL;
+  if (!ok)
+    fprintf(stderr, "  %s: rc %d, line %llu: %s (wanted line %llu: %s)\n", name,
+            rc, (unsigned long long)r.problem.line,
+            r.problem.message ? r.problem.message : "-",
+            (unsigned long long)line, why);
+  cp_audit_report_free(&r);
+  return ok;
+}
+
+/* ---- tests ------------------------------------------------------------------
+ */
+
+static void test_format_and_genesis(void) {
+  write_log("fmt.log", 3, 0);
+  lines l;
+  read_lines("fmt.log", &l);
+  CHECK_INT(l.n, 3);
+  CHECK(l.trailing_nl);
+  CHECK(strncmp(l.items[0], "{\"ts\":\"", 7) == 0);
+  CHECK(strstr(l.items[0], "\"genesis\":true"));
+  CHECK(strstr(
+      l.items[0],
+      "\"prev\":\""
+      "0000000000000000000000000000000000000000000000000000000000000000\"}"));
+  CHECK(strstr(l.items[1], "\"genesis\"") == NULL);
+  CHECK(strstr(l.items[0], "\"run_id\":\"run-1\",\"tenant\":\"acme\","
+                           "\"pipeline\":\"intents\",\"event\":\"request\","
+                           "\"i\":1,"));
+  char h[65], want[80];
+  cp_audit_sha256_hex(l.items[0], strlen(l.items[0]), h);
+  snprintf(want, sizeof want, "\"prev\":\"%s\"}", h);
+  CHECK(strstr(l.items[1], want) != NULL);
+  CHECK(strstr(l.items[2], "\"seq\":3,"));
+  /* ts: RFC 3339, UTC, milliseconds */
+  char ts[32];
+  cp_audit_timestamp(ts);
+  CHECK_INT(strlen(ts), 24);
+  CHECK(ts[10] == 'T' && ts[19] == '.' && ts[23] == 'Z');
+  free_lines(&l);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "fmt.log"), 0);
+  CHECK_INT(r.total_records, 3);
+  CHECK_INT(r.last_seq, 3);
+  CHECK_INT(r.n_warnings, 0);
+  cp_audit_report_free(&r);
+}
+
+static void test_reopen_continues(void) {
+  write_log("re.log", 2, 0);
+  cp_audit_options o = {CP_AUDIT_FSYNC_BATCH, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("re.log"), &o, &err);
+  CHECK(a != NULL);
+  CHECK_INT(cp_audit_seq(a), 2);
+  cp_audit_record r = rec("run_end", "\"ok\":true");
+  CHECK_INT(cp_audit_append(a, &r, &err), 0);
+  CHECK_INT(cp_audit_sync(a, &err), 0);
+  CHECK_INT(cp_audit_seq(a), 3);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  cp_audit_report rep;
+  CHECK_INT(verify(&rep, 1, "re.log"), 0);
+  CHECK_INT(rep.total_records, 3);
+  cp_audit_report_free(&rep);
+}
+
+static void test_run_id(void) {
+  char a[37], b[37];
+  cp_audit_run_id(a);
+  cp_audit_run_id(b);
+  CHECK_INT(strlen(a), 36);
+  CHECK(a[14] == '7'); /* version 7 */
+  CHECK(strchr("89ab", a[19]) != NULL);
+  CHECK(strcmp(a, b) != 0);
+}
+
+static void test_edited(void) {
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  char *p = strstr(l.items[4], "example 5");
+  p[8] = '9'; /* "example 9" */
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 5, "changed"));
+}
+
+static void test_removed(void) {
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  free(l.items[4]);
+  memmove(&l.items[4], &l.items[5], (size_t)(l.n - 5) * sizeof l.items[0]);
+  l.n--;
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 5, "missing"));
+}
+
+static void test_removed_first(void) {
+  write_log("t.log", 4, 0);
+  lines l;
+  read_lines("t.log", &l);
+  free(l.items[0]);
+  memmove(&l.items[0], &l.items[1], (size_t)(l.n - 1) * sizeof l.items[0]);
+  l.n--;
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 1, "earlier records were removed"));
+}
+
+static void insert_line(lines *l, int at, char *text) {
+  memmove(&l->items[at + 1], &l->items[at],
+          (size_t)(l->n - at) * sizeof l->items[0]);
+  l->items[at] = text;
+  l->n++;
+}
+
+static void test_inserted_forged(void) {
+  /* a forger who computes the right prev for the line they add */
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  char h[65];
+  cp_audit_sha256_hex(l.items[3], strlen(l.items[3]), h);
+  cp_buf b = CP_BUF_INIT;
+  cp_buf_printf(&b,
+                "{\"ts\":\"2024-01-01T00:00:00.000Z\",\"seq\":5,\"run_id\":"
+                "\"run-1\",\"tenant\":\"acme\",\"pipeline\":\"intents\","
+                "\"event\":\"request\",\"i\":99,\"prev\":\"%s\"}",
+                h);
+  insert_line(&l, 4, cp_buf_steal(&b, NULL));
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 5, "inserted"));
+}
+
+static void test_inserted_plain(void) {
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  insert_line(&l, 4,
+              cp_strdup("{\"ts\":\"2024-01-01T00:00:00.000Z\",\"seq\":5,"
+                        "\"event\":\"request\",\"prev\":\""
+                        "111111111111111111111111111111111111111111111111111111"
+                        "1111111111\"}"));
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 5, "inserted"));
+}
+
+static void test_inserted_copy(void) {
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  insert_line(&l, 4, cp_strdup(l.items[2]));
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 5, "repeats line 3"));
+}
+
+static void test_reordered(void) {
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  char *t = l.items[4];
+  l.items[4] = l.items[5];
+  l.items[5] = t;
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 5, "out of order"));
+}
+
+static void test_not_json(void) {
+  write_log("t.log", 10, 0);
+  lines l;
+  read_lines("t.log", &l);
+  l.items[6][3] = '\0'; /* cut in the middle, newline kept */
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 7, "not valid JSON"));
+}
+
+static void test_not_record(void) {
+  write_log("t.log", 3, 0);
+  lines l;
+  read_lines("t.log", &l);
+  free(l.items[1]);
+  l.items[1] = cp_strdup("{\"hello\":1}");
+  write_lines("t.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("t.log", 2, "not an audit record"));
+}
+
+static void test_torn_last_line(void) {
+  write_log("torn.log", 5, 0);
+  FILE *f = fopen(path_in("torn.log"), "ab");
+  fputs("{\"ts\":\"2024-01-01T00:00:00.000Z\",\"seq\":6,\"run_i", f);
+  fclose(f);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "torn.log"), 0);
+  CHECK_INT(r.total_records, 5);
+  CHECK_INT(r.n_warnings, 1);
+  if (r.n_warnings) {
+    CHECK_INT(r.warnings[0].line, 6);
+    CHECK(strstr(r.warnings[0].message, "incomplete last line") != NULL);
+  }
+  cp_audit_report_free(&r);
+
+  /* the next writer closes the cut line and accounts for it */
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("torn.log"), &o, &err);
+  CHECK(a != NULL);
+  cp_audit_record x = rec("run_start", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_seq(a), 7); /* 5, the recovery record, this one */
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  lines l;
+  read_lines("torn.log", &l);
+  CHECK_INT(l.n, 8);
+  CHECK(strstr(l.items[6], "\"event\":\"audit.recovered\"") != NULL);
+  CHECK(strstr(l.items[6], "\"torn_bytes\":") != NULL);
+  free_lines(&l);
+  CHECK_INT(verify(&r, 1, "torn.log"), 0);
+  CHECK_INT(r.total_records, 7);
+  CHECK_INT(r.n_warnings, 1);
+  if (r.n_warnings) {
+    CHECK_INT(r.warnings[0].line, 6);
+    CHECK(strstr(r.warnings[0].message, "audit.recovered") != NULL);
+  }
+  cp_audit_report_free(&r);
+}
+
+static void test_torn_first_line(void) {
+  FILE *f = fopen(path_in("torn1.log"), "wb");
+  fputs("{\"ts\":\"2024", f);
+  fclose(f);
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("torn1.log"), &o, &err);
+  CHECK(a != NULL);
+  cp_audit_record x = rec("run_start", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "torn1.log"), 0);
+  CHECK_INT(r.total_records, 3);
+  cp_audit_report_free(&r);
+}
+
+static void test_damaged_last_record_refused(void) {
+  FILE *f = fopen(path_in("bad.log"), "wb");
+  fputs("not a record\n", f);
+  fclose(f);
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("bad.log"), &o, &err);
+  CHECK(a == NULL);
+  CHECK(err && strstr(err, "not a cogpipe audit record"));
+  free(err);
+}
+
+/* Verifies the rotated series rot.log.000001 ... rot.log, skipping the file
+ * at index skip (-1: none) or swapping the first two when swap. */
+static int verify_series(cp_audit_report *r, int nfiles, int skip, int swap) {
+  char bufs[16][512];
+  const char *paths[16];
+  int n = 0;
+  for (int i = 1; i <= nfiles; i++) {
+    if (i - 1 == skip) continue;
+    if (i < nfiles)
+      snprintf(bufs[n], sizeof bufs[n], "%s.%06d", path_in("rot.log"), i);
+    else
+      snprintf(bufs[n], sizeof bufs[n], "%s", path_in("rot.log"));
+    paths[n] = bufs[n];
+    n++;
+  }
+  if (swap) {
+    const char *t = paths[0];
+    paths[0] = paths[1];
+    paths[1] = t;
+  }
+  return cp_audit_verify(paths, (size_t)n, r);
+}
+
+static void test_rotation(void) {
+  char name[64];
+  for (int i = 1; i < 16; i++) {
+    snprintf(name, sizeof name, "rot.log.%06d", i);
+    unlink(path_in(name));
+  }
+  write_log("rot.log", 12, 700);
+  int rotated = 0;
+  for (int i = 1; i < 16; i++) {
+    snprintf(name, sizeof name, "rot.log.%06d", i);
+    if (access(path_in(name), F_OK) == 0) rotated = i;
+  }
+  CHECK(rotated >= 3);
+  int nfiles = rotated + 1;
+  lines l;
+  read_lines("rot.log.000002", &l);
+  CHECK(l.n > 0 && strstr(l.items[0], "\"event\":\"audit.continued\"") &&
+        strstr(l.items[0], "\"previous_file\":\"rot.log.000001\""));
+  free_lines(&l);
+  cp_audit_report r;
+  CHECK_INT(verify_series(&r, nfiles, -1, 0), 0);
+  /* every record, and a continuation at the head of each new file */
+  CHECK_INT(r.total_records, 12 + rotated);
+  CHECK_INT(r.last_seq, 12 + rotated);
+  CHECK_INT(r.n_warnings, 0);
+  cp_audit_report_free(&r);
+  /* each file alone: the link to its predecessor is named, not checked */
+  CHECK_INT(verify(&r, 1, "rot.log"), 0);
+  CHECK_INT(r.n_warnings, 1);
+  cp_audit_report_free(&r);
+  /* a file missing between two others */
+  CHECK_INT(verify_series(&r, nfiles, 1, 0), 1);
+  CHECK_INT(r.problem.file, 1);
+  CHECK_INT(r.problem.line, 1);
+  CHECK(r.problem.message && strstr(r.problem.message, "does not continue"));
+  cp_audit_report_free(&r);
+  /* files out of order */
+  CHECK_INT(verify_series(&r, nfiles, -1, 1), 1);
+  cp_audit_report_free(&r);
+  /* reopening after rotation continues in the live file */
+  cp_audit_options o = {CP_AUDIT_FSYNC_ALWAYS, 700};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("rot.log"), &o, &err);
+  CHECK_INT(cp_audit_seq(a), 12 + rotated);
+  cp_audit_record x = rec("run_end", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  snprintf(name, sizeof name, "rot.log.%06d", nfiles);
+  if (access(path_in(name), F_OK) == 0) nfiles++;
+  CHECK_INT(verify_series(&r, nfiles, -1, 0), 0);
+  CHECK(r.last_seq >= (uint64_t)(15 + rotated));
+  cp_audit_report_free(&r);
+}
+
+static void test_two_writers(void) {
+  unlink(path_in("two.log"));
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("two.log"), &o, &err);
+  cp_audit *b = cp_audit_open(path_in("two.log"), &o, &err);
+  for (int i = 0; i < 10; i++) {
+    cp_audit_record x = rec(i % 2 ? "from_a" : "from_b", NULL);
+    CHECK_INT(cp_audit_append(i % 3 ? a : b, &x, &err), 0);
+  }
+  cp_audit_close(a, NULL);
+  cp_audit_close(b, NULL);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "two.log"), 0);
+  CHECK_INT(r.total_records, 10);
+  cp_audit_report_free(&r);
+}
+
+static void test_bad_text(void) {
+  unlink(path_in("utf.log"));
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("utf.log"), NULL, &err);
+  cp_audit_record x = {"run", "\xff\xfe", NULL, "ev", NULL, 0};
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  CHECK(err && strstr(err, "UTF-8"));
+  free(err);
+  cp_audit_record y = {"run", NULL, NULL, NULL, NULL, 0};
+  CHECK_INT(cp_audit_append(a, &y, &err), -1);
+  free(err);
+  cp_audit_close(a, NULL);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "utf.log"), 0);
+  CHECK_INT(r.total_records, 0);
+  cp_audit_report_free(&r);
+}
+
+static void test_fsync_parse(void) {
+  cp_audit_fsync f;
+  CHECK_INT(cp_audit_fsync_parse("always", &f), 0);
+  CHECK_INT(f, CP_AUDIT_FSYNC_ALWAYS);
+  CHECK_INT(cp_audit_fsync_parse("batch", &f), 0);
+  CHECK_INT(f, CP_AUDIT_FSYNC_BATCH);
+  CHECK_INT(cp_audit_fsync_parse("off", &f), 0);
+  CHECK_INT(f, CP_AUDIT_FSYNC_OFF);
+  CHECK_INT(cp_audit_fsync_parse("sometimes", &f), -1);
+}
+
+static void test_unreadable(void) {
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "does-not-exist.log"), -1);
+  CHECK(r.unreadable);
+  CHECK(strstr(r.problem.message, "cannot read") != NULL);
+  cp_audit_report_free(&r);
+}
+
+static void cleanup(void) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+int main(void) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/cp-audit-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(dir)) return 1;
+  RUN(test_format_and_genesis);
+  RUN(test_reopen_continues);
+  RUN(test_run_id);
+  RUN(test_edited);
+  RUN(test_removed);
+  RUN(test_removed_first);
+  RUN(test_inserted_forged);
+  RUN(test_inserted_plain);
+  RUN(test_inserted_copy);
+  RUN(test_reordered);
+  RUN(test_not_json);
+  RUN(test_not_record);
+  RUN(test_torn_last_line);
+  RUN(test_torn_first_line);
+  RUN(test_damaged_last_record_refused);
+  RUN(test_rotation);
+  RUN(test_two_writers);
+  RUN(test_bad_text);
+  RUN(test_fsync_parse);
+  RUN(test_unreadable);
+  cleanup();
+  DONE();
+}
