@@ -378,9 +378,10 @@ static int verify_series(cp_audit_report *r, int nfiles, int skip, int swap) {
   int n = 0;
   for (int i = 1; i <= nfiles; i++) {
     if (i - 1 == skip) continue;
-    if (i < nfiles)
-      snprintf(bufs[n], sizeof bufs[n], "%s.%06d", path_in("rot.log"), i);
-    else
+    if (i < nfiles) {
+      int w = snprintf(bufs[n], sizeof bufs[n], "%s.%06d", path_in("rot.log"), i);
+      if (w < 0 || (size_t)w >= sizeof bufs[n]) return -1; /* path too long */
+    } else
       snprintf(bufs[n], sizeof bufs[n], "%s", path_in("rot.log"));
     paths[n] = bufs[n];
     n++;
