@@ -2376,16 +2376,17 @@ def main(argv=None):
 
     server = EmulatorServer(("127.0.0.1", args.port), emulator, context)
     port = server.server_address[1]
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    scheme = "https" if context else "http"
-    print(f"cognigy-emulator listening on {scheme}://127.0.0.1:{port}", flush=True)
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    # Before the port is announced: whoever reads it may signal at once.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.port_file:
+        write_port_file(args.port_file, port)
+    scheme = "https" if context else "http"
+    print(f"cognigy-emulator listening on {scheme}://127.0.0.1:{port}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
