@@ -12,7 +12,7 @@ cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/plain -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 work=$(mktemp -d)
-python3 tests/emulator/cognigy_emulator.py --port 0 --port-file "$work/port" --quiet &
+python3 tests/emulator/cognigy_emulator.py --port 0 --port-file "$work/port" --quiet >"$work/emulator.log" 2>&1 &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null; wait "$emulator" 2>/dev/null; rm -rf "$work"' EXIT INT TERM
 tries=0

@@ -68,6 +68,8 @@ struct cp_http_call {
   struct curl_slist *headers;
   char *body;
   size_t body_len;
+  size_t body_off;   /* how much of body this attempt has handed to libcurl */
+  int resend_refused; /* libcurl wanted to send the body again; we said no */
   curl_mime *mime;
   double total, connect;
   char *ca_file;
@@ -563,8 +565,35 @@ void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg) {
   c->fail_msg = cp_strdup(msg);
 }
 
+/* Bodies of non-idempotent requests go through these two callbacks instead
+ * of CURLOPT_POSTFIELDS. libcurl (before 8.16's FORBID_RETRY_ON_REUSE)
+ * silently sends a request again on a fresh connection when a reused one
+ * is reset before any answer -- even after the whole body went out and the
+ * server may have acted on it. Such a resend must rewind the body first, so
+ * refusing the rewind turns it into an error the retry policy sees as an
+ * outcome unknown, which is what it is. */
+static size_t body_read(char *buf, size_t size, size_t n, void *arg) {
+  cp_http_call *c = arg;
+  size_t want = size * n, left = c->body_len - c->body_off;
+  if (want > left) want = left;
+  if (want) memcpy(buf, c->body + c->body_off, want);
+  c->body_off += want;
+  return want;
+}
+
+static int body_seek(void *arg, curl_off_t offset, int origin) {
+  cp_http_call *c = arg;
+  if (origin != SEEK_SET || offset != 0) return CURL_SEEKFUNC_CANTSEEK;
+  if (c->body_off == 0) return CURL_SEEKFUNC_OK; /* nothing sent yet */
+  c->resend_refused = 1;
+  return CURL_SEEKFUNC_FAIL;
+}
+
 static void apply_options(cp_http_call *c) {
   CURL *e = c->easy;
+  c->idempotent = c->retry.idempotent >= 0
+                      ? c->retry.idempotent
+                      : cp_retry_method_idempotent(c->method);
   int is_post = strcmp(c->method, "POST") == 0;
   if (strcmp(c->method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -578,7 +607,17 @@ static void apply_options(cp_http_call *c) {
   } else if (c->body || is_post) {
     /* c->body stays owned by the call and alive until the easy handle is. */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+    if (c->body_len > 0 && !c->idempotent) {
+      curl_easy_setopt(e, CURLOPT_POST, 1L);
+      curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
+      curl_easy_setopt(e, CURLOPT_READDATA, c);
+      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
+      curl_easy_setopt(e, CURLOPT_SEEKDATA, c);
+      /* a read-callback body would otherwise wait for 100 Continue */
+      c->headers = curl_slist_append(c->headers, "Expect:");
+    } else {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+    }
     if (strcmp(c->method, "GET") == 0)
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   }
@@ -599,9 +638,6 @@ static void apply_options(cp_http_call *c) {
               c->where);
     }
   }
-  c->idempotent = c->retry.idempotent >= 0
-                      ? c->retry.idempotent
-                      : cp_retry_method_idempotent(c->method);
 }
 
 void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data) {
@@ -626,6 +662,7 @@ static void send_attempt(cp_http_call *c) {
   reset_answer(c);
   c->errbuf[0] = '\0';
   c->attempts++;
+  c->body_off = 0;
   CURLMcode mc = curl_multi_add_handle(c->h->multi, c->easy);
   if (mc != CURLM_OK) {
     release_slot(c);
@@ -766,6 +803,7 @@ static void finish(cp_http_call *c, cp_http_kind kind, long status,
 
 /* How far a failed transfer got (see retry.h). */
 static cp_retry_sent how_far(cp_http_call *c, CURLcode rc) {
+  if (c->resend_refused) return CP_SENT_ALL; /* a whole body went out once */
   switch (rc) {
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_COULDNT_RESOLVE_PROXY:
@@ -818,6 +856,7 @@ static cp_http_kind classify(CURLcode rc, int *transient) {
   case CURLE_SSL_CRL_BADFILE:
     *transient = 0;
     return CP_HTTP_TLS;
+  case CURLE_SEND_FAIL_REWIND: /* see body_seek: a resend we refused */
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
@@ -866,6 +905,8 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
     kind = classify(rc, &transient);
     v = cp_retry_decide(c->idempotent, 0, transient, how_far(c, rc));
     why = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+    if (c->resend_refused)
+      why = "the connection was reset after the request was sent, with no answer";
     if (c->too_big) {
       snprintf(whybuf, sizeof whybuf, "answer larger than %zu MiB",
                MAX_ANSWER >> 20);

@@ -98,6 +98,10 @@ static const submodule submodules[] = {
     {"_webhook", luaopen_cogpipe_webhook_native},
     {"fs", luaopen_cogpipe_fs},
     {"http", luaopen_cogpipe_http},
+    {"validate", luaopen_cogpipe_validate},
+    {"dedupe", luaopen_cogpipe_dedupe},
+    {"near", luaopen_cogpipe_near},
+    {"semantic", luaopen_cogpipe_semantic},
 };
 
 static const luaL_Reg core_fns[] = {

@@ -14,5 +14,9 @@ int luaopen_cogpipe_audit(lua_State *L);
 int luaopen_cogpipe_webhook_native(lua_State *L);
 int luaopen_cogpipe_fs(lua_State *L);
 int luaopen_cogpipe_http(lua_State *L);
+int luaopen_cogpipe_validate(lua_State *L);
+int luaopen_cogpipe_dedupe(lua_State *L);
+int luaopen_cogpipe_near(lua_State *L);
+int luaopen_cogpipe_semantic(lua_State *L);
 
 #endif

@@ -62,7 +62,7 @@ end
 
 function Journal:_apply(rec)
   if rec.op == "pending" then
-    self.batches[rec.batch] = { state = "pending", items = rec.items, info = rec.info }
+    self.batches[rec.batch] = { state = "pending", items = rec.items, info = rec.info, ts = rec.ts }
   elseif rec.op == "committed" or rec.op == "unknown" or rec.op == "failed" then
     local b = self.batches[rec.batch] or { items = rec.items or {} }
     b.state = rec.op
@@ -108,7 +108,7 @@ function Journal:open_batches()
   local list = {}
   for id, b in pairs(self.batches) do
     if b.state == "pending" or b.state == "unknown" then
-      list[#list + 1] = { id = id, items = b.items or {}, info = b.info, state = b.state }
+      list[#list + 1] = { id = id, items = b.items or {}, info = b.info, state = b.state, ts = b.ts }
     end
   end
   table.sort(list, function(a, b) return a.id < b.id end)

@@ -105,18 +105,25 @@ function M.normalize(mode)
 end
 
 -- The intent example rules of the platform (DESIGN 4.2): 1..max_chars code
--- points, no white space at either end, annotations inside the text.
+-- points, no white space at either end, annotations inside the text -- the
+-- same native checks the platform's batch validator applies, one example
+-- at a time so that one bad example rejects only itself.
 function M.validate(opts)
   opts = opts or {}
   local max_chars = opts.max_chars or 500
   return step("validate", function(ctx, records)
+    local check = cp.validate.intent_batch
     local kept = {}
+    local limits = { max_chars = max_chars, cap = math.maxinteger, existing_active = 0 }
     for _, r in ipairs(records) do
-      local problem = cp.validate.example(r.text, { max_chars = max_chars, annotations = r.annotations })
-      if problem then
-        ctx:reject(r, "invalid", { problem = problem })
-      else
+      local example = { text = r.text, is_active = true, annotations = cp.json.array(r.annotations or {}) }
+      local ok, err = check({ examples = cp.json.array({ example }) }, limits)
+      if ok then
         kept[#kept + 1] = r
+      else
+        local first = err.errors and err.errors[1]
+        ctx:reject(r, "invalid", { problem = first and ((first.path or ""):gsub("^examples%[0%]%.?", "") ..
+          ": " .. first.message) or err.message })
       end
     end
     return kept
@@ -190,7 +197,7 @@ function M.semantic(opts)
       return records
     end
     local threshold = opts.threshold or (ctx.tenant.dedupe or {}).semantic or 0.85
-    return require("cogpipe.semantic").filter(ctx, records, { threshold = threshold, provider = conf })
+    return require("cogpipe.semdup").filter(ctx, records, { threshold = threshold, provider = conf })
   end, opts)
 end
 

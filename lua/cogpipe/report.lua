@@ -34,12 +34,23 @@ local function sum(t)
   return n
 end
 
+-- A list, not a map keyed by intent: an intent may be called anything,
+-- reset_password included, and keys are what redaction looks at.
 local function per_intent(records)
-  local counts = {}
+  local counts, order = {}, {}
   for _, r in ipairs(records or {}) do
-    counts[r.intent] = (counts[r.intent] or 0) + 1
+    if not counts[r.intent] then
+      counts[r.intent] = 0
+      order[#order + 1] = r.intent
+    end
+    counts[r.intent] = counts[r.intent] + 1
   end
-  return counts
+  table.sort(order)
+  local list = json.array()
+  for i, intent in ipairs(order) do
+    list[i] = { intent = intent, count = counts[intent] }
+  end
+  return list
 end
 
 -- The summary of one tenant's run.
@@ -155,14 +166,9 @@ function M.print(summary, ctxs)
     if t.would_send then
       out:write(string.format("%s: would send, per intent:\n", t.tenant))
       local firsts = first_examples(ctxs[i].accepted, 2)
-      local names = {}
-      for intent in pairs(t.would_send) do
-        names[#names + 1] = intent
-      end
-      table.sort(names)
-      for _, intent in ipairs(names) do
-        out:write(string.format("  %-24s %5d  e.g. %s\n", intent, t.would_send[intent],
-          table.concat(firsts[intent] or {}, " | ")))
+      for _, w in ipairs(t.would_send) do
+        out:write(string.format("  %-24s %5d  e.g. %s\n", w.intent, w.count,
+          table.concat(firsts[w.intent] or {}, " | ")))
       end
     end
   end

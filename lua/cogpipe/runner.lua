@@ -9,6 +9,8 @@ local tenant_mod = require "cogpipe.tenant"
 local journal_mod = require "cogpipe.journal"
 local progress_mod = require "cogpipe.progress"
 local report = require "cogpipe.report"
+local webhook = require "cogpipe.webhook"
+local metrics = require "cogpipe.metrics"
 
 local M = {}
 
@@ -135,9 +137,13 @@ local function intents_of(records)
   return list
 end
 
-local function run_tenant(def, ctx, records)
+local function run_tenant(def, ctx, records, invalid)
   local sink = def.sink
-  ctx.stats.submitted = #records
+  ctx.stats.submitted = #records + #invalid
+  -- records the reader could not accept count as rejected, with where and why
+  for _, p in ipairs(invalid) do
+    ctx:reject({ line = p.line, file = p.file }, "invalid", { column = p.column, problem = p.reason, kind = p.kind })
+  end
   ctx:set_progress({ phase = "reading", total = #records, done = 0 })
   local jr, jerr = journal_mod.open(ctx.state_dir, ctx.tenant.name, def.name)
   if not jr then
@@ -185,6 +191,7 @@ local function run_tenant(def, ctx, records)
     -- a bug in a step or sink: the tenant fails with the traceback kept
     ctx:fail(err)
   end
+  ctx:sync()
   if ctx.stats.failed > 0 or ctx.stats.unknown > 0 then
     ctx.remote_failure = true
   end
@@ -196,8 +203,60 @@ end
 
 -- ---- the run -----------------------------------------------------------------------
 
-local function new_run_id()
-  return cp.hash(string.format("%.9f:%d:%s", cp.now(), os.time(), tostring({})))
+local function wants_webhooks(def)
+  for _, n in ipairs(def.notify) do
+    if n.kind == "webhooks" then
+      return true
+    end
+  end
+  return false
+end
+
+-- Deliveries a former run could not make go first, then this run's report.
+local function flush_outbox(shared, t)
+  if not t.webhooks or #t.webhooks == 0 then
+    return
+  end
+  local r = webhook.flush_outbox({ state_dir = shared.state_dir, targets = t.webhooks, tenant = t.name,
+    audit = shared.audit })
+  if r and r.delivered and r.delivered > 0 then
+    io.stderr:write(string.format("cogpipe: %s: delivered %d webhook(s) kept from an earlier run\n", t.name,
+      r.delivered))
+  end
+end
+
+local function notify(def, shared, summary, ctxs)
+  if not wants_webhooks(def) or shared.dry_run then
+    return
+  end
+  local tasks = {}
+  for i, ctx in ipairs(ctxs) do
+    local t = ctx.tenant
+    if t.webhooks and #t.webhooks > 0 then
+      tasks[#tasks + 1] = cp.spawn(function()
+        local _, results = webhook.send(t.webhooks, metrics.webhook_body(summary, t.name), {
+          state_dir = shared.state_dir, audit = shared.audit, tenant = t.name, pipeline = def.name,
+        })
+        for _, r in ipairs(results or {}) do
+          if r.outcome ~= "delivered" then
+            summary.tenants[i].webhooks_pending = (summary.tenants[i].webhooks_pending or 0) + 1
+            io.stderr:write(string.format("cogpipe: %s: webhook to %s not delivered (%s)%s\n", t.name,
+              tostring(r.url), tostring(r.error or r.outcome), r.queued and "; kept for the next run" or ""))
+          end
+        end
+      end)
+    end
+  end
+  if #tasks > 0 then
+    cp.wait(table.unpack(tasks))
+  end
+end
+
+local function open_audit(opts, run_id, def)
+  if not opts.audit then
+    return true
+  end
+  return cp.audit.open(opts.audit, { run_id = run_id, pipeline = def.name, fsync = opts.audit_fsync or "batch" })
 end
 
 -- Runs def for every tenant in opts.tenants (default: sandbox). Returns the
@@ -206,32 +265,73 @@ function M.run(def, opts, script_path)
   local specs = #opts.tenants > 0 and opts.tenants or { "sandbox" }
   local tenants = {}
   for _, spec in ipairs(specs) do
-    local t, err = tenant_mod.load(spec, script_path)
+    local t, secrets = tenant_mod.load(spec, script_path)
     if not t then
-      io.stderr:write("cogpipe: ", tostring(err.message or err), "\n")
+      io.stderr:write("cogpipe: ", tostring(secrets.message or secrets), "\n")
       return 2
     end
+    -- before anything can be printed or logged
+    for _, v in ipairs(secrets) do
+      cp.secrets.add(v)
+    end
     tenants[#tenants + 1] = t
+  end
+
+  local run_id = cp.audit.run_id()
+  local audit, aerr = open_audit(opts, run_id, def)
+  if not audit then
+    io.stderr:write("cogpipe: audit log: ", aerr.message, "\n")
+    return 2
+  end
+  audit = audit ~= true and audit or nil
+  local shared = {
+    run_id = run_id,
+    state_dir = journal_mod.state_dir(opts.state_dir),
+    progress = progress_mod.new({ disabled = opts.no_progress }),
+    audit = audit,
+    dry_run = opts.dry_run,
+  }
+  local names = {}
+  for i, t in ipairs(tenants) do
+    names[i] = t.name
+  end
+  if audit then
+    audit:record("run_start", {
+      pipeline = def.name, script = script_path, tenants = json.array(names),
+      options = { dry_run = opts.dry_run or false, audit_fsync = opts.audit_fsync or "batch" },
+      input = { path = def.source.path, sha256 = cp.audit.sha256_file(def.source.path) },
+    })
   end
 
   local source, problems = def.source.read({ pipeline = def, opts = opts })
   if not source then
     report.problems(problems, def.source.path)
+    if audit then
+      audit:record("validation_failed", { input = def.source.path,
+        problems = type(problems) == "table" and (problems.problem_count or 0) or 0 })
+      audit:record("run_end", { status = "invalid", exit = 3 })
+      audit:close()
+    end
     return 3
   end
+  if audit then
+    audit:record("validated", { input = def.source.path, records = #source.records,
+      invalid = #(source.invalid or {}), lines = source.stats.lines })
+  end
 
-  local shared = {
-    run_id = new_run_id(),
-    state_dir = journal_mod.state_dir(opts.state_dir),
-    progress = progress_mod.new({ disabled = opts.no_progress }),
-  }
+  if not opts.dry_run then
+    for _, t in ipairs(tenants) do
+      flush_outbox(shared, t)
+    end
+  end
+
   local started = cp.now()
   local tasks, ctxs = {}, {}
   for i, t in ipairs(tenants) do
     local ctx = new_context(def, t, opts, shared)
     ctx.parsing = source.stats
     ctxs[i] = ctx
-    tasks[i] = cp.spawn(run_tenant, def, ctx, copy_records(source.records))
+    tasks[i] = cp.spawn(run_tenant, def, ctx, copy_records(source.records), source.invalid or {})
   end
   for i, task in ipairs(tasks) do
     local _, err = cp.wait(task)
@@ -245,10 +345,21 @@ function M.run(def, opts, script_path)
     run_id = shared.run_id, dry_run = opts.dry_run and true or false,
     duration = cp.now() - started, source = source.stats,
   })
+  notify(def, shared, summary, ctxs)
+  if opts.metrics_file then
+    local ok, merr = metrics.write_prometheus(opts.metrics_file, summary)
+    if not ok then
+      io.stderr:write("cogpipe: metrics file: ", tostring(merr and merr.message or merr), "\n")
+    end
+  end
+  if audit then
+    audit:record("run_end", { status = summary.status, summary = summary })
+    audit:close()
+  end
   if opts.json then
-    io.stdout:write(json.encode(summary), "\n")
+    io.stdout:write(json.encode(cp.secrets.redact(summary)), "\n")
   else
-    report.print(summary, ctxs)
+    report.print(cp.secrets.redact(summary), ctxs)
   end
   return summary.status == "ok" and 0 or 1
 end

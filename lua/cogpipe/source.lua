@@ -9,6 +9,18 @@ local json = cp.json
 
 local M = {}
 
+-- DESIGN 4.1: unique non-blank utterances / total lines x 100, two decimals.
+function M.success_rate(records, lines)
+  local seen, n = {}, 0
+  for _, r in ipairs(records) do
+    if r.text:find("%S") and not seen[r.text] then
+      seen[r.text] = true
+      n = n + 1
+    end
+  end
+  return lines > 0 and math.floor(n / lines * 10000 + 0.5) / 100 or 0
+end
+
 local function format_of(path, given)
   if given then
     return given
@@ -64,20 +76,12 @@ local function read_pairs(path, opts)
   if #problems > 0 then
     return nil, { problems = problems, problem_count = #problems }
   end
-  local unique = {}
-  local n = 0
-  for _, r in ipairs(records) do
-    if r.text ~= "" and not unique[r.text] then
-      unique[r.text] = true
-      n = n + 1
-    end
-  end
-  return records, {
-    lines = #list,
-    blank_lines = 0,
-    parsing_success_rate = #list > 0 and math.floor(n / #list * 10000 + 0.5) / 100 or 0,
-  }
+  return records, { lines = #list, blank_lines = 0, parsing_success_rate = M.success_rate(records, #list) }
 end
+
+-- Problems that make the whole file untrustworthy; anything else is one
+-- record's problem, and that record is rejected as invalid on its own.
+local FILE_LEVEL = { too_large = true, bom = true, utf8 = true, syntax = true }
 
 -- opts: path, format, intent (for lines files), max_bytes, split.
 function M.read(opts)
@@ -88,17 +92,29 @@ function M.read(opts)
     if not records then
       return nil, stats
     end
-    return { records = records, stats = stats }
+    return { records = records, stats = stats, invalid = {} }
   end
-  local report, err = cp.validate.records(path, {
+  local report, err = cp.validate.file(path, {
     format = format,
+    records = true,
     max_bytes = opts.max_bytes,
     max_chars = 0, -- per-example limits are the validate step's: they reject, not abort
+    max_problems = 100000,
   })
   if not report then
     return nil, err
   end
-  if (report.problem_count or 0) > 0 then
+  local fatal, invalid = {}, {}
+  for _, p in ipairs(report.problems) do
+    if FILE_LEVEL[p.kind] then
+      fatal[#fatal + 1] = p
+    else
+      invalid[#invalid + 1] = p
+    end
+  end
+  if #fatal > 0 or report.problem_count > #report.problems then
+    report.problems = #fatal > 0 and fatal or report.problems
+    report.problem_count = #fatal > 0 and #fatal or report.problem_count
     return nil, report
   end
   local records = report.records
@@ -111,10 +127,11 @@ function M.read(opts)
   end
   return {
     records = records,
+    invalid = invalid,
     stats = {
       lines = report.lines,
       blank_lines = report.blank_lines,
-      parsing_success_rate = report.parsing_success_rate,
+      parsing_success_rate = M.success_rate(records, report.lines),
     },
   }
 end

@@ -25,8 +25,8 @@ local intents = {
   set_alarm = { "set an alarm for %t", "wake me up at %t", "alarm at %t %d please" },
   shopping_list = { "add %g to my shopping list", "put %g on the list", "remove %g from my shopping list",
     "do i have %g on my list" },
-  account_balance = { "what is my account balance", "how much money do i have in my account",
-    "show me my balance", "balance of my savings account", "how much is in checking" },
+  account_balance = { "show me my balance", "what do i have in savings", "balance of my savings account",
+    "how much is in checking" },
   update_payment = { "update my credit card details", "change the card on file",
     "i need to replace my payment method", "my card expired, update it" },
   cancel_subscription = { "cancel my subscription", "stop my membership", "i want to end my plan",
@@ -112,7 +112,8 @@ add("HELLO", "greeting")
 -- Paraphrases: near or semantic duplicates, not exact ones.
 add("Update my credit card details", "update_payment")
 add("update my credit-card details please", "update_payment")
-add("What is my account balance", "account_balance")
+add("What is my account balance", "account_balance") -- same meaning, other words
+add("how much money do I have in my account", "account_balance")
 add("what is my account balance?", "account_balance")
 add("cancel my subscription please", "cancel_subscription")
 -- A cross-intent conflict: the same words under two intents.

@@ -29,6 +29,22 @@ end
 """
 
 
+REUSED = r"""
+local cp = require "cogpipe"
+local auth = require "cogpipe.auth"
+local key = auth.api_key{key = "sandbox-api-key"}
+local url = arg[1] .. "/new/v2.0/flows/flow-1/intents/intent-1/sentences"
+-- the first POST opens a connection; the second reuses it and is reset
+local out = {}
+for i = 1, 2 do
+  local resp, err = cp.http.request{method = "POST", url = url, auth = key,
+    json = {text = "sentence " .. i, localeId = "en-US", slots = cp.json.array()}}
+  out[i] = resp and {status = resp.status} or {outcome = err.outcome or "", kind = err.kind, message = err.message}
+end
+print(cp.json.encode({results = out}))
+"""
+
+
 class Unknown(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -48,6 +64,22 @@ class Unknown(unittest.TestCase):
 
     def hits(self, method):
         return [e for e in self.emu.requests() if e["method"] == method and e["path"].endswith("/sentences")]
+
+    def test_reset_on_a_reused_connection_is_not_resent_by_libcurl(self):
+        # libcurl resends on its own when a reused connection dies before any
+        # answer; after a whole body that would store the sentence twice
+        self.emu.control("POST", "faults", {"faults": [
+            {"match": {"method": "POST", "path": "/sentences$"}, "action": "reset_after_body", "every": 2}]})
+        r = run_lua(REUSED, self.emu.base)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = last_json_line(r.stdout)["results"]
+        self.assertEqual(out[0]["status"], 201)
+        self.assertEqual(out[1]["outcome"], "unknown", out[1])
+        posts = self.hits("POST")
+        self.assertEqual(len(posts), 2, "the reset POST was sent again")
+        state = self.emu.control("GET", "state")
+        sentences = state["flows"]["flow-1"]["intents"]["intent-1"]["sentences"]
+        self.assertEqual(sorted(x["text"] for x in sentences), ["sentence 1", "sentence 2"])
 
     def test_post_reset_after_body_is_unknown_and_not_resent(self):
         self.fault("POST", "reset_after_body")

@@ -94,7 +94,7 @@ def default_config():
         "tasks": {"queued_s": 0.5, "active_s": 1.5},
         "sinks": {},
         "webhook_tolerance_s": 300,
-        "embeddings": {"api_key": None, "dim": None},
+        "embeddings": {"api_key": None, "dim": 384},
     }
 
 

@@ -43,7 +43,7 @@ BASELINE = {
     "v2": {"json_body_max": 61440, "text_upload_max": 2097152, "page_max": 100, "flow_cap": 10000,
            "intent_cap": 2000, "rate_limit": {"requests": 1000, "window_s": 300}},
     "tasks": {"queued_s": 0.2, "active_s": 0.4},
-    "embeddings": {"api_key": None, "dim": None},
+    "embeddings": {"api_key": None, "dim": 8},
 }
 
 

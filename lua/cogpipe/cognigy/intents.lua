@@ -15,6 +15,9 @@ Sink.__index = Sink
 local SCOPE = "intent:read intent:write ai:train"
 local PAGE = 1000
 local STOP_AFTER = 3 -- consecutive failed batches before a tenant stops sending
+-- A batch an interrupted run left pending may still be in the platform's
+-- hands; reading the intents before it lands would send it again.
+local SETTLE = 10
 
 function M.sink(opts)
   local size = opts.batch_size or 100
@@ -74,6 +77,17 @@ end
 -- Reads every intent concurrently, then settles the batches an earlier run
 -- left open: what the platform holds of them counts as committed.
 function Sink:prepare(ctx, intents)
+  local latest = 0
+  for _, b in ipairs(ctx.journal:open_batches()) do
+    if b.state == "pending" and (b.ts or 0) > latest then
+      latest = b.ts
+    end
+  end
+  local wait = latest + SETTLE - os.time()
+  if wait > 0 then
+    ctx:note(string.format("waited %d s for the requests of an interrupted run to settle", wait))
+    cp.sleep(wait)
+  end
   local tasks = {}
   for i, label in ipairs(intents) do
     tasks[i] = cp.spawn(read_intent, ctx, label)
@@ -237,7 +251,9 @@ function Sink:send(ctx, plan)
       end
     end)
   end
-  cp.wait(table.unpack(tasks))
+  if #tasks > 0 then
+    cp.wait(table.unpack(tasks))
+  end
   if failures >= STOP_AFTER then
     ctx:fail(string.format("stopped after %d failed batches in a row", STOP_AFTER))
   end

@@ -1,0 +1,120 @@
+-- Near-duplicate dedupe of records ({text=, intent=, line=, file=, ...}) on
+-- top of the native MinHash index (cp.near): the pipeline step, and the
+-- pairs `cogpipe check --near` reports. Owns which records are compared
+-- with which and how a find becomes a rejection; the similarity itself
+-- (shingles, MinHash, LSH, the verified Jaccard) is cp.near's.
+--
+--   local neardup = require "cogpipe.neardup"
+--   local kept = neardup.filter(ctx, records, { threshold = 0.8 })
+--   local pairs = neardup.pairs(records, { threshold = 0.8 })
+local cp = require "cogpipe"
+
+local M = {}
+
+-- The records whose text (normalised by mode: none, trim, collapse,
+-- casefold) has not been seen before: exact duplicates are exact dedupe's
+-- to report, not this module's.
+local function first_occurrences(records, mode)
+  if not mode then
+    return records
+  end
+  local seen, out = {}, {}
+  for _, r in ipairs(records) do
+    local key = cp.dedupe.normalize(r.text, mode)
+    if not seen[key] then
+      seen[key] = true
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
+M.DEFAULT_THRESHOLD = 0.8
+
+-- Index options from opts (threshold, shingle, perms, bands, rows, seed).
+local function index_options(opts)
+  opts = opts or {}
+  return {
+    threshold = opts.threshold or M.DEFAULT_THRESHOLD,
+    shingle = opts.shingle,
+    perms = opts.perms,
+    bands = opts.bands,
+    rows = opts.rows,
+    seed = opts.seed,
+  }
+end
+
+-- neardup.pairs(records [, opts]) -> { {a = earlier, b = record, score = s}, ... }
+-- For every record with a near-duplicate before it (Jaccard of the shingle
+-- sets >= threshold; texts that differ only in case, spacing or
+-- punctuation score 1.0), one pair naming the most similar earlier record;
+-- in record order. opts: threshold (0.8), the index options, and normalize
+-- = the exact-dedupe mode: records that are exact duplicates under it are
+-- left out (exact dedupe reports them).
+function M.pairs(records, opts)
+  records = first_occurrences(records, opts and opts.normalize)
+  local idx <close> = cp.near.new(index_options(opts))
+  for _, r in ipairs(records) do
+    idx:add(r.text)
+  end
+  local found = idx:find_all({ nearest = true })
+  local out = {}
+  for i, p in ipairs(found) do
+    out[i] = { a = records[p.a], b = records[p.b], score = p.score }
+  end
+  return out
+end
+
+-- The pipeline step (pipeline.near): records in order, each compared with
+-- the existing corpus (ctx.existing[intent].texts, every intent) and with
+-- the records kept before it. A near-duplicate under the same intent is
+-- rejected as "near"; under another intent as "conflict" (a model cannot
+-- learn both). Records the platform already holds exactly (ctx.existing
+-- keys) pass untouched: the existing step skips them as present.
+-- opts: threshold (0.8) and the index options; opts.key is not used (near
+-- duplicates have their own normalisation).
+function M.filter(ctx, records, opts)
+  local idx <close> = cp.near.new(index_options(opts))
+  local existing = ctx.existing or {}
+  local intents = {}
+  for intent in pairs(existing) do
+    intents[#intents + 1] = intent
+  end
+  table.sort(intents)
+  for _, intent in ipairs(intents) do
+    for _, text in ipairs(existing[intent].texts or {}) do
+      idx:add(text, intent, false)
+    end
+  end
+  local normalize = cp.dedupe and cp.dedupe.normalize
+  local kept = {}
+  for _, r in ipairs(records) do
+    local have = existing[r.intent]
+    if have and have.keys and normalize and have.keys[normalize(r.text, "casefold")] then
+      kept[#kept + 1] = r
+    else
+      local ok, match = idx:admit(r.text, r.intent, r)
+      if ok then
+        kept[#kept + 1] = r
+      else
+        local earlier = match.id or nil -- a record, or false for the existing corpus
+        local info = {
+          nearest = match.text,
+          nearest_intent = match.intent,
+          score = match.score,
+          nearest_line = earlier and earlier.line or nil,
+          existing = not earlier or nil,
+        }
+        if match.intent ~= nil and match.intent ~= r.intent then
+          info.other_intent = match.intent
+          ctx:reject(r, "conflict", info)
+        else
+          ctx:reject(r, "near", info)
+        end
+      end
+    end
+  end
+  return kept
+end
+
+return M

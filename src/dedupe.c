@@ -1,0 +1,970 @@
+/*
+ * dedupe.c -- the hash table of exact dedupe and its two front ends, the
+ * in-memory set and the whole-file check (see dedupe.h). Owns what counts
+ * as "the same text" (normalised bytes equal) and the bookkeeping of
+ * duplicates and conflicts; must not report a duplicate whose bytes were
+ * not compared, and must not keep the texts of a file in memory.
+ */
+#include "dedupe.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <uv.h>
+#include <xxhash.h>
+
+#include "buf.h"
+#include "parallel.h"
+
+uint64_t cp_dedupe_hash(const char *s, size_t len) {
+  return XXH3_64bits(s, len);
+}
+
+/* Zeroed memory for the table's slots, mapped with its pages present: one
+ * call instead of a page fault per 4 KiB while the table fills. */
+static void *big_zalloc(size_t n) {
+  void *p = MAP_FAILED;
+#ifdef MAP_POPULATE
+  p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+#endif
+  if (p == MAP_FAILED)
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
+    abort();
+  }
+  return p;
+}
+
+static void big_free(void *p, size_t n) {
+  if (p) munmap(p, n);
+}
+
+/* Zeroed memory paged in as it is used (entries fill front to back). */
+static void *big_zalloc_lazy(size_t n) {
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
+    abort();
+  }
+  return p;
+}
+
+/* ---- the table -------------------------------------------------------------
+ * Slots are 64-bit words: the low 32 bits of the hash (a tag that rules out
+ * most non-matches without touching the entry) and entry index + 1; 0 is an
+ * empty slot. The home slot comes from the hash's top bits, so tag and slot
+ * use different bits. Entries keep the whole hash: a match needs all 64 bits
+ * equal before bytes are compared, and growing needs it. Entries are packed
+ * in 24 bytes (a large file has one per unique text) and live in fixed
+ * chunks, so they never move and growth copies nothing. */
+
+#define WHERE_BITS 40 /* offsets: 1 TiB of input */
+#define LEN_BITS 22   /* text bytes: CP_DEDUPE_MAX_TEXT */
+#define LINE_BITS 40
+#define WHERE_MASK ((UINT64_C(1) << WHERE_BITS) - 1)
+#define LEN_MASK ((UINT64_C(1) << LEN_BITS) - 1)
+#define LINE_MASK ((UINT64_C(1) << LINE_BITS) - 1)
+#define INTENT_MAX ((UINT32_C(1) << 24) - 1)
+
+typedef struct entry {
+  uint64_t hash;
+  uint64_t at;   /* where (40 bits) | length << 40 (22) | cp_text_enc << 62 */
+  uint64_t line; /* line (40 bits) | intent id << 40 (24; 0 for none) */
+} entry;
+
+static inline uint64_t pack_at(uint64_t where, uint64_t len, unsigned enc) {
+  return where | (len << WHERE_BITS) | ((uint64_t)enc << 62);
+}
+static inline uint64_t at_where(uint64_t at) { return at & WHERE_MASK; }
+static inline size_t at_len(uint64_t at) { return (size_t)((at >> WHERE_BITS) & LEN_MASK); }
+static inline cp_text_enc at_enc(uint64_t at) { return (cp_text_enc)(at >> 62); }
+static inline uint64_t pack_line(uint64_t line, uint32_t intent) {
+  return (line & LINE_MASK) | ((uint64_t)intent << LINE_BITS);
+}
+static inline uint64_t line_of(uint64_t l) { return l & LINE_MASK; }
+static inline uint32_t intent_of(uint64_t l) { return (uint32_t)(l >> LINE_BITS); }
+
+/* Entry chunk k holds 2^(10+k) entries, so a small set stays small and a
+ * large one takes few, huge-page-sized chunks. */
+#define ECHUNK0_BITS 10
+#define ECHUNKS (32 - ECHUNK0_BITS + 1)
+
+typedef struct table {
+  uint64_t *slots;
+  unsigned bits;
+  size_t nents;
+  entry *chunks[ECHUNKS];
+} table;
+
+static size_t chunk_bytes(unsigned k) {
+  return ((size_t)1 << (ECHUNK0_BITS + k)) * sizeof(entry);
+}
+
+static size_t slots_bytes(unsigned bits) {
+  return ((size_t)1 << bits) * sizeof(uint64_t);
+}
+
+static void tab_init(table *t, unsigned bits) {
+  memset(t, 0, sizeof *t);
+  t->bits = bits;
+  t->slots = big_zalloc(slots_bytes(bits));
+}
+
+static void tab_free(table *t) {
+  for (unsigned k = 0; k < ECHUNKS; k++)
+    if (t->chunks[k]) big_free(t->chunks[k], chunk_bytes(k));
+  big_free(t->slots, slots_bytes(t->bits));
+  memset(t, 0, sizeof *t);
+}
+
+static inline entry *ent(const table *t, uint32_t i) {
+  uint64_t j = (uint64_t)i + ((uint64_t)1 << ECHUNK0_BITS);
+  unsigned top = 63u - (unsigned)__builtin_clzll(j);
+  return &t->chunks[top - ECHUNK0_BITS][j - ((uint64_t)1 << top)];
+}
+
+static inline size_t tab_home(const table *t, uint64_t h) {
+  return (size_t)(h >> (64 - t->bits));
+}
+
+static inline uint32_t tag_of(uint64_t h) { return (uint32_t)h; }
+
+/* Keeps the load under 70%, where linear probing stays short. */
+static void tab_reserve(table *t, size_t more) {
+  size_t want = t->nents + more;
+  if (want * 10 <= ((size_t)1 << t->bits) * 7) return;
+  unsigned bits = t->bits;
+  while (want * 10 > ((size_t)1 << bits) * 7) bits++;
+  big_free(t->slots, slots_bytes(t->bits));
+  t->bits = bits;
+  t->slots = big_zalloc(slots_bytes(bits));
+  size_t mask = ((size_t)1 << bits) - 1;
+  for (size_t i = 0; i < t->nents; i++) {
+    uint64_t h = ent(t, (uint32_t)i)->hash;
+    size_t s = tab_home(t, h);
+    while (t->slots[s]) s = (s + 1) & mask;
+    t->slots[s] = ((uint64_t)tag_of(h) << 32) | (uint64_t)(i + 1);
+  }
+}
+
+/* Appends an entry and puts it in slot s (found empty by the caller). */
+static uint32_t tab_insert(table *t, size_t s, const entry *e) {
+  uint64_t j = (uint64_t)t->nents + ((uint64_t)1 << ECHUNK0_BITS);
+  if ((j & (j - 1)) == 0) { /* the first entry of a new chunk */
+    unsigned k = 63u - (unsigned)__builtin_clzll(j) - ECHUNK0_BITS;
+    t->chunks[k] = big_zalloc_lazy(chunk_bytes(k));
+  }
+  uint32_t idx = (uint32_t)t->nents++;
+  *ent(t, idx) = *e;
+  t->slots[s] = ((uint64_t)tag_of(e->hash) << 32) | (uint64_t)(idx + 1);
+  return idx;
+}
+
+/* Walks the probe sequence of h from *pos: returns 1 with *idx for each
+ * entry whose hash is h (resume with the same *pos), 0 at the empty slot
+ * that ends the chain, left in *pos. */
+static int tab_next(const table *t, uint64_t h, size_t *pos, uint32_t *idx) {
+  size_t mask = ((size_t)1 << t->bits) - 1;
+  uint32_t tag = tag_of(h);
+  for (;;) {
+    uint64_t w = t->slots[*pos];
+    if (!w) return 0;
+    *pos = (*pos + 1) & mask;
+    if ((uint32_t)(w >> 32) == tag && ent(t, (uint32_t)w - 1)->hash == h) {
+      *idx = (uint32_t)w - 1;
+      return 1;
+    }
+  }
+}
+
+/* ---- in-memory set ---------------------------------------------------------- */
+
+struct cp_dedupe_set {
+  cp_norm_mode mode;
+  table t;
+  cp_buf texts;   /* normalised unique texts, back to back */
+  cp_buf names;   /* intent names, back to back */
+  size_t *name_at; /* intent id - 1 -> offset in names; one more at the end */
+  size_t nnames;
+  cp_dedupe_set *name_ids; /* intent name -> id, a set in mode none */
+  cp_buf scratch;
+  uint64_t mask;
+};
+
+cp_dedupe_set *cp_dedupe_set_new(cp_norm_mode mode) {
+  cp_dedupe_set *s = cp_calloc(1, sizeof *s);
+  s->mode = mode;
+  s->mask = ~UINT64_C(0);
+  tab_init(&s->t, 10);
+  return s;
+}
+
+void cp_dedupe_set_free(cp_dedupe_set *s) {
+  if (!s) return;
+  tab_free(&s->t);
+  cp_buf_free(&s->texts);
+  cp_buf_free(&s->names);
+  cp_buf_free(&s->scratch);
+  free(s->name_at);
+  cp_dedupe_set_free(s->name_ids);
+  free(s);
+}
+
+cp_norm_mode cp_dedupe_set_mode(const cp_dedupe_set *s) { return s->mode; }
+size_t cp_dedupe_set_count(const cp_dedupe_set *s) { return s->t.nents; }
+void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask) { s->mask = mask; }
+
+/* Finds the normalised text p[0..n) with hash h; returns its index or -1,
+ * leaving in *empty the slot where it would go. */
+static long set_lookup(cp_dedupe_set *s, const char *p, size_t n, uint64_t h,
+                       size_t *empty) {
+  size_t pos = tab_home(&s->t, h);
+  uint32_t idx;
+  while (tab_next(&s->t, h, &pos, &idx)) {
+    const entry *e = ent(&s->t, idx);
+    if (at_len(e->at) == n &&
+        memcmp(s->texts.data + at_where(e->at), p, n) == 0)
+      return (long)idx;
+  }
+  *empty = pos;
+  return -1;
+}
+
+/* Intent names get small ids so that entries compare them as numbers. */
+static uint32_t intern_intent(cp_dedupe_set *s, const char *name, size_t n) {
+  if (!name) return 0;
+  if (!s->name_ids) s->name_ids = cp_dedupe_set_new(CP_NORM_NONE);
+  if (s->nnames >= INTENT_MAX) return 0; /* beyond 16M names: not told apart */
+  cp_dedupe_hit hit;
+  uint64_t id = s->nnames + 1;
+  if (cp_dedupe_set_add(s->name_ids, name, n, NULL, 0, id, &hit) !=
+      CP_DEDUPE_NEW)
+    return (uint32_t)hit.line;
+  s->name_at = cp_realloc(s->name_at, (s->nnames + 2) * sizeof *s->name_at);
+  s->name_at[s->nnames] = s->names.len;
+  cp_buf_add(&s->names, name, n);
+  s->nnames++;
+  s->name_at[s->nnames] = s->names.len;
+  return (uint32_t)id;
+}
+
+static void fill_hit(const cp_dedupe_set *s, const entry *e,
+                     cp_dedupe_hit *first) {
+  uint32_t id = intent_of(e->line);
+  first->line = line_of(e->line);
+  first->intent = id ? s->names.data + s->name_at[id - 1] : NULL;
+  first->intent_len = id ? s->name_at[id] - s->name_at[id - 1] : 0;
+}
+
+int cp_dedupe_set_find(cp_dedupe_set *s, const char *text, size_t len,
+                       cp_dedupe_hit *first) {
+  const char *p;
+  size_t n, empty;
+  cp_normalize(s->mode, text, len, &s->scratch, &p, &n);
+  if (n > CP_DEDUPE_MAX_TEXT) return 0;
+  long idx = set_lookup(s, p, n, cp_dedupe_hash(p, n) & s->mask, &empty);
+  if (idx < 0) return 0;
+  fill_hit(s, ent(&s->t, (uint32_t)idx), first);
+  return 1;
+}
+
+cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
+                                   size_t len, const char *intent,
+                                   size_t intent_len, uint64_t line,
+                                   cp_dedupe_hit *first) {
+  const char *p;
+  size_t n, empty;
+  cp_normalize(s->mode, text, len, &s->scratch, &p, &n);
+  if (n > CP_DEDUPE_MAX_TEXT || s->texts.len + n > WHERE_MASK) {
+    /* Refused by contract (the caller checks the length first). */
+    memset(first, 0, sizeof *first);
+    return CP_DEDUPE_NEW;
+  }
+  uint64_t h = cp_dedupe_hash(p, n) & s->mask;
+  uint32_t iid = intern_intent(s, intent, intent_len);
+  long idx = set_lookup(s, p, n, h, &empty);
+  if (idx >= 0) {
+    const entry *e = ent(&s->t, (uint32_t)idx);
+    fill_hit(s, e, first);
+    uint32_t fid = intent_of(e->line);
+    return (iid && fid && iid != fid) ? CP_DEDUPE_CONFLICT : CP_DEDUPE_DUPLICATE;
+  }
+  entry e = {h, pack_at(s->texts.len, n, CP_TEXT_RAW), pack_line(line, iid)};
+  /* p may point into scratch, which the copy below does not disturb. */
+  cp_buf_add(&s->texts, p, n);
+  unsigned bits = s->t.bits;
+  tab_reserve(&s->t, 1);
+  if (s->t.bits != bits) set_lookup(s, p, n, h, &empty);
+  tab_insert(&s->t, empty, &e);
+  return CP_DEDUPE_NEW;
+}
+
+/* ---- whole-file check ---------------------------------------------------------
+ * Three jobs, over the input in order:
+ *  - scan: read records, normalise, hash, and fill blocks of pending
+ *    records (each with a copy of its normalised text);
+ *  - probe: look each record up in the table; a full-hash match becomes a
+ *    candidate, and its text goes into the candidate set being filled;
+ *  - confirm: a pass over one candidate set, sorted by where the first
+ *    occurrences lie, compares bytes and counts duplicates and conflicts in
+ *    input order. It reads the earlier input front to back, dropping each
+ *    region's pages after it, so the input is never resident as a whole.
+ * On a large input the scanner thread also runs the confirming passes and
+ * the calling thread probes; candidate sets are double-buffered between
+ * them. Otherwise one thread does everything. */
+
+#define BATCH 32                        /* records probed together */
+#define BLOCK_RECS 8192                 /* records handed over at once */
+#define NBLOCKS 3                       /* blocks in flight */
+#define PASS_TEXT ((size_t)3 << 20)     /* candidate text that starts a pass */
+#define PASS_CANDS ((size_t)48 << 10)   /* candidates that start a pass */
+#define REGION_SHIFT 20                 /* 1 MiB regions for the sweep */
+#define THREAD_MIN ((size_t)4 << 20)    /* smaller inputs stay on one thread */
+#define RELEASE_EVERY ((size_t)2 << 20) /* drop probed input this often */
+#define INTENT_CHUNK 1024
+#define INTENT_TOP 4096 /* intents beyond the first 4M are not told apart */
+
+typedef struct source {
+  char *name;
+  cp_file_map map; /* mapped files; buffers have map.mapped == 0 */
+  const char *data;
+  size_t size;
+  uint64_t base;   /* global offset of data[0] */
+  size_t pos;      /* probing is done with data[0..pos) */
+  size_t released; /* pages below this were last dropped */
+} source;
+
+typedef struct pending {
+  uint64_t hash;
+  uint64_t at;   /* as in entry */
+  uint64_t line; /* as in entry */
+  uint32_t text, len; /* its normalised text in the block */
+} pending;
+
+typedef struct block {
+  pending *items;
+  size_t n;
+  cp_buf text;
+  size_t end; /* reader position after the block's last record */
+  int last;   /* the source's final block */
+} block;
+
+typedef struct cand {
+  uint64_t line;  /* the repeat: source << 40 | line */
+  uint64_t fat;   /* the entry its hash matched */
+  uint64_t fline;
+  uint32_t text, len; /* its normalised text in the set */
+  uint32_t intent, pad;
+} cand;
+
+/* One confirming pass's worth of candidates. */
+typedef struct cset {
+  cand *cands;
+  size_t n, cap;
+  cp_buf texts;
+  uint32_t *order; /* the sweep's order */
+  uint8_t *ok;
+  size_t order_cap;
+  uint64_t bound; /* how far probing had got when the set was queued */
+} cset;
+
+void cp_check_opts_init(cp_check_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->mode = CP_NORM_TRIM;
+  cp_limits_init(&o->limits);
+  o->max_problems = CP_DEFAULT_MAX_PROBLEMS;
+  o->max_items = 1000;
+}
+
+struct cp_check {
+  cp_check_opts o;
+  cp_check_report rep;
+  source *srcs;
+  size_t nsrcs;
+  uint64_t total; /* global offset of the next source */
+  int finished;
+  /* Probing. */
+  table t;
+  cset sets[2];
+  int filling; /* the set being filled */
+  int queued;  /* the set waiting to be confirmed, or -1 */
+  /* Scanning and confirming (the same thread). */
+  cp_dedupe_set *intents;          /* names -> ids (the line field holds the id) */
+  char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
+  size_t nintents;
+  cp_buf sn;             /* normalise scratch */
+  cp_buf d1, n1;         /* decode and normalise scratch for first occurrences */
+  char *sweep;           /* the region being confirmed, read from its file */
+  size_t sweep_cap;
+  cp_dedupe_set *side;   /* texts whose 64-bit hash matched a different text */
+  size_t dup_cap, conf_cap;
+  /* The hand-over. */
+  block blocks[NBLOCKS];
+  size_t head, tail; /* blocks handed over and not yet probed: [head, tail) */
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  int threaded;
+};
+
+cp_check *cp_check_new(const cp_check_opts *o) {
+  cp_check *c = cp_calloc(1, sizeof *c);
+  if (o) c->o = *o;
+  else cp_check_opts_init(&c->o);
+  if (!c->o.max_items) c->o.max_items = 1;
+  cp_problems_init(&c->rep.problems, c->o.max_problems);
+  tab_init(&c->t, 12);
+  c->queued = -1;
+  for (int i = 0; i < NBLOCKS; i++)
+    c->blocks[i].items = cp_malloc(BLOCK_RECS * sizeof(pending));
+  return c;
+}
+
+static void free_item(cp_check_item *it) {
+  free(it->text);
+  free(it->intent);
+  free(it->first_intent);
+}
+
+void cp_check_free(cp_check *c) {
+  if (!c) return;
+  for (size_t i = 0; i < c->nsrcs; i++) {
+    cp_file_map_close(&c->srcs[i].map);
+    free(c->srcs[i].name);
+  }
+  free(c->srcs);
+  tab_free(&c->t);
+  for (int i = 0; i < 2; i++) {
+    free(c->sets[i].cands);
+    free(c->sets[i].order);
+    free(c->sets[i].ok);
+    cp_buf_free(&c->sets[i].texts);
+  }
+  cp_dedupe_set_free(c->intents);
+  cp_dedupe_set_free(c->side);
+  for (size_t i = 0; i < c->nintents; i++)
+    free(c->intent_names[i / INTENT_CHUNK][i % INTENT_CHUNK]);
+  for (size_t i = 0; i < INTENT_TOP && c->intent_names[i]; i++)
+    free(c->intent_names[i]);
+  free(c->sweep);
+  cp_buf_free(&c->d1);
+  cp_buf_free(&c->n1);
+  cp_buf_free(&c->sn);
+  for (int i = 0; i < NBLOCKS; i++) {
+    free(c->blocks[i].items);
+    cp_buf_free(&c->blocks[i].text);
+  }
+  for (size_t i = 0; i < c->rep.n_dups; i++) free_item(&c->rep.dups[i]);
+  for (size_t i = 0; i < c->rep.n_conflicts; i++)
+    free_item(&c->rep.conflict_items[i]);
+  free(c->rep.dups);
+  free(c->rep.conflict_items);
+  cp_problems_free(&c->rep.problems);
+  free(c);
+}
+
+static uint32_t check_intent(cp_check *c, const char *name, size_t n) {
+  if (!name) return 0;
+  if (c->nintents >= (size_t)INTENT_TOP * INTENT_CHUNK) return 0;
+  if (!c->intents) c->intents = cp_dedupe_set_new(CP_NORM_NONE);
+  cp_dedupe_hit hit;
+  uint64_t id = c->nintents + 1;
+  if (cp_dedupe_set_add(c->intents, name, n, NULL, 0, id, &hit) !=
+      CP_DEDUPE_NEW)
+    return (uint32_t)hit.line;
+  size_t i = c->nintents++;
+  char ***chunk = &c->intent_names[i / INTENT_CHUNK];
+  if (!*chunk) *chunk = cp_calloc(INTENT_CHUNK, sizeof **chunk);
+  (*chunk)[i % INTENT_CHUNK] = cp_strndup(name, n);
+  return (uint32_t)id;
+}
+
+static const char *intent_name(const cp_check *c, uint32_t id) {
+  if (!id) return NULL;
+  size_t i = id - 1;
+  return c->intent_names[i / INTENT_CHUNK][i % INTENT_CHUNK];
+}
+
+/* The source holding global offset `where` (the last one, almost always). */
+static size_t source_of(const cp_check *c, uint64_t where) {
+  size_t lo = 0, hi = c->nsrcs;
+  if (where >= c->srcs[c->nsrcs - 1].base) return c->nsrcs - 1;
+  while (hi - lo > 1) {
+    size_t mid = (lo + hi) / 2;
+    if (c->srcs[mid].base <= where) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+static const char *raw_at(const cp_check *c, uint64_t where) {
+  const source *s = &c->srcs[source_of(c, where)];
+  return s->data + (where - s->base);
+}
+
+/* ---- probing -------------------------------------------------------------- */
+
+static void add_cand(cp_check *c, const block *bl, const pending *b,
+                     const entry *e, size_t src) {
+  cset *set = &c->sets[c->filling];
+  if (set->n == set->cap) {
+    set->cap = set->cap ? set->cap * 2 : PASS_CANDS + BATCH;
+    set->cands = cp_realloc(set->cands, set->cap * sizeof *set->cands);
+  }
+  if (!set->texts.cap)
+    cp_buf_reserve(&set->texts, PASS_TEXT + ((size_t)64 << 10)); /* no doubling */
+  cand *k = &set->cands[set->n++];
+  k->line = ((uint64_t)src << LINE_BITS) | line_of(b->line);
+  k->fat = e->at;
+  k->fline = e->line;
+  k->text = (uint32_t)set->texts.len;
+  k->len = b->len;
+  k->intent = intent_of(b->line);
+  k->pad = 0;
+  cp_buf_add(&set->texts, bl->text.data + b->text, b->len);
+}
+
+/* Probes up to BATCH records. Every home slot is asked for first, then
+ * every first tag match, so the cache misses of a table bigger than the
+ * cache overlap instead of queueing; the real walk comes last, in order. */
+static void probe(cp_check *c, const block *bl, const pending *b, size_t n,
+                  size_t src) {
+  table *t = &c->t;
+  size_t home[BATCH];
+  tab_reserve(t, n);
+  size_t mask = ((size_t)1 << t->bits) - 1;
+  for (size_t i = 0; i < n; i++) {
+    home[i] = tab_home(t, b[i].hash);
+    __builtin_prefetch(&t->slots[home[i]]);
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint32_t tag = tag_of(b[i].hash);
+    for (size_t s = home[i];; s = (s + 1) & mask) {
+      uint64_t w = t->slots[s];
+      if (!w) break;
+      if ((uint32_t)(w >> 32) == tag) {
+        __builtin_prefetch(ent(t, (uint32_t)w - 1));
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    size_t pos = home[i];
+    uint32_t idx;
+    if (tab_next(t, b[i].hash, &pos, &idx)) {
+      add_cand(c, bl, &b[i], ent(t, idx), src);
+    } else {
+      entry e = {b[i].hash, b[i].at, b[i].line};
+      tab_insert(t, pos, &e);
+    }
+  }
+}
+
+/* ---- confirming ------------------------------------------------------------ */
+
+/* The normalised text of a record from its raw bytes (at says how long
+ * and how they are written). */
+static void text_at(cp_check *c, const char *raw, uint64_t at, const char **p,
+                    size_t *n) {
+  const char *t;
+  size_t tn;
+  cp_text_decode(at_enc(at), raw, at_len(at), &c->d1, &t, &tn);
+  cp_normalize(c->o.mode, t, tn, &c->n1, p, n);
+}
+
+static const char *src_name(const cp_check *c, size_t src) {
+  return c->srcs[src].name;
+}
+
+static void keep_item(cp_check *c, int conflict, const cset *set,
+                      const cand *k, size_t first_src, uint64_t first_line,
+                      uint32_t first_intent) {
+  cp_check_item **arr = conflict ? &c->rep.conflict_items : &c->rep.dups;
+  size_t *n = conflict ? &c->rep.n_conflicts : &c->rep.n_dups;
+  size_t *cap = conflict ? &c->conf_cap : &c->dup_cap;
+  if (*n >= c->o.max_items) return;
+  if (*n == *cap) {
+    *cap = *cap ? *cap * 2 : 64;
+    *arr = cp_realloc(*arr, *cap * sizeof **arr);
+  }
+  cp_check_item *it = &(*arr)[(*n)++];
+  it->text = cp_strndup(set->texts.data + k->text, k->len);
+  it->file = src_name(c, (size_t)(k->line >> LINE_BITS));
+  it->line = line_of(k->line);
+  it->first_file = src_name(c, first_src);
+  it->first_line = first_line;
+  it->intent = k->intent ? cp_strdup(intent_name(c, k->intent)) : NULL;
+  it->first_intent =
+      first_intent ? cp_strdup(intent_name(c, first_intent)) : NULL;
+}
+
+static void count_repeat(cp_check *c, const cset *set, const cand *k,
+                         size_t first_src, uint64_t first_line,
+                         uint32_t first_intent) {
+  int conflict = k->intent && first_intent && k->intent != first_intent;
+  if (conflict) c->rep.conflicts++;
+  else c->rep.duplicates++;
+  keep_item(c, conflict, set, k, first_src, first_line, first_intent);
+}
+
+/* Bytes differ under equal 64-bit hashes: a real collision. Every later
+ * text with this hash lands on the same entry, so a side set that compares
+ * bytes at once decides, in input order, whether the text is new or
+ * repeats an earlier collider. Its "intent" is the 4-byte intent id and its
+ * line the (source, line) code, so the answer maps straight back. */
+static void resolve_collision(cp_check *c, const cset *set, const cand *k) {
+  if (!c->side) c->side = cp_dedupe_set_new(CP_NORM_NONE);
+  cp_dedupe_hit hit;
+  cp_dedupe_result r = cp_dedupe_set_add(
+      c->side, set->texts.data + k->text, k->len,
+      k->intent ? (const char *)&k->intent : NULL,
+      k->intent ? sizeof k->intent : 0, k->line, &hit);
+  if (r == CP_DEDUPE_NEW) {
+    c->rep.unique++;
+    return;
+  }
+  uint32_t fi = 0;
+  if (hit.intent) memcpy(&fi, hit.intent, sizeof fi);
+  count_repeat(c, set, k, (size_t)(hit.line >> LINE_BITS), line_of(hit.line), fi);
+}
+
+/* Reads [lo, hi) of the input into the sweep buffer when it lies in one
+ * mapped file: a copy the kernel makes from its page cache, into memory
+ * that stays in this core's cache and TLB, costs less than mapping the old
+ * pages again, missing on each of them, and dropping them once more.
+ * Returns NULL when the memory should be read in place (buffers, or a
+ * failed read), else the buffer, holding [lo, *got_hi). */
+static const char *sweep_read(cp_check *c, uint64_t lo, uint64_t hi,
+                              uint64_t *got_hi) {
+  const source *s = &c->srcs[source_of(c, lo)];
+  if (!s->map.mapped) return NULL;
+  size_t a = (size_t)(lo - s->base);
+  size_t b = hi - s->base < s->size ? (size_t)(hi - s->base) : s->size;
+  if (b - a > c->sweep_cap) {
+    free(c->sweep);
+    c->sweep_cap = b - a;
+    c->sweep = cp_malloc(c->sweep_cap);
+  }
+  size_t got = 0;
+  while (got < b - a) {
+    ssize_t k = pread(s->map.fd, c->sweep + got, b - a - got, (off_t)(a + got));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return NULL;
+    got += (size_t)k;
+  }
+  *got_hi = s->base + b;
+  return c->sweep;
+}
+
+/* Compares every candidate of the set with its first occurrence, region by
+ * region of the input (read front to back), then counts them in input
+ * order. */
+static void confirm(cp_check *c, cset *set) {
+  size_t n = set->n;
+  if (!n) return;
+  if (n > set->order_cap) {
+    set->order_cap = set->cap;
+    set->order = cp_realloc(set->order, set->order_cap * sizeof *set->order);
+    set->ok = cp_realloc(set->ok, set->order_cap);
+  }
+  size_t nreg = (size_t)(c->total >> REGION_SHIFT) + 1;
+  size_t *start = cp_calloc(nreg + 1, sizeof *start);
+  for (size_t i = 0; i < n; i++)
+    start[(at_where(set->cands[i].fat) >> REGION_SHIFT) + 1]++;
+  for (size_t r = 0; r < nreg; r++) start[r + 1] += start[r];
+  size_t *fill = cp_malloc((nreg + 1) * sizeof *fill);
+  memcpy(fill, start, (nreg + 1) * sizeof *fill);
+  for (size_t i = 0; i < n; i++)
+    set->order[fill[at_where(set->cands[i].fat) >> REGION_SHIFT]++] = (uint32_t)i;
+  free(fill);
+  for (size_t r = 0; r < nreg; r++) {
+    size_t a = start[r], b = start[r + 1];
+    if (a == b) continue;
+    uint64_t lo = (uint64_t)r << REGION_SHIFT;
+    uint64_t hi = lo + ((uint64_t)1 << REGION_SHIFT), got_hi = 0;
+    size_t longest = 0; /* texts starting in the region may end past it */
+    for (size_t j = a; j < b; j++) {
+      size_t len = at_len(set->cands[set->order[j]].fat);
+      if (len > longest) longest = len;
+    }
+    const char *buf = sweep_read(c, lo, hi + longest, &got_hi);
+    for (size_t j = a; j < b; j++) {
+      const cand *k = &set->cands[set->order[j]];
+      uint64_t w = at_where(k->fat);
+      const char *raw = buf && w + at_len(k->fat) <= got_hi ? buf + (w - lo)
+                                                            : raw_at(c, w);
+      const char *p;
+      size_t pn;
+      text_at(c, raw, k->fat, &p, &pn);
+      set->ok[set->order[j]] =
+          pn == k->len && memcmp(p, set->texts.data + k->text, pn) == 0;
+    }
+  }
+  free(start);
+  for (size_t i = 0; i < n; i++) {
+    const cand *k = &set->cands[i];
+    if (set->ok[i])
+      count_repeat(c, set, k, source_of(c, at_where(k->fat)),
+                   line_of(k->fline), intent_of(k->fline));
+    else
+      resolve_collision(c, set, k);
+  }
+  set->n = 0;
+  cp_buf_reset(&set->texts);
+}
+
+/* ---- the hand-over ---------------------------------------------------------- */
+
+/* Probing side, lock held when threaded: hands the filled set to the
+ * confirming side unless it is still busy with the other one (the set then
+ * just grows a little; probing never waits for confirming). */
+static void queue_set(cp_check *c, uint64_t bound) {
+  cset *set = &c->sets[c->filling];
+  set->bound = bound;
+  if (!c->threaded) {
+    confirm(c, set);
+    return;
+  }
+  if (c->queued >= 0) return;
+  c->queued = c->filling;
+  c->filling ^= 1;
+  uv_cond_broadcast(&c->cv);
+}
+
+/* Probing side: takes one block of pending records. */
+static void consume(cp_check *c, size_t src, const block *b) {
+  source *s = &c->srcs[src];
+  for (size_t i = 0; i < b->n; i += BATCH) {
+    probe(c, b, b->items + i, b->n - i < BATCH ? b->n - i : BATCH, src);
+    cset *set = &c->sets[c->filling];
+    /* Checked per batch so that a set overshoots by a few texts at most. */
+    if (set->texts.len >= PASS_TEXT || set->n >= PASS_CANDS) {
+      if (c->threaded) uv_mutex_lock(&c->mu);
+      queue_set(c, s->base + s->pos);
+      if (c->threaded) uv_mutex_unlock(&c->mu);
+    }
+  }
+  s->pos = b->end;
+  /* Each drop interrupts the other thread (its TLB must forget the pages),
+   * so drop in MiBs, not per block. */
+  if (s->pos - s->released >= RELEASE_EVERY || b->last) {
+    cp_file_map_release(&s->map, s->released, s->pos);
+    s->released = s->pos;
+  }
+}
+
+/* Confirming side, lock held: runs a queued set, if any, unlocked. */
+static int run_queued(cp_check *c) {
+  if (c->queued < 0) return 0;
+  cset *set = &c->sets[c->queued];
+  uv_mutex_unlock(&c->mu);
+  confirm(c, set);
+  uv_mutex_lock(&c->mu);
+  c->queued = -1;
+  uv_cond_broadcast(&c->cv);
+  return 1;
+}
+
+/* Scanning side: hands a filled block over, to the other thread or
+ * straight to probing when there is none; returns the next block to fill.
+ * While the other thread is behind, this one confirms. */
+static block *hand_over(cp_check *c, size_t src, block *b) {
+  if (!c->threaded) {
+    consume(c, src, b);
+    b->n = 0;
+    cp_buf_reset(&b->text);
+    return b;
+  }
+  uv_mutex_lock(&c->mu);
+  c->tail++;
+  uv_cond_broadcast(&c->cv);
+  run_queued(c);
+  while (c->tail - c->head == NBLOCKS)
+    if (!run_queued(c)) uv_cond_wait(&c->cv, &c->mu);
+  uv_mutex_unlock(&c->mu);
+  block *next = &c->blocks[c->tail % NBLOCKS];
+  next->n = 0;
+  next->last = 0;
+  cp_buf_reset(&next->text);
+  return next;
+}
+
+/* Scanning side: one record into the block being filled. */
+static void scan_record(cp_check *c, block *b, const source *s,
+                        const cp_record *rec) {
+  c->rep.lines++;
+  if (rec->blank) {
+    c->rep.blank_lines++;
+    return;
+  }
+  if (rec->invalid) {
+    c->rep.invalid++;
+    return;
+  }
+  const char *p;
+  size_t n;
+  if (rec->plain)
+    cp_normalize_plain(c->o.mode, rec->text, rec->len, &c->sn, &p, &n);
+  else
+    cp_normalize(c->o.mode, rec->text, rec->len, &c->sn, &p, &n);
+  if (n == 0) { /* nothing left once normalised */
+    c->rep.blank_lines++;
+    return;
+  }
+  if (rec->raw_len > LEN_MASK || n > CP_DEDUPE_MAX_TEXT) {
+    /* Only reachable without a length limit: say so rather than compare a
+     * prefix. */
+    cp_problems_add(&c->rep.problems, rec->line, 1, rec->offset,
+                    CP_PROB_TOO_LONG,
+                    "text is over 4 MiB; too long to deduplicate");
+    c->rep.invalid++;
+    return;
+  }
+  c->rep.utterances++;
+  uint64_t h = cp_dedupe_hash(p, n);
+  if (c->o.test_hash_mask) h &= c->o.test_hash_mask;
+  pending *q = &b->items[b->n++];
+  q->hash = h;
+  q->at = pack_at(s->base + (uint64_t)(rec->raw - s->data), rec->raw_len,
+                  rec->enc);
+  q->line = pack_line(rec->line, check_intent(c, rec->intent, rec->intent_len));
+  q->text = (uint32_t)b->text.len;
+  q->len = (uint32_t)n;
+  cp_buf_add(&b->text, p, n);
+}
+
+typedef struct scan_job {
+  cp_check *c;
+  size_t src;
+  cp_format fmt;
+} scan_job;
+
+static void scan_source(void *arg) {
+  scan_job *j = arg;
+  cp_check *c = j->c;
+  source *s = &c->srcs[j->src];
+  cp_reader *r = cp_reader_new(s->name, s->data, s->size, j->fmt,
+                               &c->o.limits, &c->rep.problems);
+  block *b = &c->blocks[c->tail % NBLOCKS];
+  b->n = 0;
+  b->last = 0;
+  cp_buf_reset(&b->text);
+  cp_record rec;
+  while (cp_reader_next(r, &rec)) {
+    scan_record(c, b, s, &rec);
+    if (b->n == BLOCK_RECS) {
+      b->end = cp_reader_pos(r);
+      b = hand_over(c, j->src, b);
+    }
+  }
+  b->end = s->size;
+  b->last = 1;
+  cp_reader_free(r);
+  hand_over(c, j->src, b);
+}
+
+static void run_source(cp_check *c, size_t idx, cp_format fmt) {
+  source *s = &c->srcs[idx];
+  c->rep.files++;
+  c->rep.bytes += s->size;
+  c->total += s->size;
+  /* Room for one unique text per 128 bytes up front, so that a large file
+   * rarely makes the table grow while it is read. */
+  tab_reserve(&c->t, s->size / 128);
+  scan_job job = {c, idx, fmt};
+  c->threaded = s->size >= THREAD_MIN && cp_parallel_threads() > 1;
+  uv_thread_t tid;
+  if (c->threaded) {
+    c->head = c->tail = 0;
+    if (uv_mutex_init(&c->mu)) {
+      c->threaded = 0;
+    } else if (uv_cond_init(&c->cv)) {
+      uv_mutex_destroy(&c->mu);
+      c->threaded = 0;
+    } else if (uv_thread_create(&tid, scan_source, &job)) {
+      uv_cond_destroy(&c->cv);
+      uv_mutex_destroy(&c->mu);
+      c->threaded = 0;
+    }
+  }
+  if (!c->threaded) {
+    scan_source(&job);
+    return;
+  }
+  for (;;) {
+    uv_mutex_lock(&c->mu);
+    while (c->head == c->tail) uv_cond_wait(&c->cv, &c->mu);
+    block *b = &c->blocks[c->head % NBLOCKS];
+    uv_mutex_unlock(&c->mu);
+    consume(c, idx, b);
+    int last = b->last;
+    uv_mutex_lock(&c->mu);
+    c->head++;
+    uv_cond_broadcast(&c->cv);
+    uv_mutex_unlock(&c->mu);
+    if (last) break;
+  }
+  uv_thread_join(&tid);
+  uv_cond_destroy(&c->cv);
+  uv_mutex_destroy(&c->mu);
+  c->threaded = 0;
+  /* A set the scanner did not get to is confirmed here, before the one
+   * being filled: passes stay in input order. */
+  if (c->queued >= 0) {
+    confirm(c, &c->sets[c->queued]);
+    c->queued = -1;
+  }
+}
+
+static source *add_source(cp_check *c, const char *name) {
+  c->srcs = cp_realloc(c->srcs, (c->nsrcs + 1) * sizeof *c->srcs);
+  source *s = &c->srcs[c->nsrcs++];
+  memset(s, 0, sizeof *s);
+  s->name = cp_strdup(name);
+  s->map.fd = -1;
+  s->base = c->total;
+  return s;
+}
+
+int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
+                  size_t errlen) {
+  cp_file_map m;
+  if (cp_file_map_open(&m, path, err, errlen)) return -1;
+  if (c->total + m.size > WHERE_MASK) {
+    snprintf(err, errlen, "%s: the inputs of one check are limited to 1 TiB",
+             path);
+    cp_file_map_close(&m);
+    return -1;
+  }
+  source *s = add_source(c, path);
+  s->map = m;
+  s->data = m.data;
+  s->size = m.size;
+  run_source(c, c->nsrcs - 1, fmt);
+  return 0;
+}
+
+void cp_check_buffer(cp_check *c, const char *name, const char *data,
+                     size_t len, cp_format fmt) {
+  source *s = add_source(c, name);
+  s->data = data;
+  s->size = len;
+  run_source(c, c->nsrcs - 1, fmt);
+}
+
+const cp_check_report *cp_check_finish(cp_check *c) {
+  if (!c->finished) {
+    cset *set = &c->sets[c->filling];
+    set->bound = c->total;
+    confirm(c, set);
+    c->finished = 1;
+    c->rep.unique += c->t.nents;
+    c->rep.success_rate =
+        c->rep.lines ? (double)c->rep.unique * 100.0 / (double)c->rep.lines : 0.0;
+  }
+  return &c->rep;
+}

@@ -1,0 +1,1115 @@
+/*
+ * minhash.c -- the near-duplicate index of minhash.h: shingle forms and
+ * sets, MinHash signatures, LSH band tables and the exact Jaccard check.
+ * Owns all of its memory; never calls into Lua and never reports a pair it
+ * has not verified on the shingle sets themselves.
+ *
+ * Layout: every added text is an item; items with the same shingle form
+ * share one form (u below), which owns the sorted set of its shingle codes.
+ * Adding a text only normalises it and looks its form up; shingling,
+ * signing and banding of new forms happen in bulk, on every thread, at the
+ * next query or find ("flush"). A band table is an array of
+ * (band key << 32 | form) sorted by value, with an unsorted tail of recent
+ * forms that is merged by a radix sort once it grows past an eighth of the
+ * table.
+ */
+#include "minhash.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+#include <xxhash.h>
+
+#include "buf.h"
+#include "normalize.h"
+#include "parallel.h"
+#include "utf8.h"
+
+#define RECALL_AT_THRESHOLD 0.98
+#define FLUSH_CHUNK 1024  /* forms shingled and signed per parallel chunk */
+#define VERIFY_CHUNK 2048 /* forms verified per parallel chunk */
+#define NO_ID UINT32_MAX
+
+/* Per-thread buffers for shingling and signing one form at a time. */
+typedef struct scratch {
+  uint32_t *cps; /* the padded form's code points */
+  size_t cps_cap;
+  uint32_t *codes; /* shingle codes (see shingle_codes) */
+  uint64_t *vals;  /* values of rare shingles the dictionary lacks */
+  uint32_t *h;     /* hashes entering the permutations */
+  size_t cap;      /* of codes, vals and h */
+  uint32_t *sig;   /* o.perms */
+} scratch;
+
+struct cp_minhash {
+  cp_minhash_opts o;
+  uint32_t *perm_keys; /* o.perms */
+
+  /* items */
+  size_t n_items, cap_items;
+  uint32_t *item_form;
+  size_t *text_off; /* n_items + 1 offsets into texts */
+  cp_buf texts;
+
+  /* forms; sets and keys exist for [0, n_signed) */
+  size_t n_forms, cap_forms;
+  uint32_t *form_item; /* its first item */
+  uint64_t *form_hash; /* of the shingle form's bytes */
+  size_t *form_off;    /* n_forms + 1 offsets into forms */
+  cp_buf forms;
+  size_t *set_off;    /* n_forms + 1 offsets into set_pool */
+  uint32_t *set_pool; /* each form's shingle codes, sorted */
+  size_t set_len, set_cap;
+  uint32_t *keys; /* n_forms x bands band keys */
+  size_t n_signed;
+
+  /* forms by hash (open addressing, form + 1; 0 is empty) */
+  uint32_t *exact;
+  size_t exact_cap;
+
+  /* rare shingles: value -> id (open addressing, id + 1; 0 is empty) */
+  uint64_t *dict_key;
+  uint32_t *dict_slot;
+  size_t dict_cap;
+  uint64_t *shingle_val; /* by id */
+  size_t n_shingles, val_cap;
+
+  /* LSH */
+  uint64_t **band;    /* o.bands arrays */
+  size_t band_n;      /* entries in each band array */
+  size_t band_sorted; /* entries [0, band_sorted) are sorted */
+  size_t band_cap;
+
+  /* the caller's thread: one text at a time */
+  cp_buf norm, form;
+  scratch scr;
+};
+
+/* ---- hashing ------------------------------------------------------------ */
+
+static uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+/* The 32-bit value a shingle enters the permutations as. */
+static uint32_t shingle_hash(uint64_t val, uint64_t seed) {
+  return (uint32_t)mix64(val ^ seed ^ 0x9e3779b97f4a7c15ULL);
+}
+
+/* One MinHash permutation: xor with its key, then murmur3's fmix32, a
+ * bijection on 32 bits that spreads every input bit over the output. */
+static inline uint32_t perm32(uint32_t x, uint32_t key) {
+  x ^= key;
+  x ^= x >> 16;
+  x *= 0x85ebca6bU;
+  x ^= x >> 13;
+  x *= 0xc2b2ae35U;
+  x ^= x >> 16;
+  return x;
+}
+
+/* The hot loop: signing is most of the index's time, and this form
+ * vectorises over the permutations. Builds that can, pick a wider version
+ * at load time. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CP_NO_CLONES
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define CP_NO_CLONES
+#endif
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(CP_NO_CLONES)
+#if __has_attribute(target_clones)
+#define CP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef CP_CLONES
+#define CP_CLONES
+#endif
+
+CP_CLONES
+static void sign_hashes(const uint32_t *h, size_t n, const uint32_t *keys,
+                        int perms, uint32_t *sig) {
+  for (int p = 0; p < perms; p++)
+    sig[p] = UINT32_MAX;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t x = h[i];
+    for (int p = 0; p < perms; p++) {
+      uint32_t v = perm32(x, keys[p]);
+      sig[p] = v < sig[p] ? v : sig[p];
+    }
+  }
+}
+
+static void band_keys(const cp_minhash_opts *o, const uint32_t *sig,
+                      uint32_t *keys) {
+  for (int b = 0; b < o->bands; b++) {
+    uint64_t h = XXH3_64bits_withSeed(sig + (size_t)b * (size_t)o->rows,
+                                      (size_t)o->rows * sizeof *sig,
+                                      o->seed + (uint64_t)b);
+    keys[b] = (uint32_t)(h ^ (h >> 32));
+  }
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+void cp_minhash_opts_default(cp_minhash_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->threshold = 0.8;
+  o->shingle = 3;
+  o->perms = 128;
+}
+
+double cp_minhash_candidate_prob(const cp_minhash_opts *o, double j) {
+  return 1.0 - pow(1.0 - pow(j, o->rows), o->bands);
+}
+
+const char *cp_minhash_opts_check(cp_minhash_opts *o) {
+  if (!(o->threshold > 0.0 && o->threshold <= 1.0))
+    return "threshold must be in (0, 1]";
+  if (o->shingle < 1 || o->shingle > 32) return "shingle must be 1..32";
+  if (o->perms < 1 || o->perms > 1024) return "perms must be 1..1024";
+  if (o->bands < 0 || o->rows < 0) return "bands and rows must be positive";
+  if (o->threads < 0) return "threads must be >= 0";
+  if (o->bands && o->rows) {
+    if (o->bands * o->rows > o->perms) return "bands x rows exceeds perms";
+  } else if (o->bands) {
+    if (o->bands > o->perms) return "bands exceeds perms";
+    o->rows = o->perms / o->bands;
+  } else if (o->rows) {
+    if (o->rows > o->perms) return "rows exceeds perms";
+    o->bands = o->perms / o->rows;
+  } else {
+    o->rows = 1;
+    o->bands = o->perms;
+    for (int r = 2; r <= o->perms; r++) {
+      cp_minhash_opts t = *o;
+      t.rows = r;
+      t.bands = o->perms / r;
+      if (cp_minhash_candidate_prob(&t, o->threshold) < RECALL_AT_THRESHOLD)
+        break;
+      o->rows = t.rows;
+      o->bands = t.bands;
+    }
+  }
+  return NULL;
+}
+
+/* ---- growth ------------------------------------------------------------- */
+
+static void grow(void **p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return;
+  size_t n = *cap ? *cap : 64;
+  while (n < need)
+    n *= 2;
+  *p = cp_realloc(*p, n * elem);
+  *cap = n;
+}
+
+static void scratch_reserve(scratch *s, size_t n) {
+  if (n <= s->cap) return;
+  size_t cap = s->cap ? s->cap : 64;
+  while (cap < n)
+    cap *= 2;
+  s->codes = cp_realloc(s->codes, cap * sizeof *s->codes);
+  s->vals = cp_realloc(s->vals, cap * sizeof *s->vals);
+  s->h = cp_realloc(s->h, cap * sizeof *s->h);
+  s->cap = cap;
+}
+
+static void scratch_free(scratch *s) {
+  free(s->cps);
+  free(s->codes);
+  free(s->vals);
+  free(s->h);
+  free(s->sig);
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+cp_minhash *cp_minhash_new(const cp_minhash_opts *o) {
+  cp_minhash *m = cp_calloc(1, sizeof *m);
+  m->o = *o;
+  if (m->o.threads == 0) m->o.threads = cp_parallel_threads();
+  m->perm_keys = cp_malloc((size_t)o->perms * sizeof *m->perm_keys);
+  uint64_t s = o->seed;
+  for (int p = 0; p < o->perms; p++) {
+    s += 0x9e3779b97f4a7c15ULL;
+    m->perm_keys[p] = (uint32_t)(mix64(s) >> 32);
+  }
+  m->text_off = cp_calloc(1, sizeof *m->text_off);
+  m->form_off = cp_calloc(1, sizeof *m->form_off);
+  m->set_off = cp_calloc(1, sizeof *m->set_off);
+  m->band = cp_calloc((size_t)o->bands, sizeof *m->band);
+  m->scr.sig = cp_malloc((size_t)o->perms * sizeof *m->scr.sig);
+  return m;
+}
+
+void cp_minhash_free(cp_minhash *m) {
+  if (!m) return;
+  free(m->perm_keys);
+  free(m->item_form);
+  free(m->text_off);
+  cp_buf_free(&m->texts);
+  free(m->form_item);
+  free(m->form_hash);
+  free(m->form_off);
+  cp_buf_free(&m->forms);
+  free(m->set_off);
+  free(m->set_pool);
+  free(m->keys);
+  free(m->exact);
+  free(m->dict_key);
+  free(m->dict_slot);
+  free(m->shingle_val);
+  for (int b = 0; b < m->o.bands; b++)
+    free(m->band[b]);
+  free(m->band);
+  cp_buf_free(&m->norm);
+  cp_buf_free(&m->form);
+  scratch_free(&m->scr);
+  free(m);
+}
+
+const cp_minhash_opts *cp_minhash_options(const cp_minhash *m) { return &m->o; }
+size_t cp_minhash_count(const cp_minhash *m) { return m->n_items; }
+size_t cp_minhash_distinct(const cp_minhash *m) { return m->n_forms; }
+
+const char *cp_minhash_text(const cp_minhash *m, uint32_t item, size_t *len) {
+  *len = m->text_off[item + 1] - m->text_off[item];
+  return m->texts.data + m->text_off[item];
+}
+
+/* ---- shingling ---------------------------------------------------------- */
+
+/* Code points that are part of a word: letters, marks, digits. Bytes of
+ * ill-formed UTF-8 count as word characters of their own (see decode). */
+static int is_word(uint32_t cp) {
+  if (cp < 0x80)
+    return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+           (cp >= '0' && cp <= '9');
+  if (cp > 0x10FFFF) return 1;
+  utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+  return c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_NO;
+}
+
+/* Decodes one character; an ill-formed byte becomes 0x110000 + byte, a
+ * value no real code point has, so such text still shingles and compares. */
+static size_t decode(const char *s, size_t len, uint32_t *cp) {
+  if ((unsigned char)s[0] < 0x80) {
+    *cp = (unsigned char)s[0];
+    return 1;
+  }
+  cp_utf8_err err;
+  size_t k = cp_utf8_decode(s, len, cp, &err);
+  if (err) {
+    *cp = 0x110000u + (unsigned char)s[0];
+    return 1;
+  }
+  return k;
+}
+
+/* Builds m->form, the shingle form of s without its padding. */
+static void make_form(cp_minhash *m, const char *s, size_t len) {
+  const char *n;
+  size_t nlen;
+  cp_normalize(CP_NORM_CASEFOLD, s, len, &m->norm, &n, &nlen);
+  cp_buf_reset(&m->form);
+  cp_buf_reserve(&m->form, nlen + 1);
+  int gap = 0;
+  for (size_t i = 0; i < nlen;) {
+    uint32_t cp;
+    size_t k = decode(n + i, nlen - i, &cp);
+    if (is_word(cp)) {
+      if (gap && m->form.len) cp_buf_addc(&m->form, ' ');
+      gap = 0;
+      cp_buf_add(&m->form, n + i, k);
+    } else {
+      gap = 1;
+    }
+    i += k;
+  }
+}
+
+/* Sorts for the short arrays of one text's shingles (tens of values), where
+ * qsort's indirect comparisons cost more than the shingling itself:
+ * quicksort down to small ranges, then insertion sort. */
+#define SMALL_SORT 24
+
+static void sort_u64(uint64_t *a, size_t n) {
+  while (n > SMALL_SORT) {
+    uint64_t x = a[0], y = a[n / 2], z = a[n - 1];
+    uint64_t piv =
+        x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    size_t i = 0, j = n - 1;
+    for (;;) {
+      while (a[i] < piv)
+        i++;
+      while (a[j] > piv)
+        j--;
+      if (i >= j) break;
+      uint64_t t = a[i];
+      a[i++] = a[j];
+      a[j--] = t;
+    }
+    /* recurse into the smaller side, loop on the larger */
+    if (j + 1 < n - j - 1) {
+      sort_u64(a, j + 1);
+      a += j + 1;
+      n -= j + 1;
+    } else {
+      sort_u64(a + j + 1, n - j - 1);
+      n = j + 1;
+    }
+  }
+  for (size_t i = 1; i < n; i++) {
+    uint64_t v = a[i];
+    size_t k = i;
+    while (k > 0 && a[k - 1] > v) {
+      a[k] = a[k - 1];
+      k--;
+    }
+    a[k] = v;
+  }
+}
+
+static void sort_u32(uint32_t *a, size_t n) {
+  while (n > SMALL_SORT) {
+    uint32_t x = a[0], y = a[n / 2], z = a[n - 1];
+    uint32_t piv =
+        x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    size_t i = 0, j = n - 1;
+    for (;;) {
+      while (a[i] < piv)
+        i++;
+      while (a[j] > piv)
+        j--;
+      if (i >= j) break;
+      uint32_t t = a[i];
+      a[i++] = a[j];
+      a[j--] = t;
+    }
+    if (j + 1 < n - j - 1) {
+      sort_u32(a, j + 1);
+      a += j + 1;
+      n -= j + 1;
+    } else {
+      sort_u32(a + j + 1, n - j - 1);
+      n = j + 1;
+    }
+  }
+  for (size_t i = 1; i < n; i++) {
+    uint32_t v = a[i];
+    size_t k = i;
+    while (k > 0 && a[k - 1] > v) {
+      a[k] = a[k - 1];
+      k--;
+    }
+    a[k] = v;
+  }
+}
+
+/* Shingles are kept as 32-bit codes. A shingle of up to 3 code points
+ * below U+03FF (Latin, Greek, digits, punctuation) packs exactly into 30
+ * bits, 10 a code point (plus one, so that shorter shingles differ). Any
+ * other shingle is "rare": it has a 64-bit value (21 bits a code point, or
+ * XXH3 of its bytes when longer than 3 code points) and its code, with the
+ * top bit set, is its id in the dictionary. Either way, equal codes mean
+ * equal shingles. */
+#define RARE 0x80000000u
+
+/* The id of rare shingle value v, or NO_ID. Read-only: safe from every
+ * thread while no insert runs. */
+static uint32_t dict_find(const cp_minhash *m, uint64_t v) {
+  if (!m->dict_cap) return NO_ID;
+  size_t mask = m->dict_cap - 1, j = mix64(v) & mask;
+  while (m->dict_slot[j]) {
+    if (m->dict_key[j] == v) return m->dict_slot[j] - 1;
+    j = (j + 1) & mask;
+  }
+  return NO_ID;
+}
+
+static void dict_grow(cp_minhash *m) {
+  size_t ncap = m->dict_cap ? m->dict_cap * 2 : 1024;
+  uint64_t *keys = cp_malloc(ncap * sizeof *keys);
+  uint32_t *slots = cp_calloc(ncap, sizeof *slots);
+  for (size_t i = 0; i < m->dict_cap; i++) {
+    if (!m->dict_slot[i]) continue;
+    size_t j = mix64(m->dict_key[i]) & (ncap - 1);
+    while (slots[j])
+      j = (j + 1) & (ncap - 1);
+    keys[j] = m->dict_key[i];
+    slots[j] = m->dict_slot[i];
+  }
+  free(m->dict_key);
+  free(m->dict_slot);
+  m->dict_key = keys;
+  m->dict_slot = slots;
+  m->dict_cap = ncap;
+}
+
+/* The id of v, entering it when new (the caller's thread only). NO_ID only
+ * once 2^31 distinct rare shingles are known. */
+static uint32_t dict_insert(cp_minhash *m, uint64_t v) {
+  uint32_t id = dict_find(m, v);
+  if (id != NO_ID) return id;
+  if (m->n_shingles >= RARE - 1) return NO_ID;
+  if ((m->n_shingles + 1) * 2 > m->dict_cap) dict_grow(m);
+  size_t mask = m->dict_cap - 1, j = mix64(v) & mask;
+  while (m->dict_slot[j])
+    j = (j + 1) & mask;
+  id = (uint32_t)m->n_shingles++;
+  m->dict_key[j] = v;
+  m->dict_slot[j] = id + 1;
+  grow((void **)&m->shingle_val, &m->val_cap, m->n_shingles,
+       sizeof *m->shingle_val);
+  m->shingle_val[id] = v;
+  return id;
+}
+
+/* The 32-bit value a shingle enters the permutations as: the same for a
+ * rare shingle whether it is known by its code or only by its value. */
+static uint32_t code_hash(const cp_minhash *m, uint32_t code) {
+  if (code & RARE) return shingle_hash(m->shingle_val[code & ~RARE], m->o.seed);
+  return shingle_hash(code, m->o.seed);
+}
+
+/* Shingles the form f[0..flen). Fills s->codes[0..n) with the sorted
+ * distinct codes of the shingles that have one and returns n; rare
+ * shingles missing from the dictionary go, sorted and distinct, to
+ * s->vals[0..*n_rare). Reads the index only. */
+static size_t shingle_codes(const cp_minhash *m, scratch *s, const char *f,
+                            size_t flen, size_t *n_rare) {
+  *n_rare = 0;
+  if (flen == 0) return 0;
+  /* padded code points: ' ' form ' ' */
+  grow((void **)&s->cps, &s->cps_cap, flen + 2, sizeof *s->cps);
+  size_t n = 0;
+  s->cps[n++] = ' ';
+  for (size_t i = 0; i < flen;) {
+    uint32_t cp;
+    i += decode(f + i, flen - i, &cp);
+    s->cps[n++] = cp;
+  }
+  s->cps[n++] = ' ';
+  size_t k = (size_t)m->o.shingle;
+  size_t windows = n >= k ? n - k + 1 : 1;
+  size_t width = n >= k ? k : n;
+  scratch_reserve(s, windows);
+  size_t nc = 0, nr = 0;
+  char bytes[32 * 4];
+  for (size_t w = 0; w < windows; w++) {
+    const uint32_t *c = s->cps + w;
+    if (width <= 3) {
+      uint32_t small = 0;
+      int fits = 1;
+      for (size_t j = 0; j < width; j++) {
+        if (c[j] >= 0x3FF) fits = 0;
+        small |= (c[j] + 1) << (10 * j);
+      }
+      if (fits) {
+        s->codes[nc++] = small;
+        continue;
+      }
+    }
+    uint64_t v = 0;
+    if (width <= 3) {
+      for (size_t j = 0; j < width; j++)
+        v |= (uint64_t)(c[j] + 1) << (21 * j);
+    } else {
+      size_t bl = 0;
+      for (size_t j = 0; j < width; j++) {
+        if (c[j] > 0x10FFFF)
+          bytes[bl++] = (char)(c[j] - 0x110000u);
+        else
+          bl += cp_utf8_encode(c[j], bytes + bl);
+      }
+      v = XXH3_64bits_withSeed(bytes, bl, m->o.seed);
+    }
+    uint32_t id = dict_find(m, v);
+    if (id != NO_ID)
+      s->codes[nc++] = RARE | id;
+    else
+      s->vals[nr++] = v;
+  }
+  sort_u32(s->codes, nc);
+  size_t u = 0;
+  for (size_t i = 0; i < nc; i++)
+    if (u == 0 || s->codes[u - 1] != s->codes[i]) s->codes[u++] = s->codes[i];
+  if (nr) {
+    sort_u64(s->vals, nr);
+    size_t d = 0;
+    for (size_t i = 0; i < nr; i++)
+      if (d == 0 || s->vals[d - 1] != s->vals[i]) s->vals[d++] = s->vals[i];
+    *n_rare = d;
+  }
+  return u;
+}
+
+/* MinHash signature of the shingles in s (codes[0..nc), vals[0..nr)) into
+ * s->sig, and its band keys into keys. */
+static void sign_scratch(const cp_minhash *m, scratch *s, size_t nc, size_t nr,
+                         uint32_t *keys) {
+  for (size_t i = 0; i < nc; i++)
+    s->h[i] = code_hash(m, s->codes[i]);
+  for (size_t i = 0; i < nr; i++)
+    s->h[nc + i] = shingle_hash(s->vals[i], m->o.seed);
+  sign_hashes(s->h, nc + nr, m->perm_keys, m->o.perms, s->sig);
+  band_keys(&m->o, s->sig, keys);
+}
+
+/* ---- forms by hash --------------------------------------------------------
+ */
+
+static void exact_grow(cp_minhash *m) {
+  size_t ncap = m->exact_cap ? m->exact_cap * 2 : 1024;
+  uint32_t *t = cp_calloc(ncap, sizeof *t);
+  for (size_t i = 0; i < m->exact_cap; i++) {
+    uint32_t u = m->exact[i];
+    if (!u) continue;
+    size_t j = m->form_hash[u - 1] & (ncap - 1);
+    while (t[j])
+      j = (j + 1) & (ncap - 1);
+    t[j] = u;
+  }
+  free(m->exact);
+  m->exact = t;
+  m->exact_cap = ncap;
+}
+
+/* The form equal to m->form, or NO_ID; *slot is where a new one goes. */
+static uint32_t exact_find(cp_minhash *m, uint64_t h, size_t *slot) {
+  size_t mask = m->exact_cap - 1, j = h & mask;
+  while (m->exact[j]) {
+    uint32_t u = m->exact[j] - 1;
+    size_t len = m->form_off[u + 1] - m->form_off[u];
+    if (m->form_hash[u] == h && len == m->form.len &&
+        memcmp(m->forms.data + m->form_off[u], m->form.data, len) == 0)
+      return u;
+    j = (j + 1) & mask;
+  }
+  *slot = j;
+  return NO_ID;
+}
+
+/* ---- adding ---------------------------------------------------------------
+ */
+
+static uint32_t new_form(cp_minhash *m, uint64_t h, uint32_t item) {
+  uint32_t u = (uint32_t)m->n_forms++;
+  if (m->n_forms > m->cap_forms) {
+    size_t cap = m->cap_forms;
+    grow((void **)&m->form_item, &cap, m->n_forms, sizeof *m->form_item);
+    m->form_hash = cp_realloc(m->form_hash, cap * sizeof *m->form_hash);
+    m->form_off = cp_realloc(m->form_off, (cap + 1) * sizeof *m->form_off);
+    m->set_off = cp_realloc(m->set_off, (cap + 1) * sizeof *m->set_off);
+    m->keys = cp_realloc(m->keys, cap * (size_t)m->o.bands * sizeof *m->keys);
+    m->cap_forms = cap;
+  }
+  m->form_item[u] = item;
+  m->form_hash[u] = h;
+  cp_buf_add(&m->forms, m->form.data ? m->form.data : "", m->form.len);
+  m->form_off[u + 1] = m->forms.len;
+  return u;
+}
+
+uint32_t cp_minhash_add(cp_minhash *m, const char *text, size_t len,
+                        uint32_t *same_as) {
+  uint32_t item = (uint32_t)m->n_items;
+  if (m->n_items + 1 > m->cap_items) {
+    size_t cap = m->cap_items;
+    grow((void **)&m->item_form, &cap, m->n_items + 1, sizeof *m->item_form);
+    m->text_off = cp_realloc(m->text_off, (cap + 1) * sizeof *m->text_off);
+    m->cap_items = cap;
+  }
+  cp_buf_add(&m->texts, text, len);
+  m->text_off[item + 1] = m->texts.len;
+  m->n_items++;
+
+  make_form(m, text, len);
+  uint32_t u = NO_ID;
+  if (m->form.len == 0) {
+    /* no shingles: its own form, never collapsed with other such texts */
+    u = new_form(m, 0, item);
+  } else {
+    uint64_t h = XXH3_64bits(m->form.data, m->form.len);
+    if ((m->n_forms + 1) * 2 > m->exact_cap) exact_grow(m);
+    size_t slot = 0;
+    u = exact_find(m, h, &slot);
+    if (u == NO_ID) {
+      u = new_form(m, h, item);
+      m->exact[slot] = u + 1;
+    }
+  }
+  m->item_form[item] = u;
+  if (same_as)
+    *same_as = m->form_item[u] == item ? CP_MINHASH_NONE : m->form_item[u];
+  return item;
+}
+
+/* ---- flushing: sets, signatures, band tables -------------------------------
+ */
+
+/* What one chunk of new forms produced: their codes and unknown rare
+ * values, back to back, with per-form counts. */
+typedef struct chunk_sets {
+  uint32_t *codes;
+  size_t n_codes, cap_codes;
+  uint64_t *rare;
+  size_t n_rare, cap_rare;
+  uint32_t *count; /* 2 per form: codes, rare */
+} chunk_sets;
+
+typedef struct flush_job {
+  cp_minhash *m;
+  size_t from, to;
+  chunk_sets *out; /* per chunk */
+  scratch *scr;    /* per worker */
+} flush_job;
+
+static void flush_chunk(void *ctx, size_t chunk, int w) {
+  flush_job *j = ctx;
+  cp_minhash *m = j->m;
+  scratch *s = &j->scr[w];
+  if (!s->sig) s->sig = cp_malloc((size_t)m->o.perms * sizeof *s->sig);
+  size_t from = j->from + chunk * FLUSH_CHUNK;
+  size_t to = from + FLUSH_CHUNK < j->to ? from + FLUSH_CHUNK : j->to;
+  chunk_sets *out = &j->out[chunk];
+  out->count = cp_malloc(2 * (to - from) * sizeof *out->count);
+  for (size_t u = from; u < to; u++) {
+    size_t nr;
+    size_t nc = shingle_codes(m, s, m->forms.data + m->form_off[u],
+                              m->form_off[u + 1] - m->form_off[u], &nr);
+    if (nc + nr) sign_scratch(m, s, nc, nr, m->keys + u * (size_t)m->o.bands);
+    grow((void **)&out->codes, &out->cap_codes, out->n_codes + nc,
+         sizeof *out->codes);
+    if (nc) memcpy(out->codes + out->n_codes, s->codes, nc * sizeof *s->codes);
+    out->n_codes += nc;
+    if (nr) {
+      grow((void **)&out->rare, &out->cap_rare, out->n_rare + nr,
+           sizeof *out->rare);
+      memcpy(out->rare + out->n_rare, s->vals, nr * sizeof *s->vals);
+      out->n_rare += nr;
+    }
+    out->count[2 * (u - from)] = (uint32_t)nc;
+    out->count[2 * (u - from) + 1] = (uint32_t)nr;
+  }
+}
+
+/* Appends the sets of a chunk's forms to the pool, giving the rare
+ * shingles first seen there their ids (in form order, so the ids do not
+ * depend on the threads). */
+static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
+  size_t ci = 0, ri = 0;
+  for (size_t u = from; u < to; u++) {
+    size_t nc = c->count[2 * (u - from)], nr = c->count[2 * (u - from) + 1];
+    grow((void **)&m->set_pool, &m->set_cap, m->set_len + nc + nr,
+         sizeof *m->set_pool);
+    uint32_t *dst = m->set_pool + m->set_len;
+    if (nc) memcpy(dst, c->codes + ci, nc * sizeof *dst);
+    size_t n = nc;
+    if (nr) {
+      for (size_t i = 0; i < nr; i++) {
+        uint32_t id = dict_insert(m, c->rare[ri + i]);
+        if (id != NO_ID) dst[n++] = RARE | id;
+      }
+      sort_u32(dst, n);
+    }
+    ci += nc;
+    ri += nr;
+    m->set_len += n;
+    m->set_off[u + 1] = m->set_len;
+  }
+}
+
+/* LSD radix sort on 16-bit digits; tmp has room for n. */
+static void radix_sort(uint64_t *a, uint64_t *tmp, size_t n, size_t *count) {
+  for (int shift = 0; shift < 64; shift += 16) {
+    memset(count, 0, 65537 * sizeof *count);
+    for (size_t i = 0; i < n; i++)
+      count[((a[i] >> shift) & 0xFFFF) + 1]++;
+    for (size_t d = 1; d <= 65536; d++)
+      count[d] += count[d - 1];
+    for (size_t i = 0; i < n; i++)
+      tmp[count[(a[i] >> shift) & 0xFFFF]++] = a[i];
+    uint64_t *t = a;
+    a = tmp;
+    tmp = t;
+  }
+  /* four passes: the result is back in the caller's array */
+}
+
+typedef struct sort_job {
+  cp_minhash *m;
+  uint64_t **tmp;
+  size_t **count;
+} sort_job;
+
+static void sort_band(void *ctx, size_t b, int w) {
+  sort_job *j = ctx;
+  if (!j->tmp[w]) {
+    j->tmp[w] = cp_malloc(j->m->band_n * sizeof *j->tmp[w]);
+    j->count[w] = cp_malloc(65537 * sizeof *j->count[w]);
+  }
+  radix_sort(j->m->band[b], j->tmp[w], j->m->band_n, j->count[w]);
+}
+
+static void sort_bands(cp_minhash *m) {
+  if (m->band_sorted == m->band_n) return;
+  int t = m->o.threads;
+  uint64_t **tmp = cp_calloc((size_t)t, sizeof *tmp);
+  size_t **count = cp_calloc((size_t)t, sizeof *count);
+  sort_job j = {m, tmp, count};
+  cp_parallel_run(m->band_n > 4096 ? t : 1, (size_t)m->o.bands, sort_band, &j);
+  for (int i = 0; i < t; i++) {
+    free(tmp[i]);
+    free(count[i]);
+  }
+  free(tmp);
+  free(count);
+  m->band_sorted = m->band_n;
+}
+
+/* Builds the sets and signatures of the forms added since the last flush
+ * and enters them in the band tables. */
+static void flush(cp_minhash *m) {
+  if (m->n_signed == m->n_forms) return;
+  size_t from = m->n_signed, to = m->n_forms;
+  int t = m->o.threads;
+  size_t chunks = (to - from + FLUSH_CHUNK - 1) / FLUSH_CHUNK;
+  flush_job j = {m, from, to, cp_calloc(chunks, sizeof(chunk_sets)),
+                 cp_calloc((size_t)t, sizeof(scratch))};
+  cp_parallel_run(to - from >= 2 * FLUSH_CHUNK ? t : 1, chunks, flush_chunk,
+                  &j);
+  for (size_t c = 0; c < chunks; c++) {
+    size_t cf = from + c * FLUSH_CHUNK;
+    store_chunk(m, &j.out[c], cf,
+                cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to);
+    free(j.out[c].codes);
+    free(j.out[c].rare);
+    free(j.out[c].count);
+  }
+  for (int i = 0; i < t; i++)
+    scratch_free(&j.scr[i]);
+  free(j.scr);
+  free(j.out);
+
+  size_t add = 0;
+  for (size_t u = from; u < to; u++)
+    add += m->set_off[u + 1] > m->set_off[u];
+  if (m->band_n + add > m->band_cap) {
+    size_t cap = m->band_cap;
+    grow((void **)&m->band[0], &cap, m->band_n + add, sizeof(uint64_t));
+    for (int b = 1; b < m->o.bands; b++)
+      m->band[b] = cp_realloc(m->band[b], cap * sizeof(uint64_t));
+    m->band_cap = cap;
+  }
+  for (size_t u = from; u < to; u++) {
+    if (m->set_off[u + 1] == m->set_off[u]) continue; /* no shingles */
+    const uint32_t *k = m->keys + u * (size_t)m->o.bands;
+    for (int b = 0; b < m->o.bands; b++)
+      m->band[b][m->band_n] = (uint64_t)k[b] << 32 | u;
+    m->band_n++;
+  }
+  m->n_signed = to;
+  size_t tail = m->band_n - m->band_sorted;
+  if (tail > 64 && tail * 8 > m->band_sorted) sort_bands(m);
+}
+
+size_t cp_minhash_pending(const cp_minhash *m) {
+  return m->n_forms - m->n_signed;
+}
+
+void cp_minhash_flush(cp_minhash *m) { flush(m); }
+
+/* First index in a[0..n) whose key (high 32 bits) is >= key. */
+static size_t lower_bound(const uint64_t *a, size_t n, uint32_t key) {
+  uint64_t x = (uint64_t)key << 32;
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < x)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* ---- verification -----------------------------------------------------------
+ */
+
+static size_t intersect(const uint32_t *a, size_t na, const uint32_t *b,
+                        size_t nb) {
+  size_t i = 0, j = 0, n = 0;
+  while (i < na && j < nb) {
+    if (a[i] < b[j])
+      i++;
+    else if (a[i] > b[j])
+      j++;
+    else {
+      n++;
+      i++;
+      j++;
+    }
+  }
+  return n;
+}
+
+/* Jaccard of a set of na shingles (known ones in a[0..nk), sorted ids)
+ * with form v's set; -1 when it cannot reach t (sizes alone rule it out). */
+static double jaccard_with(const cp_minhash *m, const uint32_t *a, size_t nk,
+                           size_t na, uint32_t v, double t) {
+  size_t bo = m->set_off[v], nb = m->set_off[v + 1] - bo;
+  size_t lo = na < nb ? na : nb, hi = na < nb ? nb : na;
+  if (lo == 0 || (double)lo < t * (double)hi) return -1.0;
+  size_t inter = intersect(a, nk, m->set_pool + bo, nb);
+  return (double)inter / (double)(na + nb - inter);
+}
+
+static size_t intersect64(const uint64_t *a, size_t na, const uint64_t *b,
+                          size_t nb) {
+  size_t i = 0, j = 0, n = 0;
+  while (i < na && j < nb) {
+    if (a[i] < b[j])
+      i++;
+    else if (a[i] > b[j])
+      j++;
+    else {
+      n++;
+      i++;
+      j++;
+    }
+  }
+  return n;
+}
+
+double cp_minhash_jaccard(cp_minhash *m, const char *a, size_t alen,
+                          const char *b, size_t blen) {
+  size_t ra, rb;
+  make_form(m, a, alen);
+  size_t na = shingle_codes(m, &m->scr, m->form.data, m->form.len, &ra);
+  uint32_t *ca = cp_malloc((na + 1) * sizeof *ca);
+  uint64_t *va = cp_malloc((ra + 1) * sizeof *va);
+  if (na) memcpy(ca, m->scr.codes, na * sizeof *ca);
+  if (ra) memcpy(va, m->scr.vals, ra * sizeof *va);
+  make_form(m, b, blen);
+  size_t nb = shingle_codes(m, &m->scr, m->form.data, m->form.len, &rb);
+  size_t inter = intersect(ca, na, m->scr.codes, nb) +
+                 intersect64(va, ra, m->scr.vals, rb);
+  free(ca);
+  free(va);
+  size_t total = na + ra + nb + rb;
+  if (total == 0) return 0.0;
+  return (double)inter / (double)(total - inter);
+}
+
+/* ---- queries
+ * ------------------------------------------------------------------ */
+
+static int better(const cp_minhash_pair *x, const cp_minhash_pair *y) {
+  return x->score > y->score || (x->score == y->score && x->b < y->b);
+}
+
+size_t cp_minhash_query(cp_minhash *m, const char *text, size_t len, size_t k,
+                        cp_minhash_pair *out) {
+  if (k == 0) return 0;
+  flush(m);
+  make_form(m, text, len);
+  /* the query's set: shingles the index knows by code, the others (which
+   * no item has) only counted */
+  size_t nr;
+  size_t nk = shingle_codes(m, &m->scr, m->form.data, m->form.len, &nr);
+  size_t n = nk + nr;
+  if (n == 0) return 0;
+  uint32_t *keys = cp_malloc((size_t)m->o.bands * sizeof *keys);
+  sign_scratch(m, &m->scr, nk, nr, keys);
+
+  size_t found = 0;
+  /* forms already looked at; few per query, so a sorted list is enough */
+  uint32_t *seen = NULL;
+  size_t n_seen = 0, seen_cap = 0;
+  for (int b = 0; b < m->o.bands; b++) {
+    const uint64_t *a = m->band[b];
+    size_t i = lower_bound(a, m->band_sorted, keys[b]);
+    for (int part = 0; part < 2; part++) {
+      size_t end = part == 0 ? m->band_sorted : m->band_n;
+      if (part == 1) i = m->band_sorted;
+      for (; i < end; i++) {
+        if ((uint32_t)(a[i] >> 32) != keys[b]) {
+          if (part == 0) break;
+          continue;
+        }
+        uint32_t v = (uint32_t)a[i];
+        size_t lo = 0, hi = n_seen;
+        while (lo < hi) {
+          size_t mid = (lo + hi) / 2;
+          if (seen[mid] < v)
+            lo = mid + 1;
+          else
+            hi = mid;
+        }
+        if (lo < n_seen && seen[lo] == v) continue;
+        grow((void **)&seen, &seen_cap, n_seen + 1, sizeof *seen);
+        memmove(seen + lo + 1, seen + lo, (n_seen - lo) * sizeof *seen);
+        seen[lo] = v;
+        n_seen++;
+        double s = jaccard_with(m, m->scr.codes, nk, n, v, m->o.threshold);
+        if (s < m->o.threshold) continue;
+        cp_minhash_pair p = {CP_MINHASH_NONE, m->form_item[v], s};
+        /* keep out[0..found) sorted, best first, at most k */
+        size_t at = found;
+        while (at > 0 && better(&p, &out[at - 1]))
+          at--;
+        if (at >= k) continue;
+        size_t last = found < k ? found : k - 1;
+        memmove(out + at + 1, out + at, (last - at) * sizeof *out);
+        out[at] = p;
+        if (found < k) found++;
+      }
+    }
+  }
+  free(seen);
+  free(keys);
+  return found;
+}
+
+/* ---- all pairs
+ * -------------------------------------------------------------------- */
+
+typedef struct pair_vec {
+  cp_minhash_pair *p;
+  size_t n, cap;
+} pair_vec;
+
+static void pair_push(pair_vec *v, uint32_t a, uint32_t b, double s) {
+  grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p);
+  v->p[v->n].a = a;
+  v->p[v->n].b = b;
+  v->p[v->n].score = s;
+  v->n++;
+}
+
+typedef struct find_job {
+  cp_minhash *m;
+  int nearest;
+  pair_vec *out;    /* per chunk */
+  uint32_t *pos;    /* n_forms x bands: where each form sits in each band */
+  uint32_t **stamp; /* per worker, n_forms entries (form + 1 of the last use) */
+  uint32_t **cand;  /* per worker candidate list */
+  size_t *cand_cap;
+} find_job;
+
+static void locate_band(void *ctx, size_t b, int w) {
+  (void)w;
+  find_job *j = ctx;
+  cp_minhash *m = j->m;
+  size_t nb = (size_t)m->o.bands;
+  for (size_t i = 0; i < m->band_n; i++)
+    j->pos[(uint32_t)m->band[b][i] * nb + b] = (uint32_t)i;
+}
+
+static void find_chunk(void *ctx, size_t chunk, int w) {
+  find_job *j = ctx;
+  cp_minhash *m = j->m;
+  if (!j->stamp[w]) j->stamp[w] = cp_calloc(m->n_forms, sizeof(uint32_t));
+  uint32_t *stamp = j->stamp[w];
+  size_t from = chunk * VERIFY_CHUNK;
+  size_t to =
+      from + VERIFY_CHUNK < m->n_forms ? from + VERIFY_CHUNK : m->n_forms;
+  size_t nb = (size_t)m->o.bands;
+  pair_vec *out = &j->out[chunk];
+  for (size_t u = from; u < to; u++) {
+    size_t uo = m->set_off[u], nu = m->set_off[u + 1] - uo;
+    if (nu == 0) continue;
+    size_t nc = 0;
+    for (size_t b = 0; b < nb; b++) {
+      /* entries are sorted by key, then form: the earlier forms sharing
+       * u's key in this band are the ones right before u's own entry */
+      const uint64_t *a = m->band[b];
+      size_t i = j->pos[u * nb + b];
+      uint32_t key = (uint32_t)(a[i] >> 32);
+      while (i > 0 && (uint32_t)(a[i - 1] >> 32) == key) {
+        uint32_t v = (uint32_t)a[--i];
+        if (stamp[v] == u + 1) continue;
+        stamp[v] = (uint32_t)u + 1;
+        grow((void **)&j->cand[w], &j->cand_cap[w], nc + 1, sizeof(uint32_t));
+        j->cand[w][nc++] = v;
+      }
+    }
+    cp_minhash_pair best = {0, 0, -1.0};
+    for (size_t c = 0; c < nc; c++) {
+      uint32_t v = j->cand[w][c];
+      double s = jaccard_with(m, m->set_pool + uo, nu, nu, v, m->o.threshold);
+      if (s < m->o.threshold) continue;
+      uint32_t ia = m->form_item[v], ib = m->form_item[u];
+      if (!j->nearest)
+        pair_push(out, ia, ib, s);
+      else if (s > best.score || (s == best.score && ia < best.a))
+        best = (cp_minhash_pair){ia, ib, s};
+    }
+    if (j->nearest && best.score >= 0)
+      pair_push(out, best.a, best.b, best.score);
+  }
+}
+
+static int cmp_pair(const void *x, const void *y) {
+  const cp_minhash_pair *a = x, *b = y;
+  if (a->b != b->b) return (a->b > b->b) - (a->b < b->b);
+  return (a->a > b->a) - (a->a < b->a);
+}
+
+void cp_minhash_find_all(cp_minhash *m, int nearest, cp_minhash_pair **out,
+                         size_t *n) {
+  flush(m);
+  sort_bands(m);
+  size_t chunks = (m->n_forms + VERIFY_CHUNK - 1) / VERIFY_CHUNK;
+  int t = m->o.threads;
+  find_job j = {m,
+                nearest,
+                cp_calloc(chunks ? chunks : 1, sizeof(pair_vec)),
+                cp_malloc((m->n_forms ? m->n_forms : 1) * (size_t)m->o.bands *
+                          sizeof(uint32_t)),
+                cp_calloc((size_t)t, sizeof(uint32_t *)),
+                cp_calloc((size_t)t, sizeof(uint32_t *)),
+                cp_calloc((size_t)t, sizeof(size_t))};
+  cp_parallel_run(m->band_n > 4096 ? t : 1, (size_t)m->o.bands, locate_band,
+                  &j);
+  cp_parallel_run(chunks > 1 ? t : 1, chunks, find_chunk, &j);
+  free(j.pos);
+  for (int i = 0; i < t; i++) {
+    free(j.stamp[i]);
+    free(j.cand[i]);
+  }
+  free(j.stamp);
+  free(j.cand);
+  free(j.cand_cap);
+
+  pair_vec all = {NULL, 0, 0};
+  for (size_t c = 0; c < chunks; c++) {
+    pair_vec *v = &j.out[c];
+    if (v->n) {
+      grow((void **)&all.p, &all.cap, all.n + v->n, sizeof *all.p);
+      memcpy(all.p + all.n, v->p, v->n * sizeof *v->p);
+      all.n += v->n;
+    }
+    free(v->p);
+  }
+  free(j.out);
+  /* later items with the form of an earlier one */
+  for (size_t i = 0; i < m->n_items; i++) {
+    uint32_t first = m->form_item[m->item_form[i]];
+    if (first != i) pair_push(&all, first, (uint32_t)i, 1.0);
+  }
+  if (all.n > 1) qsort(all.p, all.n, sizeof *all.p, cmp_pair);
+  *out = all.p;
+  *n = all.n;
+}

@@ -1,0 +1,92 @@
+/*
+ * reader.h -- the input formats users keep utterances in: one utterance a
+ * line, JSON Lines ({"text", "intent", "annotations"?}) and CSV with a
+ * header (text,intent[,...], RFC 4180 quoting). A reader walks a byte span
+ * (usually a read-only mapping released behind it) record by record and
+ * reports malformed input to a problem sink with line, column and offset.
+ * It never deduplicates and never holds more than the current record.
+ */
+#ifndef CP_READER_H
+#define CP_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "json.h"
+#include "validate.h"
+
+typedef enum cp_format { CP_FMT_LINES, CP_FMT_JSONL, CP_FMT_CSV } cp_format;
+
+/* "lines" | "jsonl" | "csv" -> 0 and *fmt, else -1. */
+int cp_format_parse(const char *name, cp_format *fmt);
+const char *cp_format_name(cp_format fmt);
+/* From the file name: .jsonl/.ndjson -> jsonl, .csv -> csv, else lines. */
+cp_format cp_format_guess(const char *path);
+
+/* How a record's text is written in the input, so that it can be decoded
+ * again later from its raw bytes alone (dedupe re-reads first occurrences
+ * instead of keeping a copy of every text). */
+typedef enum cp_text_enc {
+  CP_TEXT_RAW = 0, /* the bytes are the text */
+  CP_TEXT_JSON = 1,/* the inside of a JSON string literal, with escapes */
+  CP_TEXT_CSV = 2  /* the inside of a quoted CSV field, with "" escapes */
+} cp_text_enc;
+
+/* Decodes raw bytes written in enc. The result is raw itself for
+ * CP_TEXT_RAW, else written to scratch (reset first). */
+void cp_text_decode(cp_text_enc enc, const char *raw, size_t len,
+                    cp_buf *scratch, const char **out, size_t *out_len);
+
+typedef struct cp_record {
+  const char *text; /* decoded text; valid until the next call */
+  size_t len;
+  const char *intent; /* NULL for line files or when missing */
+  size_t intent_len;
+  const cp_json *annotations; /* JSON Lines only; valid until the next call */
+  uint64_t line;   /* 1-based line where the record starts */
+  uint64_t offset; /* byte offset where the record starts */
+  const char *raw; /* the text as written in the input, and how */
+  size_t raw_len;
+  cp_text_enc enc;
+  size_t chars; /* code points of text */
+  int blank;    /* text empty or only white space */
+  int invalid;  /* a problem was reported for this record */
+  int plain;    /* text is printable ASCII only */
+} cp_record;
+
+typedef struct cp_reader cp_reader;
+
+/* A reader over data[0..len), which must outlive it. name labels problems
+ * (copied). Problems go to sink (borrowed), which the reader points at
+ * name. lim NULL means the defaults. */
+cp_reader *cp_reader_new(const char *name, const char *data, size_t len,
+                         cp_format fmt, const cp_limits *lim,
+                         cp_problems *sink);
+/* 1 with *rec filled, 0 at the end of the input. */
+int cp_reader_next(cp_reader *r, cp_record *rec);
+/* Bytes consumed so far. */
+size_t cp_reader_pos(const cp_reader *r);
+void cp_reader_free(cp_reader *r);
+
+/* A whole file mapped read-only. Pages are read on demand and can be
+ * dropped again (cp_file_map_release), so a reader streams through a file
+ * larger than memory would like with a bounded resident set. */
+typedef struct cp_file_map {
+  const char *data;
+  size_t size;
+  int fd;
+  int mapped;
+} cp_file_map;
+
+/* 0, or -1 with a message in err (missing file, not a regular file ...). */
+int cp_file_map_open(cp_file_map *m, const char *path, char *err,
+                     size_t errlen);
+/* Drops the resident pages of [from, to); later reads fault them back in. */
+void cp_file_map_release(cp_file_map *m, size_t from, size_t to);
+/* Maps the pages of [from, to) in one call ahead of reading them, instead
+ * of a page fault every few pages. Only a hint: failures are ignored. */
+void cp_file_map_prefetch(cp_file_map *m, size_t from, size_t to);
+void cp_file_map_close(cp_file_map *m);
+
+#endif

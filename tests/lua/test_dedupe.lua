@@ -1,0 +1,120 @@
+-- cogpipe.dedupe: normalisation, the in-memory set, and the check report
+-- over files (the native pass behind `cogpipe check`).
+local cp = require "cogpipe"
+local t = require "t"
+local D = cp.dedupe
+
+local tmpdir = os.getenv("TMPDIR") or "/tmp"
+local function write_tmp(name, body)
+  local path = string.format("%s/cp_dedupe_%d_%s", tmpdir, math.random(1 << 30), name)
+  local f = assert(io.open(path, "wb"))
+  f:write(body)
+  f:close()
+  return path
+end
+
+t.test("normalize modes", function()
+  t.eq(D.normalize("  Book  a\tFlight ", "none"), "  Book  a\tFlight ")
+  t.eq(D.normalize("  Book  a\tFlight ", "trim"), "Book  a\tFlight")
+  t.eq(D.normalize("  Book  a\tFlight ", "collapse"), "Book a Flight")
+  t.eq(D.normalize("  Book  a\tFlight ", "casefold"), "book a flight")
+  t.eq(D.normalize("Stra\195\159e"), "Stra\195\159e")
+  t.eq(D.normalize("Stra\195\159e", "casefold"), "strasse")
+  t.raises(function() D.normalize("x", "upper") end, "unknown normalisation")
+end)
+
+t.test("set: new, duplicate with first line, conflict with intent", function()
+  local s = D.new { mode = "casefold" }
+  t.eq(s:add("Book a flight", "travel"), "new")
+  local r, line = s:add("book  A FLIGHT", "travel")
+  t.eq(r, "duplicate")
+  t.eq(line, 1)
+  local r2, intent, line2 = s:add("book a flight", "flights", 30)
+  t.eq(r2, "conflict")
+  t.eq(intent, "travel")
+  t.eq(line2, 1)
+  t.eq(s:add("hello", nil, 40), "new")
+  t.eq(s:count(), 2)
+  t.eq(#s, 2)
+  local fl, fi = s:find(" HELLO ")
+  t.eq(fl, 40)
+  t.eq(fi, nil)
+  t.eq(s:find("nope"), nil)
+  t.ok(tostring(s):find("casefold", 1, true))
+  s:close()
+  t.raises(function() s:add("x") end, "closed")
+  t.raises(function() D.new { mode = "loud" } end, "unknown normalisation")
+end)
+
+t.test("set: to-be-closed", function()
+  local kept
+  do
+    local s <close> = D.new()
+    s:add("a")
+    kept = s
+  end
+  t.raises(function() kept:count() end, "closed")
+end)
+
+t.test("file: counts, duplicates and first lines", function()
+  local path = write_tmp("u.txt", "hello\nbook a flight\n\n  hello \nbad \1\nHELLO\nbook a flight\n")
+  local r = D.file(path)
+  t.eq(r.files, 1)
+  t.eq(r.lines, 7)
+  t.eq(r.blank_lines, 1)
+  t.eq(r.invalid, 1)
+  t.eq(r.utterances, 5)
+  t.eq(r.unique, 3)
+  t.eq(r.duplicates, 2)
+  t.eq(r.conflicts, 0)
+  t.eq(r.problem_count, 1)
+  t.eq(r.problems[1].line, 5)
+  t.same(r.duplicate_list[1], { file = path, line = 4, first_file = path, first_line = 1, text = "hello" })
+  t.eq(r.duplicate_list[2].line, 7)
+  t.eq(r.duplicate_list[2].first_line, 2)
+  t.near(r.parsing_success_rate, 300 / 7, 1e-9)
+  local cf = D.file(path, { normalize = "casefold" })
+  t.eq(cf.unique, 2)
+  t.eq(cf.duplicates, 3)
+  os.remove(path)
+end)
+
+t.test("file: conflicts across JSON Lines and CSV files", function()
+  local a = write_tmp("a.jsonl", '{"text":"book a flight","intent":"travel"}\n{"text":"hi","intent":"greet"}\n')
+  local b = write_tmp("b.csv", "text,intent\nBook a flight,travel\nbook a flight,flights\nhi,greet\n")
+  local r = D.file({ a, b }, { normalize = "collapse", max_items = 10 })
+  os.remove(a)
+  os.remove(b)
+  t.eq(r.files, 2)
+  t.eq(r.lines, 5)
+  t.eq(r.unique, 3)
+  t.eq(r.duplicates, 1)
+  t.eq(r.conflicts, 1)
+  local c = r.conflict_list[1]
+  t.eq(c.file, b)
+  t.eq(c.line, 3)
+  t.eq(c.intent, "flights")
+  t.eq(c.first_file, a)
+  t.eq(c.first_line, 1)
+  t.eq(c.first_intent, "travel")
+  t.eq(c.text, "book a flight")
+  t.eq(r.duplicate_list[1].file, b)
+  t.eq(r.duplicate_list[1].line, 4)
+end)
+
+t.test("file: format option and errors", function()
+  local p = write_tmp("data.txt", '{"text":"x","intent":"i"}\n')
+  t.eq(D.file(p).unique, 1) -- read as lines: the JSON is the text
+  local r = D.file(p, { format = "jsonl" })
+  t.eq(r.unique, 1)
+  t.eq(r.problem_count, 0)
+  os.remove(p)
+  local none, err = D.file({ tmpdir .. "/does-not-exist.txt" })
+  t.eq(none, nil)
+  t.eq(err.kind, "io")
+  t.eq(err.path, tmpdir .. "/does-not-exist.txt")
+  t.raises(function() D.file(p, { normalize = "upper" }) end, "unknown normalisation")
+  t.raises(function() D.file({ 1 }) end, "paths[1]")
+end)
+
+t.done()

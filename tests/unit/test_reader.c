@@ -1,0 +1,331 @@
+/*
+ * test_reader.c -- unit tests of reader.c: the line, JSON Lines and CSV
+ * readers (records, line numbers, where each problem is), decoding a text
+ * again from its raw bytes, format guessing and the file mapping.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "reader.h"
+
+typedef struct rec {
+  char text[256];
+  char intent[64];
+  int has_intent;
+  uint64_t line, offset;
+  int blank, invalid, has_annotations;
+  char raw_decoded[256]; /* the text decoded again from its raw bytes */
+} rec;
+
+static rec recs[64];
+static size_t nrecs;
+static cp_problems probs;
+
+static void read_all(const char *data, size_t len, cp_format fmt,
+                     size_t max_chars, uint64_t max_bytes) {
+  cp_problems_free(&probs);
+  cp_problems_init(&probs, 50);
+  cp_limits lim;
+  cp_limits_init(&lim);
+  lim.max_chars = max_chars;
+  lim.max_bytes = max_bytes;
+  cp_reader *r = cp_reader_new("in", data, len, fmt, &lim, &probs);
+  cp_record x;
+  cp_buf scratch = CP_BUF_INIT;
+  nrecs = 0;
+  while (cp_reader_next(r, &x) && nrecs < 64) {
+    rec *o = &recs[nrecs++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->text, sizeof o->text, "%.*s", (int)x.len, x.text);
+    if (x.intent) {
+      o->has_intent = 1;
+      snprintf(o->intent, sizeof o->intent, "%.*s", (int)x.intent_len, x.intent);
+    }
+    o->line = x.line;
+    o->offset = x.offset;
+    o->blank = x.blank;
+    o->invalid = x.invalid;
+    o->has_annotations = x.annotations != NULL;
+    if (!x.blank && !x.invalid) {
+      const char *p;
+      size_t n;
+      cp_text_decode(x.enc, x.raw, x.raw_len, &scratch, &p, &n);
+      snprintf(o->raw_decoded, sizeof o->raw_decoded, "%.*s", (int)n, p);
+    }
+  }
+  cp_buf_free(&scratch);
+  cp_reader_free(r);
+}
+
+static void rd(const char *data, cp_format fmt) {
+  read_all(data, strlen(data), fmt, 500, 52428800);
+}
+
+#define PROBLEM(i, l, c, o, k)              \
+  do {                                      \
+    CHECK((size_t)(i) < probs.n);           \
+    if ((size_t)(i) < probs.n) {            \
+      CHECK_INT(probs.items[i].line, l);    \
+      CHECK_INT(probs.items[i].column, c);  \
+      CHECK_INT(probs.items[i].offset, o);  \
+      CHECK_INT(probs.items[i].kind, k);    \
+    }                                       \
+  } while (0)
+
+static void test_lines(void) {
+  rd("hello\n\n  \nbook a flight\nlast", CP_FMT_LINES);
+  CHECK_INT(nrecs, 5);
+  CHECK_STR(recs[0].text, "hello");
+  CHECK_INT(recs[0].line, 1);
+  CHECK(recs[1].blank);
+  CHECK(recs[2].blank);
+  CHECK_INT(recs[3].line, 4);
+  CHECK_INT(recs[3].offset, 10);
+  CHECK_STR(recs[4].text, "last");
+  CHECK_INT(recs[4].line, 5);
+  CHECK_STR(recs[4].raw_decoded, "last");
+  CHECK_INT(probs.total, 0);
+  rd("", CP_FMT_LINES);
+  CHECK_INT(nrecs, 0);
+  rd("\n", CP_FMT_LINES);
+  CHECK_INT(nrecs, 1);
+  CHECK(recs[0].blank);
+}
+
+static void test_lines_problems(void) {
+  rd("\xEF\xBB\xBFone\ntwo\x01\nthr\xFF" "ee\ncr\r\n", CP_FMT_LINES);
+  CHECK_INT(nrecs, 4);
+  CHECK_INT(probs.total, 4);
+  PROBLEM(0, 1, 1, 0, CP_PROB_BOM);
+  PROBLEM(1, 2, 4, 10, CP_PROB_CONTROL);
+  PROBLEM(2, 3, 4, 15, CP_PROB_UTF8);
+  PROBLEM(3, 4, 3, 21, CP_PROB_CONTROL);
+  CHECK(recs[0].invalid && recs[1].invalid && recs[2].invalid && recs[3].invalid);
+  /* Too long, in a plain line and in one with a tab. */
+  read_all("abcdef\na\tcdef\nabc\n", 18, CP_FMT_LINES, 4, 0);
+  CHECK_INT(probs.total, 2);
+  PROBLEM(0, 1, 5, 4, CP_PROB_TOO_LONG);
+  PROBLEM(1, 2, 5, 11, CP_PROB_TOO_LONG);
+  CHECK(!recs[2].invalid);
+}
+
+static void test_size_limit(void) {
+  /* The limit falls inside line 2 at byte 7 ("cd|ef"). */
+  read_all("ab\ncdef\ngh\n", 11, CP_FMT_LINES, 500, 7);
+  CHECK_INT(nrecs, 3);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 2, 5, 7, CP_PROB_TOO_LARGE);
+  CHECK(strstr(probs.items[0].reason, "11 bytes") != NULL);
+  read_all("ab\ncd\n", 6, CP_FMT_LINES, 500, 6);
+  CHECK_INT(probs.total, 0);
+}
+
+static void test_jsonl(void) {
+  rd("{\"text\":\"book a flight\",\"intent\":\"travel\"}\n"
+     "\n"
+     "{\"intent\":\"greet\",\"text\":\"say \\\"hi\\\" \\u00e9\",\"annotations\":[]}\r\n",
+     CP_FMT_JSONL);
+  CHECK_INT(nrecs, 3);
+  CHECK_INT(probs.total, 0);
+  CHECK_STR(recs[0].text, "book a flight");
+  CHECK_STR(recs[0].intent, "travel");
+  CHECK_STR(recs[0].raw_decoded, "book a flight");
+  CHECK(recs[1].blank);
+  CHECK_STR(recs[2].text, "say \"hi\" \xC3\xA9");
+  CHECK_STR(recs[2].raw_decoded, "say \"hi\" \xC3\xA9");
+  CHECK_STR(recs[2].intent, "greet");
+  CHECK(recs[2].has_annotations);
+  CHECK_INT(recs[2].line, 3);
+}
+
+static void test_jsonl_problems(void) {
+  rd("{\"text\":\"a\",\"intent\":\"x\"\n"          /* 1: syntax */
+     "[1,2]\n"                                   /* 2: not an object */
+     "{\"intent\":\"x\"}\n"                      /* 3: no text */
+     "{\"text\":5,\"intent\":\"x\"}\n"           /* 4: text not a string */
+     "{\"text\":\"ok\"}\n"                       /* 5: no intent */
+     "{\"text\":\"ok\",\"intent\":\" \"}\n"      /* 6: empty intent */
+     "{\"text\":\"a\\u0001b\",\"intent\":\"x\"}\n" /* 7: control via escape */
+     "{\"text\":\"ab\",\"intent\":\"x\",\"annotations\":[{\"entity_id\":\"e\",\"start\":1,\"end\":3}]}\n"
+     "{\"text\":\"caf\xC3\xA9\",\"intent\":\"\xFF\"}\n", /* 9: invalid UTF-8 */
+     CP_FMT_JSONL);
+  CHECK_INT(nrecs, 9);
+  for (size_t i = 0; i < 9; i++) CHECK(recs[i].invalid);
+  CHECK_INT(probs.total, 9);
+  PROBLEM(0, 1, 25, 24, CP_PROB_SYNTAX);
+  CHECK(strstr(probs.items[0].reason, "invalid JSON") != NULL);
+  PROBLEM(1, 2, 1, 25, CP_PROB_FIELD);
+  PROBLEM(2, 3, 1, 31, CP_PROB_FIELD);
+  CHECK(strstr(probs.items[2].reason, "missing \"text\"") != NULL);
+  PROBLEM(3, 4, 9, 54, CP_PROB_FIELD);
+  CHECK(strstr(probs.items[3].reason, "must be a string, got integer") != NULL);
+  PROBLEM(4, 5, 1, 70, CP_PROB_FIELD);
+  CHECK(strstr(probs.items[4].reason, "missing \"intent\"") != NULL);
+  PROBLEM(5, 6, 23, 106, CP_PROB_FIELD);
+  /* The escape \u0001 starts at column 11 of line 7. */
+  PROBLEM(6, 7, 11, 121, CP_PROB_CONTROL);
+  PROBLEM(7, 8, 75, 218, CP_PROB_ANNOTATION);
+  CHECK(strstr(probs.items[7].reason, "annotations[0].end") != NULL);
+  CHECK(strstr(probs.items[7].reason, "(2 characters)") != NULL);
+  PROBLEM(8, 9, 26, 249, CP_PROB_UTF8);
+}
+
+static void test_jsonl_bom(void) {
+  rd("\xEF\xBB\xBF{\"text\":\"a\",\"intent\":\"x\"}\n", CP_FMT_JSONL);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 1, 1, 0, CP_PROB_BOM);
+  CHECK_STR(recs[0].text, "a"); /* still parsed, to find other problems */
+}
+
+static void test_csv(void) {
+  rd("Intent,text,source\r\n"
+     "travel,book a flight,web\r\n"
+     "greet,\"hello, world\",app\r\n"
+     "greet,\"she said \"\"hi\"\"\",app\n"
+     "\n"
+     "note,\"two\nlines\",x\n"
+     "travel, padded ,web",
+     CP_FMT_CSV);
+  CHECK_INT(nrecs, 6);
+  CHECK_STR(recs[0].text, "book a flight");
+  CHECK_STR(recs[0].intent, "travel");
+  CHECK_INT(recs[0].line, 2);
+  CHECK_STR(recs[1].text, "hello, world");
+  CHECK_STR(recs[1].raw_decoded, "hello, world");
+  CHECK_STR(recs[2].text, "she said \"hi\"");
+  CHECK_STR(recs[2].raw_decoded, "she said \"hi\"");
+  CHECK_INT(recs[2].line, 4);
+  CHECK(recs[3].blank);
+  CHECK_INT(recs[3].line, 5);
+  /* An embedded newline is read, and is a control character in a text. */
+  CHECK_STR(recs[4].text, "two\nlines");
+  CHECK(recs[4].invalid);
+  CHECK_INT(recs[4].line, 6);
+  CHECK_STR(recs[5].text, " padded ");
+  CHECK_INT(recs[5].line, 8);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 6, 10, 110, CP_PROB_CONTROL);
+}
+
+static void test_csv_embedded_newline_other_column(void) {
+  rd("text,intent,notes\n"
+     "hi,greet,\"line one\nline two\"\n"
+     "bye,farewell,x\n",
+     CP_FMT_CSV);
+  CHECK_INT(nrecs, 2);
+  CHECK_INT(probs.total, 0);
+  CHECK_STR(recs[1].text, "bye");
+  CHECK_INT(recs[1].line, 4);
+}
+
+static void test_csv_problems(void) {
+  rd("text,intent\n"
+     "a \"quoted\" word,x\n"   /* 2: bare quote */
+     "\"closed\"junk,x\n"      /* 3: after the closing quote */
+     "only one field\n"       /* 4: too few */
+     "a,b,c\n"                /* 5: too many */
+     "text here,\n"           /* 6: empty intent */
+     "\"never closed,x\n",    /* 7: unterminated */
+     CP_FMT_CSV);
+  CHECK_INT(probs.total, 6);
+  PROBLEM(0, 2, 3, 14, CP_PROB_SYNTAX);
+  CHECK(strstr(probs.items[0].reason, "unquoted") != NULL);
+  PROBLEM(1, 3, 9, 38, CP_PROB_SYNTAX);
+  PROBLEM(2, 4, 15, 59, CP_PROB_FIELD);
+  CHECK(strstr(probs.items[2].reason, "row has 1 field; the header has 2") != NULL);
+  PROBLEM(3, 5, 4, 63, CP_PROB_FIELD);
+  PROBLEM(4, 6, 11, 76, CP_PROB_FIELD);
+  PROBLEM(5, 7, 1, 77, CP_PROB_SYNTAX);
+  CHECK(strstr(probs.items[5].reason, "never closed") != NULL);
+  for (size_t i = 0; i < nrecs; i++) CHECK(recs[i].invalid);
+}
+
+static void test_csv_header(void) {
+  rd("utterance,label\nhi,greet\n", CP_FMT_CSV);
+  CHECK_INT(nrecs, 0);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 1, 1, 0, CP_PROB_FIELD);
+  CHECK(strstr(probs.items[0].reason, "missing both") != NULL);
+  rd("text,label\nhi,greet\n", CP_FMT_CSV);
+  CHECK(strstr(probs.items[0].reason, "\"intent\"") != NULL);
+  rd("", CP_FMT_CSV);
+  CHECK_INT(nrecs, 0);
+  CHECK_INT(probs.total, 0);
+  rd("\xEF\xBB\xBFtext,intent\nhi,greet\n", CP_FMT_CSV);
+  CHECK_INT(nrecs, 1);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 1, 1, 0, CP_PROB_BOM);
+}
+
+static void test_decode(void) {
+  cp_buf b = CP_BUF_INIT;
+  const char *p;
+  size_t n;
+  const char *j = "a\\\"b\\\\c\\/d\\n\\t\\u00e9\\ud83d\\ude00\\ud800x";
+  cp_text_decode(CP_TEXT_JSON, j, strlen(j), &b, &p, &n);
+  CHECK_INT(n, 19);
+  CHECK(memcmp(p, "a\"b\\c/d\n\t\xC3\xA9\xF0\x9F\x98\x80\xEF\xBF\xBDx", n) == 0);
+  cp_text_decode(CP_TEXT_CSV, "say \"\"hi\"\"", 10, &b, &p, &n);
+  CHECK_INT(n, 8);
+  CHECK(memcmp(p, "say \"hi\"", 8) == 0);
+  cp_text_decode(CP_TEXT_RAW, "xyz", 3, &b, &p, &n);
+  CHECK_INT(n, 3);
+  cp_buf_free(&b);
+}
+
+static void test_formats(void) {
+  cp_format f;
+  CHECK_INT(cp_format_guess("data/x.jsonl"), CP_FMT_JSONL);
+  CHECK_INT(cp_format_guess("x.NDJSON"), CP_FMT_JSONL);
+  CHECK_INT(cp_format_guess("x.csv"), CP_FMT_CSV);
+  CHECK_INT(cp_format_guess("x.txt"), CP_FMT_LINES);
+  CHECK_INT(cp_format_guess("csv"), CP_FMT_LINES);
+  CHECK_INT(cp_format_parse("jsonl", &f), 0);
+  CHECK_INT(f, CP_FMT_JSONL);
+  CHECK_INT(cp_format_parse("json", &f), -1);
+  CHECK_STR(cp_format_name(CP_FMT_CSV), "csv");
+}
+
+static void test_file_map(void) {
+  char path[] = "/tmp/cp_reader_XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  const char *body = "one\ntwo\n";
+  CHECK_INT(write(fd, body, 8), 8);
+  close(fd);
+  cp_file_map m;
+  char err[256];
+  CHECK_INT(cp_file_map_open(&m, path, err, sizeof err), 0);
+  CHECK_INT(m.size, 8);
+  CHECK(memcmp(m.data, body, 8) == 0);
+  cp_file_map_release(&m, 0, m.size);
+  cp_file_map_prefetch(&m, 0, m.size);
+  CHECK(memcmp(m.data, body, 8) == 0); /* dropped pages come back */
+  cp_file_map_close(&m);
+  unlink(path);
+  CHECK_INT(cp_file_map_open(&m, path, err, sizeof err), -1);
+  CHECK(strstr(err, "No such file") != NULL);
+  CHECK_INT(cp_file_map_open(&m, "/tmp", err, sizeof err), -1);
+  CHECK(strstr(err, "not a regular file") != NULL);
+}
+
+int main(void) {
+  RUN(test_lines);
+  RUN(test_lines_problems);
+  RUN(test_size_limit);
+  RUN(test_jsonl);
+  RUN(test_jsonl_problems);
+  RUN(test_jsonl_bom);
+  RUN(test_csv);
+  RUN(test_csv_embedded_newline_other_column);
+  RUN(test_csv_problems);
+  RUN(test_csv_header);
+  RUN(test_decode);
+  RUN(test_formats);
+  RUN(test_file_map);
+  cp_problems_free(&probs);
+  DONE();
+}
