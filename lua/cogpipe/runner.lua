@@ -297,7 +297,7 @@ function M.run(def, opts, script_path)
   end
   if audit then
     audit:record("run_start", {
-      pipeline = def.name, script = script_path, tenants = json.array(names),
+      script = script_path, tenants = json.array(names),
       options = { dry_run = opts.dry_run or false, audit_fsync = opts.audit_fsync or "batch" },
       input = { path = def.source.path, sha256 = cp.audit.sha256_file(def.source.path) },
     })
