@@ -166,6 +166,7 @@ local function run_tenant(def, ctx, records, invalid)
     ctx:set_progress({ phase = "filtering" })
     local kept = records
     for _, s in ipairs(def.steps) do
+      ctx:set_progress({ phase = s.name })
       kept = s.run(ctx, kept)
     end
     ctx.stats.accepted = #kept

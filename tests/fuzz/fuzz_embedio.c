@@ -42,7 +42,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cp_vecset_unref(s);
     return 0;
   }
-  char path[] = "/tmp/fuzz-embedio-XXXXXX";
+  char path[512];
+  const char *tmp = getenv("TMPDIR");
+  snprintf(path, sizeof path, "%s/fuzz-embedio-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   int fd = mkstemp(path);
   if (fd < 0) return 0;
   if (write(fd, data + 1, size - 1) != (ssize_t)(size - 1)) {

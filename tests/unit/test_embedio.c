@@ -14,7 +14,7 @@
 #include "check.h"
 #include "embedio.h"
 
-static char dir[] = "/tmp/cogpipe-vectors-XXXXXX";
+static char dir[512];
 
 static const char *write_file(const char *name, const void *data, size_t len) {
   static char path[256];
@@ -207,6 +207,8 @@ static void test_response(void) {
 }
 
 int main(void) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/cogpipe-embedio-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(dir)) return 1;
   RUN(test_jsonl);
   RUN(test_binary_round_trip);
