@@ -7,11 +7,9 @@
  */
 #include "dedupe.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/mman.h>
 #include <uv.h>
 #include <xxhash.h>
@@ -314,9 +312,10 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
  *    occurrences lie, compares bytes and counts duplicates and conflicts in
  *    input order. It reads the earlier input front to back, dropping each
  *    region's pages after it, so the input is never resident as a whole.
- * On a large input the scanner thread also runs the confirming passes and
- * the calling thread probes; candidate sets are double-buffered between
- * them. Otherwise one thread does everything. */
+ * On a large input a second thread scans and the calling thread probes;
+ * candidate sets are double-buffered between them, and both compare the
+ * regions of a pass (the prober whenever it would wait for a block).
+ * Otherwise one thread does everything. */
 
 #define BATCH 32                        /* records probed together */
 #define BLOCK_RECS 8192                 /* records handed over at once */
@@ -343,8 +342,11 @@ typedef struct pending {
   uint64_t hash;
   uint64_t at;   /* as in entry */
   uint64_t line; /* as in entry */
-  uint32_t text, len; /* its normalised text in the block */
+  uint32_t text, len; /* its normalised text: in the block, or (SPAN set)
+                         a span of its raw bytes, which is all trim needs */
 } pending;
+
+#define SPAN 0x80000000u
 
 typedef struct block {
   pending *items;
@@ -367,11 +369,19 @@ typedef struct cset {
   cand *cands;
   size_t n, cap;
   cp_buf texts;
-  uint32_t *order; /* the sweep's order */
+  uint32_t *order; /* the sweep's order: by region of the first occurrence */
+  size_t *start;   /* where each region's part of order begins (nreg + 1) */
+  size_t *todo;    /* the regions that have candidates */
+  size_t nreg, ntodo;
   uint8_t *ok;
   size_t order_cap;
-  uint64_t bound; /* how far probing had got when the set was queued */
+  uint64_t bound; /* global offset below which pages may be dropped */
 } cset;
+
+/* Decode and normalise scratch, one per thread that confirms. */
+typedef struct scratch {
+  cp_buf dec, norm;
+} scratch;
 
 void cp_check_opts_init(cp_check_opts *o) {
   memset(o, 0, sizeof *o);
@@ -393,14 +403,14 @@ struct cp_check {
   cset sets[2];
   int filling; /* the set being filled */
   int queued;  /* the set waiting to be confirmed, or -1 */
-  /* Scanning and confirming (the same thread). */
+  /* Scanning; counting (the scanning thread, or the caller at the end). */
   cp_dedupe_set *intents;          /* names -> ids (the line field holds the id) */
   char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
   size_t nintents;
   cp_buf sn;             /* normalise scratch */
-  cp_buf d1, n1;         /* decode and normalise scratch for first occurrences */
-  char *sweep;           /* the region being confirmed, read from its file */
-  size_t sweep_cap;
+  scratch sc[2];         /* [0] the scanning thread's, [1] the probing one's */
+  cset *job;             /* the set whose regions are being compared, */
+  size_t job_next, job_done; /* the next region to take, those done */
   cp_dedupe_set *side;   /* texts whose 64-bit hash matched a different text */
   size_t dup_cap, conf_cap;
   /* The hand-over. */
@@ -441,6 +451,8 @@ void cp_check_free(cp_check *c) {
   for (int i = 0; i < 2; i++) {
     free(c->sets[i].cands);
     free(c->sets[i].order);
+    free(c->sets[i].start);
+    free(c->sets[i].todo);
     free(c->sets[i].ok);
     cp_buf_free(&c->sets[i].texts);
   }
@@ -450,9 +462,10 @@ void cp_check_free(cp_check *c) {
     free(c->intent_names[i / INTENT_CHUNK][i % INTENT_CHUNK]);
   for (size_t i = 0; i < INTENT_TOP && c->intent_names[i]; i++)
     free(c->intent_names[i]);
-  free(c->sweep);
-  cp_buf_free(&c->d1);
-  cp_buf_free(&c->n1);
+  for (int i = 0; i < 2; i++) {
+    cp_buf_free(&c->sc[i].dec);
+    cp_buf_free(&c->sc[i].norm);
+  }
   cp_buf_free(&c->sn);
   for (int i = 0; i < NBLOCKS; i++) {
     free(c->blocks[i].items);
@@ -525,25 +538,28 @@ static void add_cand(cp_check *c, const block *bl, const pending *b,
   k->len = b->len;
   k->intent = intent_of(b->line);
   k->pad = 0;
-  cp_buf_add(&set->texts, bl->text.data + b->text, b->len);
+  const char *p = (b->text & SPAN)
+                      ? raw_at(c, at_where(b->at)) + (b->text & ~SPAN)
+                      : bl->text.data + b->text;
+  cp_buf_add(&set->texts, p, b->len);
 }
 
-/* Probes up to BATCH records. Every home slot is asked for first, then
- * every first tag match, so the cache misses of a table bigger than the
- * cache overlap instead of queueing; the real walk comes last, in order. */
-static void probe(cp_check *c, const block *bl, const pending *b, size_t n,
-                  size_t src) {
-  table *t = &c->t;
-  size_t home[BATCH];
-  tab_reserve(t, n);
+/* Probing is memory-bound: the table is bigger than the caches, so each
+ * record costs a miss on its slot and, when the hash is there, one on the
+ * entry. The batches of a block go through three stages a batch apart --
+ * ask for the home slots; walk them and ask for the matched entries; then
+ * the real probe, in order -- so that each miss has a batch of other work
+ * to hide behind. The first two stages only read. */
+static void stage_slots(const table *t, const pending *b, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    __builtin_prefetch(&t->slots[tab_home(t, b[i].hash)]);
+}
+
+static void stage_entries(const table *t, const pending *b, size_t n) {
   size_t mask = ((size_t)1 << t->bits) - 1;
   for (size_t i = 0; i < n; i++) {
-    home[i] = tab_home(t, b[i].hash);
-    __builtin_prefetch(&t->slots[home[i]]);
-  }
-  for (size_t i = 0; i < n; i++) {
     uint32_t tag = tag_of(b[i].hash);
-    for (size_t s = home[i];; s = (s + 1) & mask) {
+    for (size_t s = tab_home(t, b[i].hash);; s = (s + 1) & mask) {
       uint64_t w = t->slots[s];
       if (!w) break;
       if ((uint32_t)(w >> 32) == tag) {
@@ -552,8 +568,13 @@ static void probe(cp_check *c, const block *bl, const pending *b, size_t n,
       }
     }
   }
+}
+
+static void stage_probe(cp_check *c, const block *bl, const pending *b,
+                        size_t n, size_t src) {
+  table *t = &c->t;
   for (size_t i = 0; i < n; i++) {
-    size_t pos = home[i];
+    size_t pos = tab_home(t, b[i].hash);
     uint32_t idx;
     if (tab_next(t, b[i].hash, &pos, &idx)) {
       add_cand(c, bl, &b[i], ent(t, idx), src);
@@ -566,14 +587,14 @@ static void probe(cp_check *c, const block *bl, const pending *b, size_t n,
 
 /* ---- confirming ------------------------------------------------------------ */
 
-/* The normalised text of a record from its raw bytes (at says how long
- * and how they are written). */
-static void text_at(cp_check *c, const char *raw, uint64_t at, const char **p,
-                    size_t *n) {
+/* The normalised text of a record from where it lies in the input. */
+static void text_at(const cp_check *c, scratch *sc, uint64_t at,
+                    const char **p, size_t *n) {
   const char *t;
   size_t tn;
-  cp_text_decode(at_enc(at), raw, at_len(at), &c->d1, &t, &tn);
-  cp_normalize(c->o.mode, t, tn, &c->n1, p, n);
+  cp_text_decode(at_enc(at), raw_at(c, at_where(at)), at_len(at), &sc->dec, &t,
+                 &tn);
+  cp_normalize(c->o.mode, t, tn, &sc->norm, p, n);
 }
 
 static const char *src_name(const cp_check *c, size_t src) {
@@ -632,80 +653,85 @@ static void resolve_collision(cp_check *c, const cset *set, const cand *k) {
   count_repeat(c, set, k, (size_t)(hit.line >> LINE_BITS), line_of(hit.line), fi);
 }
 
-/* Reads [lo, hi) of the input into the sweep buffer when it lies in one
- * mapped file: a copy the kernel makes from its page cache, into memory
- * that stays in this core's cache and TLB, costs less than mapping the old
- * pages again, missing on each of them, and dropping them once more.
- * Returns NULL when the memory should be read in place (buffers, or a
- * failed read), else the buffer, holding [lo, *got_hi). */
-static const char *sweep_read(cp_check *c, uint64_t lo, uint64_t hi,
-                              uint64_t *got_hi) {
-  const source *s = &c->srcs[source_of(c, lo)];
-  if (!s->map.mapped) return NULL;
-  size_t a = (size_t)(lo - s->base);
-  size_t b = hi - s->base < s->size ? (size_t)(hi - s->base) : s->size;
-  if (b - a > c->sweep_cap) {
-    free(c->sweep);
-    c->sweep_cap = b - a;
-    c->sweep = cp_malloc(c->sweep_cap);
+/* Drops the resident pages of global range [from, to) below bound. */
+static void release_range(cp_check *c, uint64_t from, uint64_t to,
+                          uint64_t bound) {
+  if (to > bound) to = bound;
+  for (size_t i = 0; i < c->nsrcs && from < to; i++) {
+    source *s = &c->srcs[i];
+    uint64_t a = from > s->base ? from : s->base;
+    uint64_t b = to < s->base + s->size ? to : s->base + s->size;
+    if (b > a)
+      cp_file_map_release(&s->map, (size_t)(a - s->base), (size_t)(b - s->base));
   }
-  size_t got = 0;
-  while (got < b - a) {
-    ssize_t k = pread(s->map.fd, c->sweep + got, b - a - got, (off_t)(a + got));
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return NULL;
-    got += (size_t)k;
-  }
-  *got_hi = s->base + b;
-  return c->sweep;
 }
 
-/* Compares every candidate of the set with its first occurrence, region by
- * region of the input (read front to back), then counts them in input
+static void prefetch_range(cp_check *c, uint64_t from, uint64_t to) {
+  for (size_t i = 0; i < c->nsrcs; i++) {
+    source *s = &c->srcs[i];
+    uint64_t a = from > s->base ? from : s->base;
+    uint64_t b = to < s->base + s->size ? to : s->base + s->size;
+    if (b > a)
+      cp_file_map_prefetch(&s->map, (size_t)(a - s->base), (size_t)(b - s->base));
+  }
+}
+
+/* Confirming a set has three steps: sort the candidates by the region of
+ * their first occurrences; compare each region's candidates (regions are
+ * independent, so both threads can take some); count them in input
  * order. */
-static void confirm(cp_check *c, cset *set) {
+static void confirm_sort(cp_check *c, cset *set) {
   size_t n = set->n;
-  if (!n) return;
   if (n > set->order_cap) {
     set->order_cap = set->cap;
     set->order = cp_realloc(set->order, set->order_cap * sizeof *set->order);
     set->ok = cp_realloc(set->ok, set->order_cap);
   }
   size_t nreg = (size_t)(c->total >> REGION_SHIFT) + 1;
-  size_t *start = cp_calloc(nreg + 1, sizeof *start);
+  if (nreg > set->nreg) {
+    set->start = cp_realloc(set->start, (nreg + 1) * sizeof *set->start);
+    set->todo = cp_realloc(set->todo, nreg * sizeof *set->todo);
+  }
+  set->nreg = nreg;
+  size_t *start = set->start;
+  memset(start, 0, (nreg + 1) * sizeof *start);
   for (size_t i = 0; i < n; i++)
     start[(at_where(set->cands[i].fat) >> REGION_SHIFT) + 1]++;
-  for (size_t r = 0; r < nreg; r++) start[r + 1] += start[r];
-  size_t *fill = cp_malloc((nreg + 1) * sizeof *fill);
-  memcpy(fill, start, (nreg + 1) * sizeof *fill);
+  set->ntodo = 0;
+  for (size_t r = 0; r < nreg; r++) {
+    if (start[r + 1]) set->todo[set->ntodo++] = r;
+    start[r + 1] += start[r];
+  }
+  size_t *fill = cp_malloc(nreg * sizeof *fill);
+  memcpy(fill, start, nreg * sizeof *fill);
   for (size_t i = 0; i < n; i++)
     set->order[fill[at_where(set->cands[i].fat) >> REGION_SHIFT]++] = (uint32_t)i;
   free(fill);
-  for (size_t r = 0; r < nreg; r++) {
-    size_t a = start[r], b = start[r + 1];
-    if (a == b) continue;
-    uint64_t lo = (uint64_t)r << REGION_SHIFT;
-    uint64_t hi = lo + ((uint64_t)1 << REGION_SHIFT), got_hi = 0;
-    size_t longest = 0; /* texts starting in the region may end past it */
-    for (size_t j = a; j < b; j++) {
-      size_t len = at_len(set->cands[set->order[j]].fat);
-      if (len > longest) longest = len;
+}
+
+static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
+  size_t a = set->start[r], b = set->start[r + 1];
+  uint64_t lo = (uint64_t)r << REGION_SHIFT;
+  uint64_t hi = lo + ((uint64_t)1 << REGION_SHIFT);
+  prefetch_range(c, lo, hi);
+  for (size_t j = a; j < b; j++) {
+    if (j + 8 < b) {
+      const cand *ahead = &set->cands[set->order[j + 8]];
+      __builtin_prefetch(raw_at(c, at_where(ahead->fat)));
+      __builtin_prefetch(set->texts.data + ahead->text);
     }
-    const char *buf = sweep_read(c, lo, hi + longest, &got_hi);
-    for (size_t j = a; j < b; j++) {
-      const cand *k = &set->cands[set->order[j]];
-      uint64_t w = at_where(k->fat);
-      const char *raw = buf && w + at_len(k->fat) <= got_hi ? buf + (w - lo)
-                                                            : raw_at(c, w);
-      const char *p;
-      size_t pn;
-      text_at(c, raw, k->fat, &p, &pn);
-      set->ok[set->order[j]] =
-          pn == k->len && memcmp(p, set->texts.data + k->text, pn) == 0;
-    }
+    const cand *k = &set->cands[set->order[j]];
+    const char *p;
+    size_t pn;
+    text_at(c, sc, k->fat, &p, &pn);
+    set->ok[set->order[j]] =
+        pn == k->len && memcmp(p, set->texts.data + k->text, pn) == 0;
   }
-  free(start);
-  for (size_t i = 0; i < n; i++) {
+  release_range(c, lo, hi, set->bound);
+}
+
+static void confirm_count(cp_check *c, cset *set) {
+  for (size_t i = 0; i < set->n; i++) {
     const cand *k = &set->cands[i];
     if (set->ok[i])
       count_repeat(c, set, k, source_of(c, at_where(k->fat)),
@@ -715,6 +741,15 @@ static void confirm(cp_check *c, cset *set) {
   }
   set->n = 0;
   cp_buf_reset(&set->texts);
+}
+
+/* All three steps on the calling thread. */
+static void confirm(cp_check *c, cset *set) {
+  if (!set->n) return;
+  confirm_sort(c, set);
+  for (size_t i = 0; i < set->ntodo; i++)
+    confirm_region(c, set, set->todo[i], &c->sc[0]);
+  confirm_count(c, set);
 }
 
 /* ---- the hand-over ---------------------------------------------------------- */
@@ -738,8 +773,18 @@ static void queue_set(cp_check *c, uint64_t bound) {
 /* Probing side: takes one block of pending records. */
 static void consume(cp_check *c, size_t src, const block *b) {
   source *s = &c->srcs[src];
-  for (size_t i = 0; i < b->n; i += BATCH) {
-    probe(c, b, b->items + i, b->n - i < BATCH ? b->n - i : BATCH, src);
+  /* Growing now keeps slot addresses fixed while the stages run. */
+  tab_reserve(&c->t, b->n);
+  size_t n = b->n;
+  for (size_t i = 0; i < n + 2 * BATCH; i += BATCH) {
+    if (i < n) stage_slots(&c->t, b->items + i, n - i < BATCH ? n - i : BATCH);
+    if (i >= BATCH && i - BATCH < n) {
+      size_t k = i - BATCH;
+      stage_entries(&c->t, b->items + k, n - k < BATCH ? n - k : BATCH);
+    }
+    if (i < 2 * BATCH || i - 2 * BATCH >= n) continue;
+    size_t k = i - 2 * BATCH;
+    stage_probe(c, b, b->items + k, n - k < BATCH ? n - k : BATCH, src);
     cset *set = &c->sets[c->filling];
     /* Checked per batch so that a set overshoots by a few texts at most. */
     if (set->texts.len >= PASS_TEXT || set->n >= PASS_CANDS) {
@@ -757,13 +802,40 @@ static void consume(cp_check *c, size_t src, const block *b) {
   }
 }
 
-/* Confirming side, lock held: runs a queued set, if any, unlocked. */
+/* Either thread, lock held: compares one region of the set being
+ * confirmed, unlocked. Returns 0 when none is left to take. */
+static int help_confirm(cp_check *c, scratch *sc) {
+  cset *set = c->job;
+  if (!set || c->job_next >= set->ntodo) return 0;
+  size_t r = set->todo[c->job_next++];
+  uv_mutex_unlock(&c->mu);
+  confirm_region(c, set, r, sc);
+  uv_mutex_lock(&c->mu);
+  c->job_done++;
+  uv_cond_broadcast(&c->cv);
+  return 1;
+}
+
+/* Scanning side, lock held: confirms a queued set, if any. The probing
+ * side takes regions too whenever it would otherwise wait for a block. */
 static int run_queued(cp_check *c) {
   if (c->queued < 0) return 0;
   cset *set = &c->sets[c->queued];
-  uv_mutex_unlock(&c->mu);
-  confirm(c, set);
-  uv_mutex_lock(&c->mu);
+  if (set->n) {
+    uv_mutex_unlock(&c->mu);
+    confirm_sort(c, set);
+    uv_mutex_lock(&c->mu);
+    c->job = set;
+    c->job_next = c->job_done = 0;
+    uv_cond_broadcast(&c->cv);
+    while (help_confirm(c, &c->sc[0])) {
+    }
+    while (c->job_done < set->ntodo) uv_cond_wait(&c->cv, &c->mu);
+    c->job = NULL;
+    uv_mutex_unlock(&c->mu);
+    confirm_count(c, set);
+    uv_mutex_lock(&c->mu);
+  }
   c->queued = -1;
   uv_cond_broadcast(&c->cv);
   return 1;
@@ -832,9 +904,14 @@ static void scan_record(cp_check *c, block *b, const source *s,
   q->at = pack_at(s->base + (uint64_t)(rec->raw - s->data), rec->raw_len,
                   rec->enc);
   q->line = pack_line(rec->line, check_intent(c, rec->intent, rec->intent_len));
-  q->text = (uint32_t)b->text.len;
   q->len = (uint32_t)n;
-  cp_buf_add(&b->text, p, n);
+  if (p >= rec->raw && p + n <= rec->raw + rec->raw_len &&
+      (size_t)(p - rec->raw) < SPAN) {
+    q->text = SPAN | (uint32_t)(p - rec->raw);
+  } else {
+    q->text = (uint32_t)b->text.len;
+    cp_buf_add(&b->text, p, n);
+  }
 }
 
 typedef struct scan_job {
@@ -897,7 +974,8 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   }
   for (;;) {
     uv_mutex_lock(&c->mu);
-    while (c->head == c->tail) uv_cond_wait(&c->cv, &c->mu);
+    while (c->head == c->tail)
+      if (!help_confirm(c, &c->sc[1])) uv_cond_wait(&c->cv, &c->mu);
     block *b = &c->blocks[c->head % NBLOCKS];
     uv_mutex_unlock(&c->mu);
     consume(c, idx, b);

@@ -26,10 +26,13 @@
  *                text}, ...}, conflict_list = {{file, line, intent,
  *                first_file, first_line, first_intent, text}, ...}}
  * Texts are compared after normalisation, by 64-bit hash and then bytes.
+ * dedupe.file runs on the libuv thread pool while the calling task waits.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "dedupe.h"
+#include "lua_offload.h"
 #include "lua_validate.h"
 #include "lutil.h"
 
@@ -210,19 +213,51 @@ static void push_check_report(lua_State *L, const cp_check_report *r) {
   lua_setfield(L, -2, "conflict_list");
 }
 
-/* The check lives in a userdata while it runs, so that a Lua error raised
- * while pushing the report (out of memory) still frees it. */
-typedef struct lcheck {
-  cp_check *c;
-} lcheck;
+/* A check runs on the libuv thread pool while the calling task waits
+ * (50 MiB take a tenth of a second; more would hold up other tenants).
+ * The op owns everything the pool thread touches. */
+typedef struct check_op {
+  cp_check_opts o;
+  char **paths;
+  cp_format *formats;
+  int npaths;
+  cp_check *c;     /* the result, or NULL when a file could not be read */
+  char err[512];
+  int failed;      /* index of the file that could not be read, or -1 */
+} check_op;
 
-#define CHECK_MT "cogpipe.dedupe.check"
+static void check_work(void *arg) {
+  check_op *op = arg;
+  op->c = cp_check_new(&op->o);
+  for (int i = 0; i < op->npaths; i++)
+    if (cp_check_file(op->c, op->paths[i], op->formats[i], op->err,
+                      sizeof op->err)) {
+      op->failed = i;
+      cp_check_free(op->c);
+      op->c = NULL;
+      return;
+    }
+  cp_check_finish(op->c);
+}
 
-static int check_gc(lua_State *L) {
-  lcheck *u = luaL_checkudata(L, 1, CHECK_MT);
-  cp_check_free(u->c);
-  u->c = NULL;
-  return 0;
+static int check_push(lua_State *L, void *arg) {
+  check_op *op = arg;
+  if (!op->c) {
+    cp_lua_fail(L, "io", "%s", op->err);
+    if (op->failed >= 0) cp_lua_setstr(L, "path", op->paths[op->failed]);
+    return 2;
+  }
+  push_check_report(L, cp_check_finish(op->c));
+  return 1;
+}
+
+static void check_release(void *arg) {
+  check_op *op = arg;
+  cp_check_free(op->c);
+  for (int i = 0; i < op->npaths; i++) free(op->paths[i]);
+  free(op->paths);
+  free(op->formats);
+  free(op);
 }
 
 static int l_file(lua_State *L) {
@@ -260,29 +295,22 @@ static int l_file(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  lcheck *u = lua_newuserdatauv(L, sizeof *u, 0);
-  u->c = NULL;
-  luaL_setmetatable(L, CHECK_MT);
-  u->c = cp_check_new(&o);
+  /* Nothing below raises: the op is handed over whole. */
+  check_op *op = cp_calloc(1, sizeof *op);
+  op->o = o;
+  op->failed = -1;
+  op->npaths = npaths;
+  op->paths = cp_calloc((size_t)npaths + 1, sizeof *op->paths);
+  op->formats = cp_calloc((size_t)npaths + 1, sizeof *op->formats);
   for (int i = 1; i <= npaths; i++) {
     if (lua_type(L, 1) == LUA_TTABLE) lua_geti(L, 1, i);
     else lua_pushvalue(L, 1);
     const char *path = lua_tostring(L, -1);
-    char err[512];
-    if (cp_check_file(u->c, path, have_format ? fmt : cp_format_guess(path), err,
-                      sizeof err)) {
-      cp_check_free(u->c);
-      u->c = NULL;
-      cp_lua_fail(L, "io", "%s", err);
-      cp_lua_setstr(L, "path", path);
-      return 2;
-    }
+    op->paths[i - 1] = cp_strdup(path);
+    op->formats[i - 1] = have_format ? fmt : cp_format_guess(path);
     lua_pop(L, 1);
   }
-  push_check_report(L, cp_check_finish(u->c));
-  cp_check_free(u->c);
-  u->c = NULL;
-  return 1;
+  return cp_offload_run(L, op, check_work, check_push, check_release);
 }
 
 static const luaL_Reg set_methods[] = {{"add", l_add},     {"find", l_find},
@@ -306,11 +334,6 @@ int luaopen_cogpipe_dedupe(lua_State *L) {
     lua_setfield(L, -2, "__len");
     lua_pushcfunction(L, l_tostring);
     lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, CHECK_MT)) {
-    lua_pushcfunction(L, check_gc);
-    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

@@ -318,7 +318,9 @@ static void test_check_large(void) {
 static void test_check_file(void) {
   size_t len;
   char *data = make_corpus(6, &len);
-  char path[] = "/tmp/cp_dedupe_XXXXXX";
+  char path[512];
+  const char *tmp = getenv("TMPDIR");
+  snprintf(path, sizeof path, "%s/cp_dedupe_XXXXXX", tmp && *tmp ? tmp : "/tmp");
   int fd = mkstemp(path);
   CHECK(fd >= 0);
   CHECK_INT(write(fd, data, len), len);
