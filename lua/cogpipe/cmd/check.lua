@@ -8,10 +8,11 @@ local json = cp.json
 
 local M = {}
 
-M.usage = [[
+M.usage = [=[
 usage: cogpipe check FILE... [--format lines|jsonl|csv] [--normalize MODE]
                              [--max-bytes N] [--max-chars N] [--max-listed N]
-                             [--json]
+                             [--near THRESHOLD] [--semantic THRESHOLD
+                              --embeddings URL|FILE [--model NAME]] [--json]
 
 Checks every record of the files -- size, UTF-8, byte order mark, control
 characters, length in characters, blank lines, and the syntax of JSON Lines
@@ -31,11 +32,18 @@ different intents (conflicts), across all the files. Nothing is sent.
                    0 for none)
   --max-listed N   problems, duplicates and conflicts listed (default 1000
                    each; all are counted)
+  --near T         also list near-duplicates: pairs whose character
+                   shingles have a Jaccard similarity >= T (e.g. 0.8)
+  --semantic T     also list semantic duplicates: pairs whose embeddings
+                   have a cosine similarity >= T (e.g. 0.85), from
+  --embeddings E   an OpenAI-compatible server (URL; POST URL/v1/embeddings)
+                   or a vectors file
+  --model NAME     the embedding model to ask the server for
   --json           print one JSON document instead of the report
 
 exit status: 0 valid (duplicates alone are reported, not fatal); 3 a
 problem or a conflict was found; 2 usage error or a file cannot be read
-]]
+]=]
 
 local MODES = { none = true, trim = true, collapse = true, casefold = true }
 local FORMATS = { lines = true, jsonl = true, csv = true }
@@ -86,6 +94,18 @@ local function parse(args)
         return usage_error("--normalize must be none, trim, collapse or casefold, got '%s'", tostring(v))
       end
       o.normalize = v
+    elseif name == "--near" or name == "--semantic" then
+      local v = tonumber(value() or "")
+      if not v or v <= 0 or v > 1 then
+        return usage_error("%s takes a similarity threshold in (0, 1]", name)
+      end
+      o[name:sub(3)] = v
+    elseif name == "--embeddings" or name == "--model" then
+      local v = value()
+      if not v or v == "" then
+        return usage_error("%s needs a value", name)
+      end
+      o[name:sub(3)] = v
     elseif name == "--max-bytes" or name == "--max-chars" or name == "--max-listed" then
       local n, status = count_arg(name, value())
       if not n then
@@ -101,6 +121,9 @@ local function parse(args)
   end
   if #o.files == 0 then
     return usage_error("no file to check")
+  end
+  if o.semantic and not o.embeddings then
+    return usage_error("--semantic needs --embeddings URL|FILE")
   end
   return o
 end
@@ -184,6 +207,67 @@ local function human(r, o)
   end
 end
 
+-- Near and semantic pairs over the valid records of every file; nil and
+-- a message when the embeddings cannot be had.
+local function similar_pairs(o)
+  if not o.near and not o.semantic then
+    return {}
+  end
+  local records = {}
+  for _, path in ipairs(o.files) do
+    local rep, err = cp.validate.file(path, { format = o.format, records = true, max_bytes = o.max_bytes,
+      max_chars = o.max_chars })
+    if not rep then
+      return nil, err.message
+    end
+    for _, r in ipairs(rep.records) do
+      r.file = path
+      records[#records + 1] = r
+    end
+  end
+  local found = {}
+  if o.near then
+    found.near = require("cogpipe.neardup").pairs(records, { threshold = o.near, normalize = o.normalize })
+  end
+  if o.semantic then
+    local list, err = require("cogpipe.semdup").pairs(records, { threshold = o.semantic,
+      embeddings = o.embeddings, model = o.model, normalize = o.normalize })
+    if not list then
+      return nil, type(err) == "table" and err.message or tostring(err)
+    end
+    found.semantic = list
+  end
+  return found
+end
+
+local function pair_doc(list)
+  local out = json.array()
+  for i, p in ipairs(list or {}) do
+    out[i] = { file = p.b.file, line = p.b.line, text = p.b.text, intent = p.b.intent,
+      first_file = p.a.file, first_line = p.a.line, first_text = p.a.text, first_intent = p.a.intent,
+      score = math.floor(p.score * 10000 + 0.5) / 10000 }
+  end
+  return out
+end
+
+local function human_pairs(found)
+  local out = io.stdout
+  for _, kind in ipairs({ "near", "semantic" }) do
+    local list = found[kind]
+    if list then
+      out:write(string.format("\n%s duplicates (%d):\n", kind, #list))
+      for k, p in ipairs(list) do
+        if k > SHOWN then
+          out:write(string.format("  ... and %d more (--json lists them all)\n", #list - SHOWN))
+          break
+        end
+        out:write(string.format("  %s:%d: %s is %.3f like %s at %s\n", p.b.file, p.b.line, show(p.b.text),
+          p.score, show(p.a.text), where(p.a.file, p.a.line, p.a.file == p.b.file)))
+      end
+    end
+  end
+end
+
 local function as_json(r, o)
   local doc = {
     files = json.array(o.files),
@@ -203,6 +287,14 @@ local function as_json(r, o)
     duplicate_list = json.array(r.duplicate_list),
     conflict_list = json.array(r.conflict_list),
   }
+  if o.found.near then
+    doc.near = #o.found.near
+    doc.near_list = pair_doc(o.found.near)
+  end
+  if o.found.semantic then
+    doc.semantic = #o.found.semantic
+    doc.semantic_list = pair_doc(o.found.semantic)
+  end
   io.stdout:write(json.encode(doc), "\n")
 end
 
@@ -223,10 +315,17 @@ function M.main(args)
     io.stderr:write("cogpipe: check: ", err.message, "\n")
     return 2
   end
+  local found, ferr = similar_pairs(o)
+  if not found then
+    io.stderr:write("cogpipe: check: ", tostring(ferr), "\n")
+    return 2
+  end
+  o.found = found
   if o.json then
     as_json(report, o)
   else
     human(report, o)
+    human_pairs(found)
   end
   return (report.problem_count > 0 or report.conflicts > 0) and 3 or 0
 end
