@@ -1,5 +1,6 @@
 #!/bin/sh
-# The main job on the built-in default: installs what is missing, builds,
+# The main job on the built-in default: installs what is missing (python3
+# runs the emulator), builds,
 # starts the local Cognigy emulator, runs the intent example pipeline on the
 # shipped sample for the sandbox tenant (progress on a terminal, then the
 # summary), shows what the emulator holds, and stops the emulator.
