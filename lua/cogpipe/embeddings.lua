@@ -24,21 +24,8 @@ local M = {}
 
 M.DEFAULTS = { batch = 64, concurrency = 4, timeout = 120, tries = 6 }
 
--- $COGPIPE_STATE_DIR, else $XDG_STATE_HOME/cogpipe, else ~/.local/state/cogpipe.
-function M.state_dir(override)
-  if override and override ~= "" then
-    return override
-  end
-  local env = os.getenv("COGPIPE_STATE_DIR")
-  if env and env ~= "" then
-    return env
-  end
-  local xdg = os.getenv("XDG_STATE_HOME")
-  if xdg and xdg ~= "" then
-    return xdg .. "/cogpipe"
-  end
-  return (os.getenv("HOME") or ".") .. "/.local/state/cogpipe"
-end
+-- The state directory (cogpipe.state), kept here for callers of this module.
+M.state_dir = require("cogpipe.state").dir
 
 -- The cache file of a model: readable name, plus a hash so that two models
 -- whose names sanitise alike do not share it.

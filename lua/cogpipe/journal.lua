@@ -11,21 +11,8 @@ Journal.__index = Journal
 
 local M = {}
 
--- $COGPIPE_STATE_DIR, else $XDG_STATE_HOME/cogpipe, else ~/.local/state/cogpipe.
-function M.state_dir(override)
-  if override and override ~= "" then
-    return override
-  end
-  local env = os.getenv("COGPIPE_STATE_DIR")
-  if env and env ~= "" then
-    return env
-  end
-  local xdg = os.getenv("XDG_STATE_HOME")
-  if xdg and xdg ~= "" then
-    return xdg .. "/cogpipe"
-  end
-  return (os.getenv("HOME") or ".") .. "/.local/state/cogpipe"
-end
+-- The state directory (cogpipe.state), kept here for callers of this module.
+M.state_dir = require("cogpipe.state").dir
 
 local function safe(name)
   return (name:gsub("[^%w_.-]", "_"))

@@ -14,7 +14,7 @@ local M = {}
 -- The records whose text (normalised by mode: none, trim, collapse,
 -- casefold) has not been seen before: exact duplicates are exact dedupe's
 -- to report, not this module's.
-local function first_occurrences(records, mode)
+function M.first_occurrences(records, mode)
   if not mode then
     return records
   end
@@ -52,7 +52,7 @@ end
 -- = the exact-dedupe mode: records that are exact duplicates under it are
 -- left out (exact dedupe reports them).
 function M.pairs(records, opts)
-  records = first_occurrences(records, opts and opts.normalize)
+  records = M.first_occurrences(records, opts and opts.normalize)
   local idx <close> = cp.near.new(index_options(opts))
   for _, r in ipairs(records) do
     idx:add(r.text)

@@ -287,7 +287,7 @@ function M.run(def, opts, script_path)
   audit = audit ~= true and audit or nil
   local shared = {
     run_id = run_id,
-    state_dir = journal_mod.state_dir(opts.state_dir),
+    state_dir = require("cogpipe.state").dir(opts.state_dir),
     progress = progress_mod.new({ disabled = opts.no_progress }),
     audit = audit,
     dry_run = opts.dry_run,

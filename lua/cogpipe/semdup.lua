@@ -14,23 +14,8 @@ local embeddings = require "cogpipe.embeddings"
 
 local M = {}
 
--- The records whose text (normalised by mode: none, trim, collapse,
--- casefold) has not been seen before: exact duplicates are exact dedupe's
--- to report, not this module's.
-local function first_occurrences(records, mode)
-  if not mode then
-    return records
-  end
-  local seen, out = {}, {}
-  for _, r in ipairs(records) do
-    local key = cp.dedupe.normalize(r.text, mode)
-    if not seen[key] then
-      seen[key] = true
-      out[#out + 1] = r
-    end
-  end
-  return out
-end
+-- Exact duplicates are exact dedupe's to report, not this module's.
+local first_occurrences = require("cogpipe.neardup").first_occurrences
 
 M.DEFAULT_THRESHOLD = 0.85
 
