@@ -86,6 +86,9 @@ end
 function Context:event(name, fields)
   if self.audit then
     self.audit:record(name, fields, { tenant = self.tenant.name, pipeline = self.pipeline.name })
+    if name == "batch" then
+      self.audit:sync() -- a batch boundary: what was sent is on disk before more is
+    end
   end
 end
 
