@@ -13,6 +13,7 @@
  * forms that is merged by a radix sort once it grows past an eighth of the
  * table.
  */
+#include "clones.h"
 #include "minhash.h"
 
 #include <math.h>
@@ -117,23 +118,6 @@ static inline uint32_t perm32(uint32_t x, uint32_t key) {
 /* The hot loop: signing is most of the index's time, and this form
  * vectorises over the permutations. Builds that can, pick a wider version
  * at load time. */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CP_NO_CLONES
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define CP_NO_CLONES
-#endif
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(CP_NO_CLONES)
-#if __has_attribute(target_clones)
-#define CP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef CP_CLONES
-#define CP_CLONES
-#endif
-
 CP_CLONES
 static void sign_hashes(const uint32_t *h, size_t n, const uint32_t *keys,
                         int perms, uint32_t *sig) {

@@ -8,6 +8,7 @@
  * rows) into a score buffer and reduced to the best rows per query while
  * the block is still in cache, so memory stays bounded whatever the sizes.
  */
+#include "clones.h"
 #include "similarity.h"
 
 #include <math.h>
@@ -273,22 +274,6 @@ const char *cp_sim_backend(void) {
 }
 
 #ifndef CP_HAVE_CBLAS
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CP_NO_CLONES
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define CP_NO_CLONES
-#endif
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(CP_NO_CLONES)
-#if __has_attribute(target_clones)
-#define CP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef CP_CLONES
-#define CP_CLONES
-#endif
 
 /* S[i][j] = q_i . c_j for 4 query rows at a time, each corpus row loaded
  * once for the 4; 8 independent lanes per product let the compiler keep
