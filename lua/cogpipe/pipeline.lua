@@ -85,10 +85,6 @@ end
 
 -- ---- steps -----------------------------------------------------------------
 
-local function normalizer()
-  return cp.dedupe.normalize
-end
-
 -- Rewrites each text (none | trim | collapse); the text sent is the result.
 function M.normalize(mode)
   mode = mode or "collapse"
@@ -96,7 +92,7 @@ function M.normalize(mode)
     error("pipeline.normalize: mode must be none, trim, collapse or casefold", 2)
   end
   return step("normalize", function(_, records)
-    local norm = normalizer()
+    local norm = cp.dedupe.normalize
     for _, r in ipairs(records) do
       r.text = norm(r.text, mode)
     end
@@ -136,7 +132,7 @@ function M.exact(opts)
   opts = opts or {}
   local mode = opts.key or "casefold"
   return step("exact", function(ctx, records)
-    local norm = normalizer()
+    local norm = cp.dedupe.normalize
     local first = {} -- key -> first record
     local intents_of = {} -- key -> set of intents
     for _, r in ipairs(records) do
@@ -181,7 +177,7 @@ function M.near(opts)
   opts = opts or {}
   return step("near", function(ctx, records)
     local threshold = opts.threshold or (ctx.tenant.dedupe or {}).near or 0.8
-    return require("cogpipe.neardup").filter(ctx, records, { threshold = threshold, key = opts.key })
+    return require("cogpipe.neardup").filter(ctx, records, { threshold = threshold })
   end, opts)
 end
 
@@ -207,7 +203,7 @@ function M.existing(opts)
   opts = opts or {}
   local mode = opts.key or "casefold"
   return step("existing", function(ctx, records)
-    local norm = normalizer()
+    local norm = cp.dedupe.normalize
     local kept = {}
     for _, r in ipairs(records) do
       local have = ctx.existing[r.intent]

@@ -107,6 +107,19 @@ function Client:get_json(path, query)
   return body
 end
 
+-- The final status of a retraining job as the dataset and intent APIs
+-- report it (queued, running, then completed, failed or cancelled), for
+-- Client:follow; nil while it runs.
+function M.job_state(body)
+  if body.status == "completed" then
+    return "done"
+  elseif body.status == "failed" then
+    return "error", body.error
+  elseif body.status == "cancelled" then
+    return "cancelled"
+  end
+end
+
 -- Polls path until state(body) returns a final status ("done", "error",
 -- "cancelled"), starting near 2 s and backing off to 15 s, for at most
 -- timeout seconds (default 600, the platform's cap on training).

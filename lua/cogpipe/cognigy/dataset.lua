@@ -144,14 +144,6 @@ function Sink:send(ctx, plan)
     outcome = "uploaded", retrain_job_id = job })
 end
 
-local function job_state(body)
-  if body.status == "completed" then
-    return "done"
-  elseif body.status == "failed" then
-    return "error", body.error
-  end
-end
-
 function Sink:train(ctx)
   if not self.retrain then
     return
@@ -164,7 +156,7 @@ function Sink:train(ctx)
     return
   end
   ctx.training.retrain_job_id = job
-  local status, info = ctx.target.client:follow("/jobs/" .. client_mod.segment(job), job_state)
+  local status, info = ctx.target.client:follow("/jobs/" .. client_mod.segment(job), client_mod.job_state)
   ctx.training.status = status
   ctx:event("training", { job = job, status = status, info = info })
   if status ~= "done" then

@@ -259,16 +259,6 @@ function Sink:send(ctx, plan)
   end
 end
 
-local function job_state(body)
-  if body.status == "completed" then
-    return "done"
-  elseif body.status == "failed" then
-    return "error", body.error
-  elseif body.status == "cancelled" then
-    return "cancelled"
-  end
-end
-
 function Sink:train(ctx)
   local jobs = ctx.target.jobs
   if #jobs == 0 then
@@ -280,7 +270,7 @@ function Sink:train(ctx)
   for i, job in ipairs(jobs) do
     training.jobs[i] = job.id
     tasks[i] = cp.spawn(function()
-      return ctx.target.client:follow("/api/v1/jobs/" .. client_mod.segment(job.id), job_state)
+      return ctx.target.client:follow("/api/v1/jobs/" .. client_mod.segment(job.id), client_mod.job_state)
     end)
   end
   for i, task in ipairs(tasks) do
