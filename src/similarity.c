@@ -7,9 +7,16 @@
  * Products are computed a block at a time (QB query rows x CB corpus
  * rows) into a score buffer and reduced to the best rows per query while
  * the block is still in cache, so memory stays bounded whatever the sizes.
+ *
+ * A build with a CBLAS (cmake/blas.cmake) does not link it but loads it
+ * the first time it computes a product: linked, it would be loaded by
+ * every command, and OpenBLAS costs a few MiB and starts threads that spin
+ * for a tenth of a second, which commands that never compare vectors
+ * should not pay for. If it cannot be loaded, the products go through a
+ * kernel of our own, with the same results up to float rounding.
  */
-#include "clones.h"
 #include "similarity.h"
+#include "clones.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -24,12 +31,13 @@
 
 #ifdef CP_HAVE_CBLAS
 #include <cblas.h>
+#include <dlfcn.h>
 #endif
 
 #define QB ((size_t)512) /* query rows a block: a 1 MiB score tile */
 #define CB ((size_t)512) /* corpus rows a block */
-#define ROW_CHUNK 64      /* rows a parallel chunk of a Gram product */
-#define FILTER_BLOCK 512  /* fresh rows resolved together in the filter */
+#define ROW_CHUNK 64     /* rows a parallel chunk of a Gram product */
+#define FILTER_BLOCK 512 /* fresh rows resolved together in the filter */
 
 struct cp_vecset {
   atomic_int refs;
@@ -231,49 +239,96 @@ long cp_vecset_add_double(cp_vecset *s, const double *v, size_t dim,
  * still in cache. (Letting the BLAS thread each call instead leaves the
  * cores idle between the call and the reduction.) OpenBLAS is held to one
  * thread meanwhile; a process-wide lock keeps two runtimes from changing
- * that setting under each other. */
-#if defined(CP_HAVE_CBLAS) && defined(OPENBLAS_VERSION)
+ * that setting under each other. OpenBLAS's header, which the generic
+ * "blas" module may also bring (Debian's alternatives), declares the
+ * thread-count functions; whether the library has them is seen when it is
+ * loaded. */
+#if defined(CP_HAVE_CBLAS) &&                                                  \
+    (defined(CP_BLAS_OPENBLAS) || defined(OPENBLAS_VERSION))
 #define CP_OPENBLAS 1
 #endif
 
+/* What the BLAS gives us, set once by blas_init: no sgemm means the
+ * built-in kernel, no thread-count functions a BLAS other than OpenBLAS. */
+#ifdef CP_HAVE_CBLAS
+static __typeof__(cblas_sgemm) *blas_sgemm;
+#endif
+#ifdef CP_OPENBLAS
+static __typeof__(openblas_get_num_threads) *blas_get_threads;
+static __typeof__(openblas_set_num_threads) *blas_set_threads;
+#endif
+static const char *backend = "builtin";
+
 static uv_once_t blas_once = UV_ONCE_INIT;
 static uv_mutex_t blas_lock;
-static void blas_init(void) { uv_mutex_init(&blas_lock); }
+
+#ifdef CP_HAVE_CBLAS
+_Static_assert(sizeof blas_sgemm == sizeof(void *),
+               "a function pointer holds what dlsym returns");
+
+/* Sets the function pointer at fn to a symbol of lib. C has no conversion
+ * from void * to a function pointer; POSIX makes their bits the same. */
+static int sym(void *lib, const char *name, void *fn) {
+  void *p = dlsym(lib, name);
+  if (p) memcpy(fn, &p, sizeof p);
+  return p != NULL;
+}
+
+static void blas_load(void) {
+  void *lib = dlopen(CP_BLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return;
+  if (!sym(lib, "cblas_sgemm", &blas_sgemm)) {
+    dlclose(lib);
+    return;
+  }
+  backend = "blas";
+#ifdef CP_OPENBLAS
+  /* Both or neither: the count is only changed where it can be restored. */
+  if (sym(lib, "openblas_get_num_threads", &blas_get_threads) &&
+      sym(lib, "openblas_set_num_threads", &blas_set_threads))
+    backend = "openblas";
+  else
+    blas_set_threads = NULL;
+#endif
+}
+#endif
+
+static void blas_init(void) {
+  uv_mutex_init(&blas_lock);
+#ifdef CP_HAVE_CBLAS
+  blas_load();
+#endif
+}
 
 typedef struct blas_section {
   int saved;
 } blas_section;
 
+/* Every product runs inside a section, so the first one loads the BLAS. */
 static void blas_begin(blas_section *b) {
   uv_once(&blas_once, blas_init);
   uv_mutex_lock(&blas_lock);
-#ifdef CP_OPENBLAS
-  b->saved = openblas_get_num_threads();
-  openblas_set_num_threads(1);
-#else
   b->saved = 0;
+#ifdef CP_OPENBLAS
+  if (blas_set_threads) {
+    b->saved = blas_get_threads();
+    blas_set_threads(1);
+  }
 #endif
 }
 
 static void blas_end(blas_section *b) {
 #ifdef CP_OPENBLAS
-  openblas_set_num_threads(b->saved);
+  if (blas_set_threads) blas_set_threads(b->saved);
 #endif
   (void)b;
   uv_mutex_unlock(&blas_lock);
 }
 
 const char *cp_sim_backend(void) {
-#if defined(CP_OPENBLAS)
-  return "openblas";
-#elif defined(CP_HAVE_CBLAS)
-  return "blas";
-#else
-  return "builtin";
-#endif
+  uv_once(&blas_once, blas_init);
+  return backend;
 }
-
-#ifndef CP_HAVE_CBLAS
 
 /* S[i][j] = q_i . c_j for 4 query rows at a time, each corpus row loaded
  * once for the 4; 8 independent lanes per product let the compiler keep
@@ -305,17 +360,18 @@ static void dot_rows(const float *Q, size_t bq, const float *C, size_t bc,
     }
   }
 }
-#endif
 
-/* S[na x nb] = A B^T on the calling thread. */
+/* S[na x nb] = A B^T on the calling thread, inside a blas section. */
 static void product1(const float *A, size_t na, const float *B, size_t nb,
                      size_t d, float *S) {
 #ifdef CP_HAVE_CBLAS
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)na, (int)nb, (int)d,
-              1.0f, A, (int)d, B, (int)d, 0.0f, S, (int)nb);
-#else
-  dot_rows(A, na, B, nb, d, S, nb);
+  if (blas_sgemm) {
+    blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)na, (int)nb,
+               (int)d, 1.0f, A, (int)d, B, (int)d, 0.0f, S, (int)nb);
+    return;
+  }
 #endif
+  dot_rows(A, na, B, nb, d, S, nb);
 }
 
 /* The largest value of s[0..n) and its first index. The maximum is taken

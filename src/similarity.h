@@ -7,8 +7,8 @@
  * embeddings provider does, in Lua) nor reads files (vecfile.h).
  *
  * The products run through cblas_sgemm when built with a BLAS
- * (CP_HAVE_CBLAS, see cmake/blas.cmake), else through a blocked kernel of
- * its own on every thread.
+ * (CP_HAVE_CBLAS, see cmake/blas.cmake) and the library loads on first use,
+ * else through a blocked kernel of its own on every thread.
  */
 #ifndef CP_SIMILARITY_H
 #define CP_SIMILARITY_H
@@ -86,7 +86,9 @@ typedef struct cp_sim_verdict {
 void cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
                    double threshold, cp_sim_verdict *out, int threads);
 
-/* Which kernel this build uses: "openblas", "blas" or "builtin". */
+/* Which kernel the products use: "openblas", "blas" or "builtin" (when
+ * the BLAS is missing or could not be loaded). Loads the BLAS if the build
+ * has one and it is not loaded yet. */
 const char *cp_sim_backend(void);
 
 #endif
