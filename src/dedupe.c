@@ -21,20 +21,22 @@ uint64_t cp_dedupe_hash(const char *s, size_t len) {
   return XXH3_64bits(s, len);
 }
 
-/* Zeroed memory for the table's slots, mapped with its pages present: one
- * call instead of a page fault per 4 KiB while the table fills. */
-static void *big_zalloc(size_t n) {
-  void *p = MAP_FAILED;
-#ifdef MAP_POPULATE
-  p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-#endif
-  if (p == MAP_FAILED)
-    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+/* Zeroed memory for the table. `populate` maps all pages in one call, for
+ * blocks that are touched all over at once, instead of a page fault per
+ * 4 KiB while they fill. (Huge pages would spare the TLB, but where the
+ * kernel compacts memory to make them the first run can stall for longer
+ * than a whole check.) */
+static void *big_zalloc(size_t n, int populate) {
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
     abort();
   }
+#ifdef MADV_POPULATE_WRITE
+  if (populate) madvise(p, n, MADV_POPULATE_WRITE); /* a hint: faults do the same */
+#else
+  (void)populate;
+#endif
   return p;
 }
 
@@ -42,24 +44,17 @@ static void big_free(void *p, size_t n) {
   if (p) munmap(p, n);
 }
 
-/* Zeroed memory paged in as it is used (entries fill front to back). */
-static void *big_zalloc_lazy(size_t n) {
-  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
-    abort();
-  }
-  return p;
-}
-
 /* ---- the table -------------------------------------------------------------
- * Slots are 64-bit words: the low 32 bits of the hash (a tag that rules out
- * most non-matches without touching the entry) and entry index + 1; 0 is an
- * empty slot. The home slot comes from the hash's top bits, so tag and slot
- * use different bits. Entries keep the whole hash: a match needs all 64 bits
- * equal before bytes are compared, and growing needs it. Entries are packed
- * in 24 bytes (a large file has one per unique text) and live in fixed
- * chunks, so they never move and growth copies nothing. */
+ * Open addressing with linear probing, in two arrays: a byte per slot, 0
+ * when it is empty and else a byte of the hash (a tag that rules out most
+ * non-matches), and the slot's entry index. The tags of a table of a
+ * million slots fit in a core's cache, so walking a probe sequence rarely
+ * waits for memory; the index is read on a tag match only. The home slot
+ * comes from the hash's top bits, the tag from its low ones. Entries keep
+ * the whole hash: a match needs all 64 bits equal before bytes are
+ * compared, and growing needs it. Entries are packed in 24 bytes (a large
+ * file has one per unique text) and live in fixed chunks, so they never
+ * move and growth copies nothing. */
 
 #define WHERE_BITS 40 /* offsets: 1 TiB of input */
 #define LEN_BITS 22   /* text bytes: CP_DEDUPE_MAX_TEXT */
@@ -71,7 +66,7 @@ static void *big_zalloc_lazy(size_t n) {
 
 typedef struct entry {
   uint64_t hash;
-  uint64_t at;   /* where (40 bits) | length << 40 (22) | cp_text_enc << 62 */
+  uint64_t at;   /* where (40 bits) | length << 40 (22) | kind << 62 */
   uint64_t line; /* line (40 bits) | intent id << 40 (24; 0 for none) */
 } entry;
 
@@ -80,7 +75,11 @@ static inline uint64_t pack_at(uint64_t where, uint64_t len, unsigned enc) {
 }
 static inline uint64_t at_where(uint64_t at) { return at & WHERE_MASK; }
 static inline size_t at_len(uint64_t at) { return (size_t)((at >> WHERE_BITS) & LEN_MASK); }
-static inline cp_text_enc at_enc(uint64_t at) { return (cp_text_enc)(at >> 62); }
+/* The kind of an entry's bytes: a cp_text_enc, or NORMALISED when they are
+ * the normalised text itself (as they are for most texts), which then
+ * needs neither decoding nor normalising again to be compared. */
+#define NORMALISED 3u
+static inline unsigned at_kind(uint64_t at) { return (unsigned)(at >> 62); }
 static inline uint64_t pack_line(uint64_t line, uint32_t intent) {
   return (line & LINE_MASK) | ((uint64_t)intent << LINE_BITS);
 }
@@ -88,12 +87,13 @@ static inline uint64_t line_of(uint64_t l) { return l & LINE_MASK; }
 static inline uint32_t intent_of(uint64_t l) { return (uint32_t)(l >> LINE_BITS); }
 
 /* Entry chunk k holds 2^(10+k) entries, so a small set stays small and a
- * large one takes few, huge-page-sized chunks. */
+ * large one takes few large chunks. */
 #define ECHUNK0_BITS 10
 #define ECHUNKS (32 - ECHUNK0_BITS + 1)
 
 typedef struct table {
-  uint64_t *slots;
+  uint8_t *tags;   /* 0: the slot is empty */
+  uint32_t *slots; /* entry index */
   unsigned bits;
   size_t nents;
   entry *chunks[ECHUNKS];
@@ -103,20 +103,27 @@ static size_t chunk_bytes(unsigned k) {
   return ((size_t)1 << (ECHUNK0_BITS + k)) * sizeof(entry);
 }
 
-static size_t slots_bytes(unsigned bits) {
-  return ((size_t)1 << bits) * sizeof(uint64_t);
+static void slots_alloc(table *t, unsigned bits) {
+  t->bits = bits;
+  t->tags = big_zalloc((size_t)1 << bits, 1);
+  /* Written at random as entries come: paged in as they are. */
+  t->slots = big_zalloc(((size_t)1 << bits) * sizeof *t->slots, 0);
+}
+
+static void slots_free(table *t) {
+  big_free(t->tags, (size_t)1 << t->bits);
+  big_free(t->slots, ((size_t)1 << t->bits) * sizeof *t->slots);
 }
 
 static void tab_init(table *t, unsigned bits) {
   memset(t, 0, sizeof *t);
-  t->bits = bits;
-  t->slots = big_zalloc(slots_bytes(bits));
+  slots_alloc(t, bits);
 }
 
 static void tab_free(table *t) {
   for (unsigned k = 0; k < ECHUNKS; k++)
     if (t->chunks[k]) big_free(t->chunks[k], chunk_bytes(k));
-  big_free(t->slots, slots_bytes(t->bits));
+  slots_free(t);
   memset(t, 0, sizeof *t);
 }
 
@@ -130,7 +137,10 @@ static inline size_t tab_home(const table *t, uint64_t h) {
   return (size_t)(h >> (64 - t->bits));
 }
 
-static inline uint32_t tag_of(uint64_t h) { return (uint32_t)h; }
+static inline uint8_t tag_of(uint64_t h) {
+  uint8_t g = (uint8_t)h;
+  return g ? g : 1;
+}
 
 /* Keeps the load under 70%, where linear probing stays short. */
 static void tab_reserve(table *t, size_t more) {
@@ -138,15 +148,15 @@ static void tab_reserve(table *t, size_t more) {
   if (want * 10 <= ((size_t)1 << t->bits) * 7) return;
   unsigned bits = t->bits;
   while (want * 10 > ((size_t)1 << bits) * 7) bits++;
-  big_free(t->slots, slots_bytes(t->bits));
-  t->bits = bits;
-  t->slots = big_zalloc(slots_bytes(bits));
+  slots_free(t);
+  slots_alloc(t, bits);
   size_t mask = ((size_t)1 << bits) - 1;
   for (size_t i = 0; i < t->nents; i++) {
     uint64_t h = ent(t, (uint32_t)i)->hash;
     size_t s = tab_home(t, h);
-    while (t->slots[s]) s = (s + 1) & mask;
-    t->slots[s] = ((uint64_t)tag_of(h) << 32) | (uint64_t)(i + 1);
+    while (t->tags[s]) s = (s + 1) & mask;
+    t->tags[s] = tag_of(h);
+    t->slots[s] = (uint32_t)i;
   }
 }
 
@@ -155,11 +165,12 @@ static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   uint64_t j = (uint64_t)t->nents + ((uint64_t)1 << ECHUNK0_BITS);
   if ((j & (j - 1)) == 0) { /* the first entry of a new chunk */
     unsigned k = 63u - (unsigned)__builtin_clzll(j) - ECHUNK0_BITS;
-    t->chunks[k] = big_zalloc_lazy(chunk_bytes(k));
+    t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
   }
   uint32_t idx = (uint32_t)t->nents++;
   *ent(t, idx) = *e;
-  t->slots[s] = ((uint64_t)tag_of(e->hash) << 32) | (uint64_t)(idx + 1);
+  t->tags[s] = tag_of(e->hash);
+  t->slots[s] = idx;
   return idx;
 }
 
@@ -168,13 +179,14 @@ static uint32_t tab_insert(table *t, size_t s, const entry *e) {
  * that ends the chain, left in *pos. */
 static int tab_next(const table *t, uint64_t h, size_t *pos, uint32_t *idx) {
   size_t mask = ((size_t)1 << t->bits) - 1;
-  uint32_t tag = tag_of(h);
+  uint8_t tag = tag_of(h);
   for (;;) {
-    uint64_t w = t->slots[*pos];
-    if (!w) return 0;
-    *pos = (*pos + 1) & mask;
-    if ((uint32_t)(w >> 32) == tag && ent(t, (uint32_t)w - 1)->hash == h) {
-      *idx = (uint32_t)w - 1;
+    size_t s = *pos;
+    uint8_t g = t->tags[s];
+    if (!g) return 0;
+    *pos = (s + 1) & mask;
+    if (g == tag && ent(t, t->slots[s])->hash == h) {
+      *idx = t->slots[s];
       return 1;
     }
   }
@@ -306,24 +318,33 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
  * Three jobs, over the input in order:
  *  - scan: read records, normalise, hash, and fill blocks of pending
  *    records (each with a copy of its normalised text);
- *  - probe: look each record up in the table; a full-hash match becomes a
- *    candidate, and its text goes into the candidate set being filled;
+ *  - probe: look each record up in the table. A full-hash match on a text
+ *    first seen in the resident head of the input (its first
+ *    opts.resident_bytes, which stay mapped) is compared and counted at
+ *    once; any other match becomes a candidate, and its text goes into
+ *    the candidate set being filled;
  *  - confirm: a pass over one candidate set, sorted by where the first
  *    occurrences lie, compares bytes and counts duplicates and conflicts in
  *    input order. It reads the earlier input front to back, dropping each
  *    region's pages after it, so the input is never resident as a whole.
+ * Texts repeat early ones far more often than late ones (an early text has
+ * had longer to be repeated), so the resident head settles most repeats,
+ * and the passes are left with the few whose first occurrence lies past
+ * it. Keeping input pages costs no memory that the page cache does not
+ * already hold; a copy of the texts would.
  * On a large input a second thread scans and the calling thread probes;
  * candidate sets are double-buffered between them, and both compare the
  * regions of a pass (the prober whenever it would wait for a block).
  * Otherwise one thread does everything. */
 
-#define BATCH 32                        /* records probed together */
+#define BATCH 64                        /* records probed together */
 #define BLOCK_RECS 8192                 /* records handed over at once */
 #define NBLOCKS 3                       /* blocks in flight */
-#define PASS_TEXT ((size_t)3 << 20)     /* candidate text that starts a pass */
-#define PASS_CANDS ((size_t)48 << 10)   /* candidates that start a pass */
+#define PASS_TEXT ((size_t)2 << 20)     /* candidate text that starts a pass */
+#define PASS_CANDS ((size_t)32 << 10)   /* candidates that start a pass */
 #define REGION_SHIFT 20                 /* 1 MiB regions for the sweep */
 #define THREAD_MIN ((size_t)4 << 20)    /* smaller inputs stay on one thread */
+#define CONFIRM_PAR_MIN 4096            /* smaller sets are confirmed on one */
 #define RELEASE_EVERY ((size_t)2 << 20) /* drop probed input this often */
 #define INTENT_CHUNK 1024
 #define INTENT_TOP 4096 /* intents beyond the first 4M are not told apart */
@@ -342,18 +363,28 @@ typedef struct pending {
   uint64_t hash;
   uint64_t at;   /* as in entry */
   uint64_t line; /* as in entry */
-  uint32_t text, len; /* its normalised text: in the block, or (SPAN set)
-                         a span of its raw bytes, which is all trim needs */
+  uint32_t text, len; /* its normalised text: in the block, or (SPAN) in
+                         the input, where `at` points */
 } pending;
 
 #define SPAN 0x80000000u
 
+/* A record of a block that repeats a text of the resident head, as the
+ * prober found it: it is compared and counted by the scanner, before the
+ * block is filled again. */
+typedef struct match {
+  uint64_t fat, fline; /* the entry it matched */
+  uint32_t rec;        /* its index in the block */
+} match;
+
 typedef struct block {
-  pending *items;
+  _Alignas(64) pending *items; /* the scanner writes one while the prober reads another */
   size_t n;
   cp_buf text;
   size_t end; /* reader position after the block's last record */
   int last;   /* the source's final block */
+  match *matches;
+  size_t nmatches;
 } block;
 
 typedef struct cand {
@@ -386,51 +417,87 @@ typedef struct scratch {
 void cp_check_opts_init(cp_check_opts *o) {
   memset(o, 0, sizeof *o);
   o->mode = CP_NORM_TRIM;
+  o->resident_bytes = CP_CHECK_RESIDENT_DEFAULT;
   cp_limits_init(&o->limits);
   o->max_problems = CP_DEFAULT_MAX_PROBLEMS;
   o->max_items = 1000;
 }
 
+/* The items one side keeps: duplicates ([0]) or conflicts ([1]), in input
+ * order, each with its (source, line) code to merge by. */
+typedef struct kept {
+  cp_check_item *v;
+  uint64_t *key;
+  size_t n, cap;
+} kept;
+
+/* Repeats counted by one side. The prober counts those it settles against
+ * the cache, the confirming passes the others; each sees its own in input
+ * order, and the report merges the two. A text whose 64-bit hash matched
+ * another text's is settled in the side set of the side that saw it: all
+ * texts with one hash go to the same table entry, so the same side. */
+typedef struct tally {
+  uint64_t duplicates, conflicts, unique;
+  kept items[2];
+  cp_dedupe_set *side;
+} tally;
+
+/* The two threads each write their own part, a cache line apart from the
+ * other's: counters bumped per record on a line the other thread writes
+ * too would bounce between the cores at every record. */
 struct cp_check {
   cp_check_opts o;
-  cp_check_report rep;
   source *srcs;
   size_t nsrcs;
   uint64_t total; /* global offset of the next source */
+  uint64_t keep;  /* input below this global offset stays mapped */
   int finished;
-  /* Probing. */
-  table t;
-  cset sets[2];
-  int filling; /* the set being filled */
-  int queued;  /* the set waiting to be confirmed, or -1 */
-  /* Scanning; counting (the scanning thread, or the caller at the end). */
-  cp_dedupe_set *intents;          /* names -> ids (the line field holds the id) */
-  char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
-  size_t nintents;
-  cp_buf sn;             /* normalise scratch */
-  scratch sc[2];         /* [0] the scanning thread's, [1] the probing one's */
-  cset *job;             /* the set whose regions are being compared, */
-  size_t job_next, job_done; /* the next region to take, those done */
-  cp_dedupe_set *side;   /* texts whose 64-bit hash matched a different text */
-  size_t dup_cap, conf_cap;
-  /* The hand-over. */
+  /* The hand-over, under mu. */
   block blocks[NBLOCKS];
   size_t head, tail; /* blocks handed over and not yet probed: [head, tail) */
+  size_t compared;   /* blocks whose matches are counted: [0, compared) */
+  int queued;        /* the set waiting to be confirmed, or -1 */
+  cset *job;         /* the set whose regions are being compared, */
+  size_t job_next, job_done; /* the next region to take, those done */
   uv_mutex_t mu;
   uv_cond_t cv;
   int threaded;
+  /* Scanning and counting (the scanning thread, or the caller at the end). */
+  _Alignas(64) cp_check_report rep;
+  cp_dedupe_set *intents;          /* names -> ids (the line field holds the id) */
+  char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
+  size_t nintents;
+  cp_buf sn;     /* normalise scratch */
+  scratch sc;    /* decode and normalise scratch of confirming */
+  tally now;     /* repeats of the resident head */
+  tally later;   /* the confirming passes' */
+  /* Probing (the calling thread). */
+  _Alignas(64) table t;
+  scratch probe_sc; /* its decode and normalise scratch */
+  cset sets[2];
+  int filling; /* the set being filled */
 };
 
 cp_check *cp_check_new(const cp_check_opts *o) {
-  cp_check *c = cp_calloc(1, sizeof *c);
+  /* Aligned as its parts are (see struct cp_check). */
+  size_t size = (sizeof(cp_check) + 63) / 64 * 64;
+  cp_check *c = aligned_alloc(64, size);
+  if (!c) {
+    fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", size);
+    abort();
+  }
+  memset(c, 0, size);
   if (o) c->o = *o;
   else cp_check_opts_init(&c->o);
   if (!c->o.max_items) c->o.max_items = 1;
   cp_problems_init(&c->rep.problems, c->o.max_problems);
   tab_init(&c->t, 12);
+  c->keep = c->o.resident_bytes;
   c->queued = -1;
-  for (int i = 0; i < NBLOCKS; i++)
+  for (int i = 0; i < NBLOCKS; i++) {
     c->blocks[i].items = cp_malloc(BLOCK_RECS * sizeof(pending));
+    c->blocks[i].matches = cp_malloc(BLOCK_RECS * sizeof(match));
+  }
   return c;
 }
 
@@ -438,6 +505,16 @@ static void free_item(cp_check_item *it) {
   free(it->text);
   free(it->intent);
   free(it->first_intent);
+}
+
+static void tally_free(tally *t) {
+  for (int k = 0; k < 2; k++) {
+    for (size_t i = 0; i < t->items[k].n; i++) free_item(&t->items[k].v[i]);
+    free(t->items[k].v);
+    free(t->items[k].key);
+  }
+  cp_dedupe_set_free(t->side);
+  memset(t, 0, sizeof *t);
 }
 
 void cp_check_free(cp_check *c) {
@@ -448,6 +525,8 @@ void cp_check_free(cp_check *c) {
   }
   free(c->srcs);
   tab_free(&c->t);
+  tally_free(&c->now);
+  tally_free(&c->later);
   for (int i = 0; i < 2; i++) {
     free(c->sets[i].cands);
     free(c->sets[i].order);
@@ -457,18 +536,18 @@ void cp_check_free(cp_check *c) {
     cp_buf_free(&c->sets[i].texts);
   }
   cp_dedupe_set_free(c->intents);
-  cp_dedupe_set_free(c->side);
   for (size_t i = 0; i < c->nintents; i++)
     free(c->intent_names[i / INTENT_CHUNK][i % INTENT_CHUNK]);
   for (size_t i = 0; i < INTENT_TOP && c->intent_names[i]; i++)
     free(c->intent_names[i]);
-  for (int i = 0; i < 2; i++) {
-    cp_buf_free(&c->sc[i].dec);
-    cp_buf_free(&c->sc[i].norm);
-  }
+  cp_buf_free(&c->sc.dec);
+  cp_buf_free(&c->sc.norm);
+  cp_buf_free(&c->probe_sc.dec);
+  cp_buf_free(&c->probe_sc.norm);
   cp_buf_free(&c->sn);
   for (int i = 0; i < NBLOCKS; i++) {
     free(c->blocks[i].items);
+    free(c->blocks[i].matches);
     cp_buf_free(&c->blocks[i].text);
   }
   for (size_t i = 0; i < c->rep.n_dups; i++) free_item(&c->rep.dups[i]);
@@ -519,7 +598,94 @@ static const char *raw_at(const cp_check *c, uint64_t where) {
   return s->data + (where - s->base);
 }
 
+/* Drops the resident pages of global range [from, to) below bound, except
+ * those of the resident head. */
+static void release_range(cp_check *c, uint64_t from, uint64_t to,
+                          uint64_t bound) {
+  if (to > bound) to = bound;
+  if (from < c->keep) from = c->keep;
+  for (size_t i = 0; i < c->nsrcs && from < to; i++) {
+    source *s = &c->srcs[i];
+    uint64_t a = from > s->base ? from : s->base;
+    uint64_t b = to < s->base + s->size ? to : s->base + s->size;
+    if (b > a)
+      cp_file_map_release(&s->map, (size_t)(a - s->base), (size_t)(b - s->base));
+  }
+}
+
+/* ---- counting -------------------------------------------------------------- */
+
+static const char *src_name(const cp_check *c, size_t src) {
+  return c->srcs[src].name;
+}
+
+/* One repeat as the report shows it: key is the repeat's (source, line)
+ * code, text its normalised text. */
+typedef struct repeat {
+  uint64_t key;
+  const char *text;
+  size_t len;
+  uint32_t intent;
+} repeat;
+
+static void keep_item(cp_check *c, tally *t, int conflict, const repeat *r,
+                      size_t first_src, uint64_t first_line,
+                      uint32_t first_intent) {
+  kept *k = &t->items[conflict];
+  if (k->n == k->cap) {
+    k->cap = k->cap ? k->cap * 2 : 64;
+    k->v = cp_realloc(k->v, k->cap * sizeof *k->v);
+    k->key = cp_realloc(k->key, k->cap * sizeof *k->key);
+  }
+  k->key[k->n] = r->key;
+  cp_check_item *it = &k->v[k->n++];
+  it->text = cp_strndup(r->text, r->len);
+  it->file = src_name(c, (size_t)(r->key >> LINE_BITS));
+  it->line = line_of(r->key);
+  it->first_file = src_name(c, first_src);
+  it->first_line = first_line;
+  it->intent = r->intent ? cp_strdup(intent_name(c, r->intent)) : NULL;
+  it->first_intent =
+      first_intent ? cp_strdup(intent_name(c, first_intent)) : NULL;
+}
+
+static void count_repeat(cp_check *c, tally *t, const repeat *r,
+                         size_t first_src, uint64_t first_line,
+                         uint32_t first_intent) {
+  int conflict = r->intent && first_intent && r->intent != first_intent;
+  if (conflict) t->conflicts++;
+  else t->duplicates++;
+  if (t->items[conflict].n < c->o.max_items)
+    keep_item(c, t, conflict, r, first_src, first_line, first_intent);
+}
+
+/* Bytes differ under equal 64-bit hashes: a real collision. Every later
+ * text with this hash lands on the same entry, so a side set that compares
+ * bytes at once decides, in input order, whether the text is new or
+ * repeats an earlier collider. Its "intent" is the 4-byte intent id and its
+ * line the (source, line) code, so the answer maps straight back. */
+static void resolve_collision(cp_check *c, tally *t, const repeat *r) {
+  if (!t->side) t->side = cp_dedupe_set_new(CP_NORM_NONE);
+  cp_dedupe_hit hit;
+  cp_dedupe_result res = cp_dedupe_set_add(
+      t->side, r->text, r->len, r->intent ? (const char *)&r->intent : NULL,
+      r->intent ? sizeof r->intent : 0, r->key, &hit);
+  if (res == CP_DEDUPE_NEW) {
+    t->unique++;
+    return;
+  }
+  uint32_t fi = 0;
+  if (hit.intent) memcpy(&fi, hit.intent, sizeof fi);
+  count_repeat(c, t, r, (size_t)(hit.line >> LINE_BITS), line_of(hit.line), fi);
+}
+
 /* ---- probing -------------------------------------------------------------- */
+
+/* The normalised text of a pending record. */
+static const char *pending_text(const cp_check *c, const block *bl,
+                                const pending *b) {
+  return b->text == SPAN ? raw_at(c, at_where(b->at)) : bl->text.data + b->text;
+}
 
 static void add_cand(cp_check *c, const block *bl, const pending *b,
                      const entry *e, size_t src) {
@@ -538,10 +704,57 @@ static void add_cand(cp_check *c, const block *bl, const pending *b,
   k->len = b->len;
   k->intent = intent_of(b->line);
   k->pad = 0;
-  const char *p = (b->text & SPAN)
-                      ? raw_at(c, at_where(b->at)) + (b->text & ~SPAN)
-                      : bl->text.data + b->text;
-  cp_buf_add(&set->texts, p, b->len);
+  cp_buf_add(&set->texts, pending_text(c, bl, b), b->len);
+}
+
+/* The normalised text of a record from where it lies in the input. */
+static void text_at(const cp_check *c, scratch *sc, uint64_t at,
+                    const char **p, size_t *n) {
+  const char *t;
+  size_t tn;
+  if (at_kind(at) == NORMALISED) {
+    *p = raw_at(c, at_where(at));
+    *n = at_len(at);
+    return;
+  }
+  cp_text_decode((cp_text_enc)at_kind(at), raw_at(c, at_where(at)),
+                 at_len(at), &sc->dec, &t, &tn);
+  cp_normalize(c->o.mode, t, tn, &sc->norm, p, n);
+}
+
+/* Compares and counts the repeats of resident texts the prober found in
+ * block b, then drops the pages the block's texts were on. The first
+ * occurrences lie anywhere in the resident head, so each is asked for a
+ * few matches ahead. */
+static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
+  for (size_t j = 0; j < b->nmatches; j++) {
+    if (j + 8 < b->nmatches) {
+      const match *ahead = &b->matches[j + 8];
+      const char *p = raw_at(c, at_where(ahead->fat));
+      __builtin_prefetch(p);
+      __builtin_prefetch(p + at_len(ahead->fat) - 1);
+    }
+    const match *m = &b->matches[j];
+    const pending *q = &b->items[m->rec];
+    repeat r = {((uint64_t)src << LINE_BITS) | line_of(q->line),
+                pending_text(c, b, q), q->len, intent_of(q->line)};
+    const char *p;
+    size_t n;
+    text_at(c, sc, m->fat, &p, &n);
+    if (n == r.len && memcmp(p, r.text, n) == 0)
+      count_repeat(c, &c->now, &r, source_of(c, at_where(m->fat)),
+                   line_of(m->fline), intent_of(m->fline));
+    else
+      resolve_collision(c, &c->now, &r);
+  }
+  b->nmatches = 0;
+  source *s = &c->srcs[src];
+  /* Each drop interrupts the other thread (its TLB must forget the pages),
+   * so drop in MiBs, not per block. */
+  if (b->end - s->released >= RELEASE_EVERY || b->last) {
+    release_range(c, s->base + s->released, s->base + b->end, UINT64_MAX);
+    s->released = b->end;
+  }
 }
 
 /* Probing is memory-bound: the table is bigger than the caches, so each
@@ -549,35 +762,52 @@ static void add_cand(cp_check *c, const block *bl, const pending *b,
  * entry. The batches of a block go through three stages a batch apart --
  * ask for the home slots; walk them and ask for the matched entries; then
  * the real probe, in order -- so that each miss has a batch of other work
- * to hide behind. The first two stages only read. */
+ * to hide behind. The first two stages only read. Comparing the texts of
+ * repeats, a miss or two more each, is left to the scanner, which has less
+ * to do. */
 static void stage_slots(const table *t, const pending *b, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    __builtin_prefetch(&t->slots[tab_home(t, b[i].hash)]);
-}
-
-static void stage_entries(const table *t, const pending *b, size_t n) {
-  size_t mask = ((size_t)1 << t->bits) - 1;
   for (size_t i = 0; i < n; i++) {
-    uint32_t tag = tag_of(b[i].hash);
-    for (size_t s = tab_home(t, b[i].hash);; s = (s + 1) & mask) {
-      uint64_t w = t->slots[s];
-      if (!w) break;
-      if ((uint32_t)(w >> 32) == tag) {
-        __builtin_prefetch(ent(t, (uint32_t)w - 1));
-        break;
-      }
-    }
+    size_t s = tab_home(t, b[i].hash);
+    __builtin_prefetch(&t->tags[s]);
+    __builtin_prefetch(&t->slots[s]);
   }
 }
 
-static void stage_probe(cp_check *c, const block *bl, const pending *b,
-                        size_t n, size_t src) {
+/* The slot of the first entry whose tag matches h's, + 1; 0 when there is
+ * none. */
+static size_t first_tagged(const table *t, uint64_t h) {
+  size_t mask = ((size_t)1 << t->bits) - 1;
+  uint8_t tag = tag_of(h);
+  for (size_t s = tab_home(t, h);; s = (s + 1) & mask) {
+    uint8_t g = t->tags[s];
+    if (!g) return 0;
+    if (g == tag) return s + 1;
+  }
+}
+
+static void stage_entries(const table *t, const pending *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    size_t s = first_tagged(t, b[i].hash);
+    if (s) __builtin_prefetch(ent(t, t->slots[s - 1]));
+  }
+}
+
+static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
+                        size_t src) {
   table *t = &c->t;
   for (size_t i = 0; i < n; i++) {
     size_t pos = tab_home(t, b[i].hash);
     uint32_t idx;
     if (tab_next(t, b[i].hash, &pos, &idx)) {
-      add_cand(c, bl, &b[i], ent(t, idx), src);
+      const entry *e = ent(t, idx);
+      if (at_where(e->at) < c->keep) {
+        match *m = &bl->matches[bl->nmatches++];
+        m->fat = e->at;
+        m->fline = e->line;
+        m->rec = (uint32_t)(&b[i] - bl->items);
+      } else {
+        add_cand(c, bl, &b[i], e, src);
+      }
     } else {
       entry e = {b[i].hash, b[i].at, b[i].line};
       tab_insert(t, pos, &e);
@@ -586,85 +816,6 @@ static void stage_probe(cp_check *c, const block *bl, const pending *b,
 }
 
 /* ---- confirming ------------------------------------------------------------ */
-
-/* The normalised text of a record from where it lies in the input. */
-static void text_at(const cp_check *c, scratch *sc, uint64_t at,
-                    const char **p, size_t *n) {
-  const char *t;
-  size_t tn;
-  cp_text_decode(at_enc(at), raw_at(c, at_where(at)), at_len(at), &sc->dec, &t,
-                 &tn);
-  cp_normalize(c->o.mode, t, tn, &sc->norm, p, n);
-}
-
-static const char *src_name(const cp_check *c, size_t src) {
-  return c->srcs[src].name;
-}
-
-static void keep_item(cp_check *c, int conflict, const cset *set,
-                      const cand *k, size_t first_src, uint64_t first_line,
-                      uint32_t first_intent) {
-  cp_check_item **arr = conflict ? &c->rep.conflict_items : &c->rep.dups;
-  size_t *n = conflict ? &c->rep.n_conflicts : &c->rep.n_dups;
-  size_t *cap = conflict ? &c->conf_cap : &c->dup_cap;
-  if (*n >= c->o.max_items) return;
-  if (*n == *cap) {
-    *cap = *cap ? *cap * 2 : 64;
-    *arr = cp_realloc(*arr, *cap * sizeof **arr);
-  }
-  cp_check_item *it = &(*arr)[(*n)++];
-  it->text = cp_strndup(set->texts.data + k->text, k->len);
-  it->file = src_name(c, (size_t)(k->line >> LINE_BITS));
-  it->line = line_of(k->line);
-  it->first_file = src_name(c, first_src);
-  it->first_line = first_line;
-  it->intent = k->intent ? cp_strdup(intent_name(c, k->intent)) : NULL;
-  it->first_intent =
-      first_intent ? cp_strdup(intent_name(c, first_intent)) : NULL;
-}
-
-static void count_repeat(cp_check *c, const cset *set, const cand *k,
-                         size_t first_src, uint64_t first_line,
-                         uint32_t first_intent) {
-  int conflict = k->intent && first_intent && k->intent != first_intent;
-  if (conflict) c->rep.conflicts++;
-  else c->rep.duplicates++;
-  keep_item(c, conflict, set, k, first_src, first_line, first_intent);
-}
-
-/* Bytes differ under equal 64-bit hashes: a real collision. Every later
- * text with this hash lands on the same entry, so a side set that compares
- * bytes at once decides, in input order, whether the text is new or
- * repeats an earlier collider. Its "intent" is the 4-byte intent id and its
- * line the (source, line) code, so the answer maps straight back. */
-static void resolve_collision(cp_check *c, const cset *set, const cand *k) {
-  if (!c->side) c->side = cp_dedupe_set_new(CP_NORM_NONE);
-  cp_dedupe_hit hit;
-  cp_dedupe_result r = cp_dedupe_set_add(
-      c->side, set->texts.data + k->text, k->len,
-      k->intent ? (const char *)&k->intent : NULL,
-      k->intent ? sizeof k->intent : 0, k->line, &hit);
-  if (r == CP_DEDUPE_NEW) {
-    c->rep.unique++;
-    return;
-  }
-  uint32_t fi = 0;
-  if (hit.intent) memcpy(&fi, hit.intent, sizeof fi);
-  count_repeat(c, set, k, (size_t)(hit.line >> LINE_BITS), line_of(hit.line), fi);
-}
-
-/* Drops the resident pages of global range [from, to) below bound. */
-static void release_range(cp_check *c, uint64_t from, uint64_t to,
-                          uint64_t bound) {
-  if (to > bound) to = bound;
-  for (size_t i = 0; i < c->nsrcs && from < to; i++) {
-    source *s = &c->srcs[i];
-    uint64_t a = from > s->base ? from : s->base;
-    uint64_t b = to < s->base + s->size ? to : s->base + s->size;
-    if (b > a)
-      cp_file_map_release(&s->map, (size_t)(a - s->base), (size_t)(b - s->base));
-  }
-}
 
 static void prefetch_range(cp_check *c, uint64_t from, uint64_t to) {
   for (size_t i = 0; i < c->nsrcs; i++) {
@@ -733,22 +884,36 @@ static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
 static void confirm_count(cp_check *c, cset *set) {
   for (size_t i = 0; i < set->n; i++) {
     const cand *k = &set->cands[i];
+    repeat r = {k->line, set->texts.data + k->text, k->len, k->intent};
     if (set->ok[i])
-      count_repeat(c, set, k, source_of(c, at_where(k->fat)),
+      count_repeat(c, &c->later, &r, source_of(c, at_where(k->fat)),
                    line_of(k->fline), intent_of(k->fline));
     else
-      resolve_collision(c, set, k);
+      resolve_collision(c, &c->later, &r);
   }
   set->n = 0;
   cp_buf_reset(&set->texts);
 }
 
-/* All three steps on the calling thread. */
+typedef struct region_job {
+  cp_check *c;
+  cset *set;
+} region_job;
+
+static void region_task(void *ctx, size_t chunk, int worker) {
+  region_job *j = ctx;
+  scratch *sc = worker == 0 ? &j->c->probe_sc : &j->c->sc;
+  confirm_region(j->c, j->set, j->set->todo[chunk], sc);
+}
+
+/* All three steps, when no scanner runs (a small input, or the set left at
+ * the end): the regions of a large set on two threads, one per scratch. */
 static void confirm(cp_check *c, cset *set) {
   if (!set->n) return;
   confirm_sort(c, set);
-  for (size_t i = 0; i < set->ntodo; i++)
-    confirm_region(c, set, set->todo[i], &c->sc[0]);
+  region_job j = {c, set};
+  int threads = set->n >= CONFIRM_PAR_MIN && cp_parallel_threads() > 1 ? 2 : 1;
+  cp_parallel_run(threads, set->ntodo, region_task, &j);
   confirm_count(c, set);
 }
 
@@ -771,7 +936,7 @@ static void queue_set(cp_check *c, uint64_t bound) {
 }
 
 /* Probing side: takes one block of pending records. */
-static void consume(cp_check *c, size_t src, const block *b) {
+static void consume(cp_check *c, size_t src, block *b) {
   source *s = &c->srcs[src];
   /* Growing now keeps slot addresses fixed while the stages run. */
   tab_reserve(&c->t, b->n);
@@ -794,12 +959,6 @@ static void consume(cp_check *c, size_t src, const block *b) {
     }
   }
   s->pos = b->end;
-  /* Each drop interrupts the other thread (its TLB must forget the pages),
-   * so drop in MiBs, not per block. */
-  if (s->pos - s->released >= RELEASE_EVERY || b->last) {
-    cp_file_map_release(&s->map, s->released, s->pos);
-    s->released = s->pos;
-  }
 }
 
 /* Either thread, lock held: compares one region of the set being
@@ -828,7 +987,7 @@ static int run_queued(cp_check *c) {
     c->job = set;
     c->job_next = c->job_done = 0;
     uv_cond_broadcast(&c->cv);
-    while (help_confirm(c, &c->sc[0])) {
+    while (help_confirm(c, &c->sc)) {
     }
     while (c->job_done < set->ntodo) uv_cond_wait(&c->cv, &c->mu);
     c->job = NULL;
@@ -847,6 +1006,7 @@ static int run_queued(cp_check *c) {
 static block *hand_over(cp_check *c, size_t src, block *b) {
   if (!c->threaded) {
     consume(c, src, b);
+    compare_block(c, src, b, &c->probe_sc);
     b->n = 0;
     cp_buf_reset(&b->text);
     return b;
@@ -858,6 +1018,10 @@ static block *hand_over(cp_check *c, size_t src, block *b) {
   while (c->tail - c->head == NBLOCKS)
     if (!run_queued(c)) uv_cond_wait(&c->cv, &c->mu);
   uv_mutex_unlock(&c->mu);
+  /* The prober is done with the block NBLOCKS back, which is refilled
+   * next. */
+  if (c->compared + NBLOCKS <= c->tail)
+    compare_block(c, src, &c->blocks[c->compared++ % NBLOCKS], &c->sc);
   block *next = &c->blocks[c->tail % NBLOCKS];
   next->n = 0;
   next->last = 0;
@@ -901,14 +1065,14 @@ static void scan_record(cp_check *c, block *b, const source *s,
   if (c->o.test_hash_mask) h &= c->o.test_hash_mask;
   pending *q = &b->items[b->n++];
   q->hash = h;
-  q->at = pack_at(s->base + (uint64_t)(rec->raw - s->data), rec->raw_len,
-                  rec->enc);
   q->line = pack_line(rec->line, check_intent(c, rec->intent, rec->intent_len));
   q->len = (uint32_t)n;
-  if (p >= rec->raw && p + n <= rec->raw + rec->raw_len &&
-      (size_t)(p - rec->raw) < SPAN) {
-    q->text = SPAN | (uint32_t)(p - rec->raw);
+  if (p >= rec->raw && p + n <= rec->raw + rec->raw_len) {
+    q->at = pack_at(s->base + (uint64_t)(p - s->data), n, NORMALISED);
+    q->text = SPAN;
   } else {
+    q->at = pack_at(s->base + (uint64_t)(rec->raw - s->data), rec->raw_len,
+                    rec->enc);
     q->text = (uint32_t)b->text.len;
     cp_buf_add(&b->text, p, n);
   }
@@ -956,7 +1120,7 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   c->threaded = s->size >= THREAD_MIN && cp_parallel_threads() > 1;
   uv_thread_t tid;
   if (c->threaded) {
-    c->head = c->tail = 0;
+    c->head = c->tail = c->compared = 0;
     if (uv_mutex_init(&c->mu)) {
       c->threaded = 0;
     } else if (uv_cond_init(&c->cv)) {
@@ -975,7 +1139,7 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   for (;;) {
     uv_mutex_lock(&c->mu);
     while (c->head == c->tail)
-      if (!help_confirm(c, &c->sc[1])) uv_cond_wait(&c->cv, &c->mu);
+      if (!help_confirm(c, &c->probe_sc)) uv_cond_wait(&c->cv, &c->mu);
     block *b = &c->blocks[c->head % NBLOCKS];
     uv_mutex_unlock(&c->mu);
     consume(c, idx, b);
@@ -990,6 +1154,8 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   uv_cond_destroy(&c->cv);
   uv_mutex_destroy(&c->mu);
   c->threaded = 0;
+  while (c->compared < c->tail)
+    compare_block(c, idx, &c->blocks[c->compared++ % NBLOCKS], &c->probe_sc);
   /* A set the scanner did not get to is confirmed here, before the one
    * being filled: passes stay in input order. */
   if (c->queued >= 0) {
@@ -1034,13 +1200,35 @@ void cp_check_buffer(cp_check *c, const char *name, const char *data,
   run_source(c, c->nsrcs - 1, fmt);
 }
 
+/* The report's items of one kind: the first max_items of the two sides'
+ * lists, merged in input order. Frees the rest. */
+static void merge_items(cp_check *c, int conflict, cp_check_item **out,
+                        size_t *nout) {
+  kept *a = &c->now.items[conflict], *b = &c->later.items[conflict];
+  size_t i = 0, j = 0, n = 0, max = c->o.max_items;
+  cp_check_item *v = cp_malloc((a->n + b->n + 1) * sizeof *v);
+  while (i < a->n || j < b->n) {
+    int from_a = j >= b->n || (i < a->n && a->key[i] < b->key[j]);
+    cp_check_item *it = from_a ? &a->v[i++] : &b->v[j++];
+    if (n < max) v[n++] = *it;
+    else free_item(it);
+  }
+  a->n = b->n = 0;
+  *out = v;
+  *nout = n;
+}
+
 const cp_check_report *cp_check_finish(cp_check *c) {
   if (!c->finished) {
     cset *set = &c->sets[c->filling];
     set->bound = c->total;
     confirm(c, set);
     c->finished = 1;
-    c->rep.unique += c->t.nents;
+    c->rep.unique = c->t.nents + c->now.unique + c->later.unique;
+    c->rep.duplicates = c->now.duplicates + c->later.duplicates;
+    c->rep.conflicts = c->now.conflicts + c->later.conflicts;
+    merge_items(c, 0, &c->rep.dups, &c->rep.n_dups);
+    merge_items(c, 1, &c->rep.conflict_items, &c->rep.n_conflicts);
     c->rep.success_rate =
         c->rep.lines ? (double)c->rep.unique * 100.0 / (double)c->rep.lines : 0.0;
   }

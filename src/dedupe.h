@@ -64,11 +64,17 @@ void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask);
 
 /* ---- whole-file check ----------------------------------------------------- */
 
+/* How much of the input a check keeps mapped by default. */
+#define CP_CHECK_RESIDENT_DEFAULT ((size_t)16 << 20)
+
 typedef struct cp_check_opts {
   cp_norm_mode mode;
   cp_limits limits;
   size_t max_problems; /* kept for the report; all are counted */
   size_t max_items;    /* duplicates kept, and conflicts kept */
+  size_t resident_bytes; /* the head of the input kept mapped, so that
+                            repeats of its texts are compared at once;
+                            those of later texts, by re-reading the input */
   uint64_t test_hash_mask; /* tests only; 0 keeps full hashes */
 } cp_check_opts;
 

@@ -221,6 +221,30 @@ void cp_casefold(const char *s, size_t len, cp_buf *scratch,
   *out_len = scratch->len;
 }
 
+/* 1 when printable ASCII s is already case-folded and collapsed: no
+ * upper-case letter and no two spaces in a row; one pass for both. */
+static int plain_folded(const char *s, size_t len) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  /* Printable ASCII is below 0x80, so signed compares order it. */
+  const __m128i sp = _mm_set1_epi8(' '), lo = _mm_set1_epi8('A' - 1),
+                hi = _mm_set1_epi8('Z' + 1);
+  for (; i + 17 <= len; i += 16) {
+    __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + i + 1));
+    __m128i runs = _mm_and_si128(_mm_cmpeq_epi8(a, sp), _mm_cmpeq_epi8(b, sp));
+    __m128i upper = _mm_and_si128(_mm_cmpgt_epi8(a, lo), _mm_cmplt_epi8(a, hi));
+    if (_mm_movemask_epi8(_mm_or_si128(runs, upper))) return 0;
+  }
+#endif
+  for (; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((unsigned)(c - 'A') < 26u) return 0;
+    if (c == ' ' && i + 1 < len && s[i + 1] == ' ') return 0;
+  }
+  return 1;
+}
+
 void cp_normalize_plain(cp_norm_mode mode, const char *s, size_t len,
                         cp_buf *scratch, const char **out, size_t *out_len) {
   /* Printable ASCII has one white-space character: the space. */
@@ -232,12 +256,13 @@ void cp_normalize_plain(cp_norm_mode mode, const char *s, size_t len,
   }
   while (a < b && s[a] == ' ') a++;
   while (b > a && s[b - 1] == ' ') b--;
-  int single = mode == CP_NORM_TRIM || single_spaced(s + a, b - a);
-  if (single && mode != CP_NORM_CASEFOLD) {
-    *out = s + a;
+  if (mode == CP_NORM_TRIM ||
+      (mode == CP_NORM_CASEFOLD ? plain_folded : single_spaced)(s + a, b - a)) {
+    *out = s + a; /* nothing to change: the text is its own normal form */
     *out_len = b - a;
     return;
   }
+  int single = mode == CP_NORM_CASEFOLD && single_spaced(s + a, b - a);
   cp_buf_reset(scratch);
   cp_buf_reserve(scratch, len + 1);
   if (single) {

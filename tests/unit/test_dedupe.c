@@ -239,9 +239,13 @@ static char *make_corpus(size_t mib, size_t *len) {
   return s;
 }
 
-/* The reference: the same lines through the set, one at a time. */
+#define REF_ITEMS 1000 /* the check's default max_items */
+
+/* The reference: the same lines through the set, one at a time. first
+ * gets (line, line of first occurrence) of the first REF_ITEMS repeats. */
 static void reference(const char *s, size_t len, cp_norm_mode mode,
-                      uint64_t *unique, uint64_t *dups, uint64_t first[3][2]) {
+                      uint64_t *unique, uint64_t *dups,
+                      uint64_t first[][2]) {
   cp_dedupe_set *set = cp_dedupe_set_new(mode);
   uint64_t line = 0, nd = 0;
   const char *p = s, *end = s + len;
@@ -252,7 +256,7 @@ static void reference(const char *s, size_t len, cp_norm_mode mode,
     if (!cp_is_blank(p, n)) {
       cp_dedupe_hit hit;
       if (cp_dedupe_set_add(set, p, n, NULL, 0, line, &hit) != CP_DEDUPE_NEW) {
-        if (nd < 3) {
+        if (nd < REF_ITEMS) {
           first[nd][0] = line;
           first[nd][1] = hit.line;
         }
@@ -266,15 +270,21 @@ static void reference(const char *s, size_t len, cp_norm_mode mode,
   cp_dedupe_set_free(set);
 }
 
+/* resident: how much of the input stays mapped, so how many repeats are
+ * settled at once rather than in confirming passes: none, some (most of
+ * them, the usual case), all. Either way the listed repeats are the first
+ * ones in input order. */
 static void big_case(const char *data, size_t len, cp_norm_mode mode,
-                     const char *threads, uint64_t mask) {
-  uint64_t unique, dups, first[3][2];
+                     const char *threads, uint64_t mask, size_t resident) {
+  static uint64_t first[REF_ITEMS][2];
+  uint64_t unique, dups;
   reference(data, len, mode, &unique, &dups, first);
   setenv("COGPIPE_THREADS", threads, 1);
   cp_check_opts o;
   cp_check_opts_init(&o);
   o.mode = mode;
   o.test_hash_mask = mask;
+  o.resident_bytes = resident;
   cp_check *c = cp_check_new(&o);
   cp_check_buffer(c, "big", data, len, CP_FMT_LINES);
   const cp_check_report *r = cp_check_finish(c);
@@ -282,9 +292,13 @@ static void big_case(const char *data, size_t len, cp_norm_mode mode,
   CHECK_INT(r->duplicates, dups);
   CHECK(dups > 100000); /* enough for several confirming passes */
   CHECK_INT(r->problems.total, 0);
-  for (int i = 0; i < 3 && (size_t)i < r->n_dups; i++) {
-    CHECK_INT(r->dups[i].line, first[i][0]);
-    CHECK_INT(r->dups[i].first_line, first[i][1]);
+  CHECK_INT(r->n_dups, REF_ITEMS);
+  for (size_t i = 0; i < REF_ITEMS && i < r->n_dups; i++) {
+    if (r->dups[i].line != first[i][0] || r->dups[i].first_line != first[i][1]) {
+      CHECK_INT(r->dups[i].line, first[i][0]);
+      CHECK_INT(r->dups[i].first_line, first[i][1]);
+      break;
+    }
   }
   cp_check_free(c);
   unsetenv("COGPIPE_THREADS");
@@ -293,18 +307,26 @@ static void big_case(const char *data, size_t len, cp_norm_mode mode,
 static void test_check_large(void) {
   size_t len;
   char *data = make_corpus(12, &len);
-  big_case(data, len, CP_NORM_TRIM, "2", 0);
-  big_case(data, len, CP_NORM_TRIM, "1", 0);
-  big_case(data, len, CP_NORM_CASEFOLD, "2", 0);
-  big_case(data, len, CP_NORM_COLLAPSE, "2", 0);
+  /* With 64 KiB resident, the first repeats listed come from both sides. */
+  size_t some = (size_t)1 << 20, all = CP_CHECK_RESIDENT_DEFAULT;
+  big_case(data, len, CP_NORM_TRIM, "2", 0, (size_t)64 << 10);
+  big_case(data, len, CP_NORM_TRIM, "2", 0, some);
+  big_case(data, len, CP_NORM_TRIM, "2", 0, 0);
+  big_case(data, len, CP_NORM_TRIM, "2", 0, all);
+  big_case(data, len, CP_NORM_TRIM, "1", 0, some);
+  big_case(data, len, CP_NORM_CASEFOLD, "2", 0, some);
+  big_case(data, len, CP_NORM_CASEFOLD, "1", 0, 0);
+  big_case(data, len, CP_NORM_COLLAPSE, "2", 0, some);
   /* 16 distinct hash values: collisions everywhere, same answers. */
   size_t small = 600000;
   while (data[small - 1] != '\n') small--;
-  uint64_t unique, dups, first[3][2];
+  static uint64_t first[REF_ITEMS][2];
+  uint64_t unique, dups;
   reference(data, small, CP_NORM_TRIM, &unique, &dups, first);
   cp_check_opts o;
   cp_check_opts_init(&o);
   o.test_hash_mask = 0xF000000000000000ull;
+  o.resident_bytes = small / 2; /* collisions on both sides */
   cp_check *c = cp_check_new(&o);
   cp_check_buffer(c, "small", data, small, CP_FMT_LINES);
   const cp_check_report *r = cp_check_finish(c);
@@ -325,21 +347,30 @@ static void test_check_file(void) {
   CHECK(fd >= 0);
   CHECK_INT(write(fd, data, len), len);
   close(fd);
-  uint64_t unique, dups, first[3][2];
+  static uint64_t first[REF_ITEMS][2];
+  uint64_t unique, dups;
   reference(data, len, CP_NORM_TRIM, &unique, &dups, first);
-  cp_check_opts o;
-  cp_check_opts_init(&o);
-  cp_check *c = cp_check_new(&o);
-  char err[256];
-  CHECK_INT(cp_check_file(c, path, CP_FMT_LINES, err, sizeof err), 0);
-  CHECK_INT(cp_check_file(c, "/nonexistent/x", CP_FMT_LINES, err, sizeof err), -1);
-  CHECK(strstr(err, "/nonexistent/x") != NULL);
-  const cp_check_report *r = cp_check_finish(c);
-  CHECK_INT(r->bytes, len);
-  CHECK_INT(r->unique, unique);
-  CHECK_INT(r->duplicates, dups);
-  CHECK_STR(r->dups[0].file, path);
-  cp_check_free(c);
+  /* A mapped file: pages past the resident head are dropped and mapped
+   * again by the confirming passes. */
+  size_t resident[2] = {(size_t)2 << 20, CP_CHECK_RESIDENT_DEFAULT};
+  for (int k = 0; k < 2; k++) {
+    cp_check_opts o;
+    cp_check_opts_init(&o);
+    o.resident_bytes = resident[k];
+    cp_check *c = cp_check_new(&o);
+    char err[256];
+    CHECK_INT(cp_check_file(c, path, CP_FMT_LINES, err, sizeof err), 0);
+    CHECK_INT(cp_check_file(c, "/nonexistent/x", CP_FMT_LINES, err, sizeof err), -1);
+    CHECK(strstr(err, "/nonexistent/x") != NULL);
+    const cp_check_report *r = cp_check_finish(c);
+    CHECK_INT(r->bytes, len);
+    CHECK_INT(r->unique, unique);
+    CHECK_INT(r->duplicates, dups);
+    CHECK_STR(r->dups[0].file, path);
+    CHECK_INT(r->dups[REF_ITEMS - 1].line, first[REF_ITEMS - 1][0]);
+    CHECK_INT(r->dups[REF_ITEMS - 1].first_line, first[REF_ITEMS - 1][1]);
+    cp_check_free(c);
+  }
   unlink(path);
   free(data);
 }
