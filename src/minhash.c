@@ -324,81 +324,50 @@ static void make_form(cp_minhash *m, const char *s, size_t len) {
 
 /* Sorts for the short arrays of one text's shingles (tens of values), where
  * qsort's indirect comparisons cost more than the shingling itself:
- * quicksort down to small ranges, then insertion sort. */
+ * quicksort down to small ranges, then insertion sort. One definition,
+ * made for each element type (as klib's ksort does). */
 #define SMALL_SORT 24
 
-static void sort_u64(uint64_t *a, size_t n) {
-  while (n > SMALL_SORT) {
-    uint64_t x = a[0], y = a[n / 2], z = a[n - 1];
-    uint64_t piv =
-        x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
-    size_t i = 0, j = n - 1;
-    for (;;) {
-      while (a[i] < piv)
-        i++;
-      while (a[j] > piv)
-        j--;
-      if (i >= j) break;
-      uint64_t t = a[i];
-      a[i++] = a[j];
-      a[j--] = t;
-    }
-    /* recurse into the smaller side, loop on the larger */
-    if (j + 1 < n - j - 1) {
-      sort_u64(a, j + 1);
-      a += j + 1;
-      n -= j + 1;
-    } else {
-      sort_u64(a + j + 1, n - j - 1);
-      n = j + 1;
-    }
+#define DEFINE_SORT(name, T)                                                   \
+  static void name(T *a, size_t n) {                                           \
+    while (n > SMALL_SORT) {                                                   \
+      T x = a[0], y = a[n / 2], z = a[n - 1];                                  \
+      T piv = x < y ? (y < z ? y : (x < z ? z : x))                            \
+                    : (x < z ? x : (y < z ? z : y));                           \
+      size_t i = 0, j = n - 1;                                                 \
+      for (;;) {                                                               \
+        while (a[i] < piv)                                                     \
+          i++;                                                                 \
+        while (a[j] > piv)                                                     \
+          j--;                                                                 \
+        if (i >= j) break;                                                     \
+        T t = a[i];                                                            \
+        a[i++] = a[j];                                                         \
+        a[j--] = t;                                                            \
+      }                                                                        \
+      /* recurse into the smaller side, loop on the larger */                  \
+      if (j + 1 < n - j - 1) {                                                 \
+        name(a, j + 1);                                                        \
+        a += j + 1;                                                            \
+        n -= j + 1;                                                            \
+      } else {                                                                 \
+        name(a + j + 1, n - j - 1);                                            \
+        n = j + 1;                                                             \
+      }                                                                        \
+    }                                                                          \
+    for (size_t i = 1; i < n; i++) {                                          \
+      T v = a[i];                                                              \
+      size_t k = i;                                                            \
+      while (k > 0 && a[k - 1] > v) {                                          \
+        a[k] = a[k - 1];                                                       \
+        k--;                                                                   \
+      }                                                                        \
+      a[k] = v;                                                                \
+    }                                                                          \
   }
-  for (size_t i = 1; i < n; i++) {
-    uint64_t v = a[i];
-    size_t k = i;
-    while (k > 0 && a[k - 1] > v) {
-      a[k] = a[k - 1];
-      k--;
-    }
-    a[k] = v;
-  }
-}
 
-static void sort_u32(uint32_t *a, size_t n) {
-  while (n > SMALL_SORT) {
-    uint32_t x = a[0], y = a[n / 2], z = a[n - 1];
-    uint32_t piv =
-        x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
-    size_t i = 0, j = n - 1;
-    for (;;) {
-      while (a[i] < piv)
-        i++;
-      while (a[j] > piv)
-        j--;
-      if (i >= j) break;
-      uint32_t t = a[i];
-      a[i++] = a[j];
-      a[j--] = t;
-    }
-    if (j + 1 < n - j - 1) {
-      sort_u32(a, j + 1);
-      a += j + 1;
-      n -= j + 1;
-    } else {
-      sort_u32(a + j + 1, n - j - 1);
-      n = j + 1;
-    }
-  }
-  for (size_t i = 1; i < n; i++) {
-    uint32_t v = a[i];
-    size_t k = i;
-    while (k > 0 && a[k - 1] > v) {
-      a[k] = a[k - 1];
-      k--;
-    }
-    a[k] = v;
-  }
-}
+DEFINE_SORT(sort_u64, uint64_t)
+DEFINE_SORT(sort_u32, uint32_t)
 
 /* Shingles are kept as 32-bit codes. A shingle of up to 3 code points
  * below U+03FF (Latin, Greek, digits, punctuation) packs exactly into 30
@@ -831,22 +800,27 @@ static size_t lower_bound(const uint64_t *a, size_t n, uint32_t key) {
 /* ---- verification -----------------------------------------------------------
  */
 
-static size_t intersect(const uint32_t *a, size_t na, const uint32_t *b,
-                        size_t nb) {
-  size_t i = 0, j = 0, n = 0;
-  while (i < na && j < nb) {
-    if (a[i] < b[j])
-      i++;
-    else if (a[i] > b[j])
-      j++;
-    else {
-      n++;
-      i++;
-      j++;
-    }
+/* Size of the intersection of two sorted arrays, made for each element
+ * type like the sorts above. */
+#define DEFINE_INTERSECT(name, T)                                              \
+  static size_t name(const T *a, size_t na, const T *b, size_t nb) {           \
+    size_t i = 0, j = 0, n = 0;                                                \
+    while (i < na && j < nb) {                                                 \
+      if (a[i] < b[j])                                                         \
+        i++;                                                                   \
+      else if (a[i] > b[j])                                                    \
+        j++;                                                                   \
+      else {                                                                   \
+        n++;                                                                   \
+        i++;                                                                   \
+        j++;                                                                   \
+      }                                                                        \
+    }                                                                          \
+    return n;                                                                  \
   }
-  return n;
-}
+
+DEFINE_INTERSECT(intersect, uint32_t)
+DEFINE_INTERSECT(intersect64, uint64_t)
 
 /* Jaccard of a set of na shingles (known ones in a[0..nk), sorted ids)
  * with form v's set; -1 when it cannot reach t (sizes alone rule it out). */
@@ -857,23 +831,6 @@ static double jaccard_with(const cp_minhash *m, const uint32_t *a, size_t nk,
   if (lo == 0 || (double)lo < t * (double)hi) return -1.0;
   size_t inter = intersect(a, nk, m->set_pool + bo, nb);
   return (double)inter / (double)(na + nb - inter);
-}
-
-static size_t intersect64(const uint64_t *a, size_t na, const uint64_t *b,
-                          size_t nb) {
-  size_t i = 0, j = 0, n = 0;
-  while (i < na && j < nb) {
-    if (a[i] < b[j])
-      i++;
-    else if (a[i] > b[j])
-      j++;
-    else {
-      n++;
-      i++;
-      j++;
-    }
-  }
-  return n;
 }
 
 double cp_minhash_jaccard(cp_minhash *m, const char *a, size_t alen,
