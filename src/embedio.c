@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "buf.h"
 #include "json.h"
 
@@ -376,38 +377,26 @@ io:
 /* ---- OpenAI-compatible answers ----------------------------------------------
  */
 
-static int b64val(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-/* Decodes base64 little-endian float32s into *v. */
+/* Decodes base64 little-endian float32s into *v. The padding may be left
+ * out, as some providers do. */
 static int b64_vector(const char *s, size_t len, double **v, size_t *cap,
                       size_t *n) {
   while (len && s[len - 1] == '=')
     len--;
   size_t bytes = len * 3 / 4;
   if (bytes == 0 || bytes % 4 != 0 || len % 4 == 1) return -1;
-  unsigned char *raw = cp_malloc(bytes);
-  size_t o = 0;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (size_t i = 0; i < len; i++) {
-    int x = b64val((unsigned char)s[i]);
-    if (x < 0) {
-      free(raw);
-      return -1;
-    }
-    acc = acc << 6 | (uint32_t)x;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (o < bytes) raw[o++] = (unsigned char)(acc >> bits);
-    }
+  /* Padded again for the strict decoder. */
+  size_t padded = (len + 3) / 4 * 4;
+  char *in = cp_malloc(padded);
+  memcpy(in, s, len);
+  memset(in + len, '=', padded - len);
+  unsigned char *raw = cp_malloc(padded / 4 * 3);
+  size_t got;
+  int bad = cp_base64_decode(in, padded, raw, &got) != 0 || got != bytes;
+  free(in);
+  if (bad) {
+    free(raw);
+    return -1;
   }
   size_t count = bytes / 4;
   if (count > *cap) {

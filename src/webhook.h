@@ -1,7 +1,8 @@
 /*
  * webhook.h -- Standard Webhooks signing (https://www.standardwebhooks.com):
  * secrets as whsec_<base64> or raw bytes, the v1 HMAC-SHA256 signature over
- * "id.timestamp.body", its constant-time check, message ids, and base64.
+ * "id.timestamp.body", its constant-time check and message ids (base64 is
+ * base64.h's).
  * Pure functions: no I/O, no delivery (lua/cogpipe/webhook.lua sends).
  */
 #ifndef CP_WEBHOOK_H
@@ -14,14 +15,6 @@
 
 /* Shorter keys are refused, as the specification asks (24..64 bytes). */
 #define CP_WEBHOOK_KEY_MIN 24
-
-/* Standard base64 with padding. out needs 4 * ((len + 2) / 3) + 1 bytes;
- * returns the length written (NUL not counted). */
-size_t cp_base64_encode(const unsigned char *in, size_t len, char *out);
-/* Strict decode (alphabet, padding, no white space). out needs len / 4 * 3
- * bytes. Returns 0 and *outlen, or -1. */
-int cp_base64_decode(const char *in, size_t len, unsigned char *out,
-                     size_t *outlen);
 
 /* The key bytes of a secret: whsec_<base64> is decoded, anything else is
  * used as it is. Returns a malloc'd key the caller frees (and should wipe),

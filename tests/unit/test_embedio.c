@@ -169,6 +169,19 @@ static void test_response(void) {
             0);
   CHECK(cp_vecset_row(s, 3)[0] == 1.0f);
 
+  /* one float32, [-2]: padded, and with the padding left out */
+  const char *one_b64[] = {
+      "{\"data\":[{\"index\":0,\"embedding\":\"AAAAwA==\"}]}",
+      "{\"data\":[{\"index\":0,\"embedding\":\"AAAAwA\"}]}"};
+  for (int k = 0; k < 2; k++) {
+    cp_vecset *one = cp_vecset_new(0);
+    CHECK_INT(cp_embedio_add_response(one, one_b64[k], strlen(one_b64[k]),
+                                      texts, lens, 1, err, sizeof err),
+              0);
+    CHECK(cp_vecset_count(one) == 1 && cp_vecset_row(one, 0)[0] == -1.0f);
+    cp_vecset_unref(one);
+  }
+
   struct {
     const char *body, *want;
     size_t n;
