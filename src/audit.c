@@ -464,6 +464,19 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* Makes what was written durable: the data, and the directory entry of a
+ * file this process created. */
+static int sync_log(cp_audit *a, char **err) {
+  if (fdatasync(a->fd) != 0) {
+    set_err(err,
+            errf("cannot sync audit log %s: %s", a->path, strerror(errno)));
+    return -1;
+  }
+  a->dirty = 0;
+  if (a->dir_dirty && fsync_dir(a->path) == 0) a->dir_dirty = 0;
+  return 0;
+}
+
 /* Writes b in one write(2) (looping only if the kernel takes less) and
  * moves the chain forward on success. */
 static int commit(cp_audit *a, cp_buf *b, const char *hash, uint64_t seq,
@@ -480,15 +493,7 @@ static int commit(cp_audit *a, cp_buf *b, const char *hash, uint64_t seq,
   a->have_chain = 1;
   a->torn = 0;
   a->dirty = 1;
-  if (a->o.fsync == CP_AUDIT_FSYNC_ALWAYS) {
-    if (fdatasync(a->fd) != 0) {
-      set_err(err,
-              errf("cannot sync audit log %s: %s", a->path, strerror(errno)));
-      return -1;
-    }
-    a->dirty = 0;
-    if (a->dir_dirty && fsync_dir(a->path) == 0) a->dir_dirty = 0;
-  }
+  if (a->o.fsync == CP_AUDIT_FSYNC_ALWAYS) return sync_log(a, err);
   return 0;
 }
 
@@ -580,14 +585,7 @@ int cp_audit_sync_fd(cp_audit *a, char **err) {
 int cp_audit_sync(cp_audit *a, char **err) {
   if (err) *err = NULL;
   if (a->o.fsync == CP_AUDIT_FSYNC_OFF || !a->dirty) return 0;
-  if (fdatasync(a->fd) != 0) {
-    set_err(err,
-            errf("cannot sync audit log %s: %s", a->path, strerror(errno)));
-    return -1;
-  }
-  a->dirty = 0;
-  if (a->dir_dirty && fsync_dir(a->path) == 0) a->dir_dirty = 0;
-  return 0;
+  return sync_log(a, err);
 }
 
 int cp_audit_close(cp_audit *a, char **err) {
