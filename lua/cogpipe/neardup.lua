@@ -32,6 +32,31 @@ end
 M.DEFAULT_THRESHOLD = 0.8
 
 -- Index options from opts (threshold, shingle, perms, bands, rows, seed).
+-- Calls fn(text, intent) for every text of the existing corpus
+-- (existing[intent].texts), intents in name order so that what a filter
+-- keeps does not depend on table order. Shared with semdup.
+function M.each_existing(existing, fn)
+  local intents = {}
+  for intent in pairs(existing) do
+    intents[#intents + 1] = intent
+  end
+  table.sort(intents)
+  for _, intent in ipairs(intents) do
+    for _, text in ipairs(existing[intent].texts or {}) do
+      fn(text, intent)
+    end
+  end
+end
+
+-- Whether the platform already holds record r exactly (existing keys,
+-- casefolded): such records pass the filters untouched, for the existing
+-- step to skip as present.
+function M.present(existing, r)
+  local have = existing[r.intent]
+  local normalize = cp.dedupe and cp.dedupe.normalize
+  return have and have.keys and normalize and have.keys[normalize(r.text, "casefold")] and true or false
+end
+
 local function index_options(opts)
   opts = opts or {}
   return {
@@ -76,21 +101,12 @@ end
 function M.filter(ctx, records, opts)
   local idx <close> = cp.near.new(index_options(opts))
   local existing = ctx.existing or {}
-  local intents = {}
-  for intent in pairs(existing) do
-    intents[#intents + 1] = intent
-  end
-  table.sort(intents)
-  for _, intent in ipairs(intents) do
-    for _, text in ipairs(existing[intent].texts or {}) do
-      idx:add(text, intent, false)
-    end
-  end
-  local normalize = cp.dedupe and cp.dedupe.normalize
+  M.each_existing(existing, function(text, intent)
+    idx:add(text, intent, false)
+  end)
   local kept = {}
   for _, r in ipairs(records) do
-    local have = existing[r.intent]
-    if have and have.keys and normalize and have.keys[normalize(r.text, "casefold")] then
+    if M.present(existing, r) then
       kept[#kept + 1] = r
     else
       local ok, match = idx:admit(r.text, r.intent, r)

@@ -15,7 +15,8 @@ local embeddings = require "cogpipe.embeddings"
 local M = {}
 
 -- Exact duplicates are exact dedupe's to report, not this module's.
-local first_occurrences = require("cogpipe.neardup").first_occurrences
+local neardup = require "cogpipe.neardup"
+local first_occurrences = neardup.first_occurrences
 
 M.DEFAULT_THRESHOLD = 0.85
 
@@ -111,21 +112,12 @@ end
 function M.filter(ctx, records, opts)
   local existing_records = {}
   local existing = ctx.existing or {}
-  local intents = {}
-  for intent in pairs(existing) do
-    intents[#intents + 1] = intent
-  end
-  table.sort(intents)
-  for _, intent in ipairs(intents) do
-    for _, text in ipairs(existing[intent].texts or {}) do
-      existing_records[#existing_records + 1] = { text = text, intent = intent, existing = true }
-    end
-  end
-  local normalize = cp.dedupe and cp.dedupe.normalize
+  neardup.each_existing(existing, function(text, intent)
+    existing_records[#existing_records + 1] = { text = text, intent = intent, existing = true }
+  end)
   local candidates, present = {}, {}
   for _, r in ipairs(records) do
-    local have = existing[r.intent]
-    if have and have.keys and normalize and have.keys[normalize(r.text, "casefold")] then
+    if neardup.present(existing, r) then
       present[r] = true
     else
       candidates[#candidates + 1] = r
