@@ -468,7 +468,7 @@ struct cp_check {
   char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
   size_t nintents;
   cp_buf sn;     /* normalise scratch */
-  scratch sc;    /* decode and normalise scratch of confirming */
+  scratch sc;    /* decode and normalise scratch of comparing and confirming */
   tally now;     /* repeats of the resident head */
   tally later;   /* the confirming passes' */
   /* Probing (the calling thread). */
