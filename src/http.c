@@ -174,7 +174,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   int running;
   /* s may be closed by libcurl's socket callback during this call; its
    * memory lives until the close callback, and is not touched after. */
-  curl_multi_socket_action(h->multi, s->fd, flags, &running);
+  cp_curl.multi_socket_action(h->multi, s->fd, flags, &running);
   drain(h);
 }
 
@@ -185,7 +185,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   sock_ctx *s = socketp;
   if (what == CURL_POLL_REMOVE) {
     if (s) {
-      if (!h->freeing) curl_multi_assign(h->multi, fd, NULL);
+      if (!h->freeing) cp_curl.multi_assign(h->multi, fd, NULL);
       close_sock(s);
     }
     return 0;
@@ -203,7 +203,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     s->next = h->socks;
     if (h->socks) h->socks->prev = s;
     h->socks = s;
-    curl_multi_assign(h->multi, fd, s);
+    cp_curl.multi_assign(h->multi, fd, s);
   }
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
@@ -215,7 +215,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 static void on_curl_timeout(uv_timer_t *t) {
   cp_http *h = t->data;
   int running;
-  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  cp_curl.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   drain(h);
 }
 
@@ -237,27 +237,28 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
 
 /* ---- the client ------------------------------------------------------------- */
 
-cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt) {
-  /* libcurl's global init is idempotent and reference counted from 7.84 on;
-   * cp_http_free does not undo it since other clients may share it. */
-  curl_global_init(CURL_GLOBAL_DEFAULT);
+cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
+                     size_t errlen) {
+  /* Loading runs libcurl's global init once; cp_http_free does not undo
+   * it since other clients may share it. */
+  if (cp_curl_load(err, errlen)) return NULL;
   cp_http *h = cp_calloc(1, sizeof *h);
   h->loop = loop;
   h->rt = rt;
   h->close_hook = -1;
   h->rng = (unsigned long long)uv_hrtime() ^ (unsigned long long)(uintptr_t)h;
   if (h->rng == 0) h->rng = 0x9e3779b97f4a7c15ULL;
-  h->multi = curl_multi_init();
+  h->multi = cp_curl.multi_init();
   if (!h->multi) {
     fprintf(stderr, "cogpipe: cannot create an HTTP client\n");
     abort();
   }
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  cp_curl.multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  cp_curl.multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  cp_curl.multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  cp_curl.multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
   /* Many requests to one host share one HTTP/2 connection when offered. */
-  curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  cp_curl.multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   uv_timer_init(loop, &h->timer);
   h->timer.data = h;
   handle_opened(h);
@@ -275,7 +276,7 @@ void cp_http_free(cp_http *h) {
   while (h->calls) cp_http_call_cancel(h->calls);
   /* Closing the connections may call on_socket with REMOVE; it closes the
    * polls and skips curl_multi_assign, which a dying multi refuses. */
-  curl_multi_cleanup(h->multi);
+  cp_curl.multi_cleanup(h->multi);
   h->multi = NULL;
   while (h->socks) close_sock(h->socks);
   uv_timer_stop(&h->timer);
@@ -291,7 +292,7 @@ static void client_close_hook(void *data) {
   cp_http_free(h);
 }
 
-cp_http *cp_http_of(cp_runtime *rt) {
+cp_http *cp_http_of(cp_runtime *rt, char *err, size_t errlen) {
   /* The client is found through the registry of the runtime's main state,
    * which every coroutine shares. */
   lua_State *L = cp_runtime_main_lua(rt);
@@ -299,7 +300,8 @@ cp_http *cp_http_of(cp_runtime *rt) {
   cp_http *h = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (h) return h;
-  h = cp_http_new(cp_runtime_loop(rt), rt);
+  h = cp_http_new(cp_runtime_loop(rt), rt, err, errlen);
+  if (!h) return NULL;
   lua_pushlightuserdata(L, h);
   lua_setfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
   h->close_hook = cp_runtime_on_close(rt, client_close_hook, h);
@@ -453,26 +455,26 @@ static const char *find_header(cp_http_call *c, const char *name) {
 /* scheme://host[:port]/path of url, without user info or query, which may
  * hold credentials. Returns a malloc'd string the caller owns. */
 static char *describe_url(const char *url) {
-  CURLU *u = curl_url();
+  CURLU *u = cp_curl.url();
   char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
   cp_buf b = CP_BUF_INIT;
   if (u &&
-      curl_url_set(u, CURLUPART_URL, url,
+      cp_curl.url_set(u, CURLUPART_URL, url,
                    CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-    curl_url_get(u, CURLUPART_PORT, &port, 0);
-    curl_url_get(u, CURLUPART_PATH, &path, 0);
+      cp_curl.url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      cp_curl.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    cp_curl.url_get(u, CURLUPART_PORT, &port, 0);
+    cp_curl.url_get(u, CURLUPART_PATH, &path, 0);
     cp_buf_printf(&b, "%s://%s%s%s%s", scheme, host, port ? ":" : "",
                   port ? port : "", path ? path : "/");
   } else {
     cp_buf_adds(&b, "(invalid URL)");
   }
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
-  curl_free(path);
-  curl_url_cleanup(u);
+  cp_curl.free(scheme);
+  cp_curl.free(host);
+  cp_curl.free(port);
+  cp_curl.free(path);
+  cp_curl.url_cleanup(u);
   return cp_buf_steal(&b, NULL);
 }
 
@@ -480,7 +482,7 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
                                const char *url) {
   cp_http_call *c = cp_calloc(1, sizeof *c); /* freed in on_call_closed */
   c->h = h;
-  c->easy = curl_easy_init();
+  c->easy = cp_curl.easy_init();
   if (!c->easy) {
     fprintf(stderr, "cogpipe: cannot create an HTTP request\n");
     abort();
@@ -497,30 +499,30 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   h->calls = c;
 
   CURL *e = c->easy;
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  cp_curl.easy_setopt(e, CURLOPT_URL, url);
+  cp_curl.easy_setopt(e, CURLOPT_PRIVATE, c);
+  cp_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  cp_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+  cp_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  cp_curl.easy_setopt(e, CURLOPT_WRITEDATA, c);
+  cp_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  cp_curl.easy_setopt(e, CURLOPT_HEADERDATA, c);
+  cp_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   /* Wait for a multiplexed HTTP/2 connection rather than opening more. */
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  cp_curl.easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  cp_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   /* Only the web: a URL read from a tenant file must not open file:// or
    * other protocols libcurl knows. */
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  cp_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   /* A URL without a scheme must not send credentials in the clear. */
-  curl_easy_setopt(e, CURLOPT_DEFAULT_PROTOCOL, "https");
+  cp_curl.easy_setopt(e, CURLOPT_DEFAULT_PROTOCOL, "https");
   /* libcurl reads http_proxy, https_proxy and no_proxy by itself as long as
    * CURLOPT_PROXY stays unset, which it does. */
   return c;
 }
 
 void cp_http_call_header(cp_http_call *c, const char *line) {
-  struct curl_slist *n = curl_slist_append(c->headers, line);
+  struct curl_slist *n = cp_curl.slist_append(c->headers, line);
   if (!n) abort();
   c->headers = n;
 }
@@ -532,7 +534,7 @@ void cp_http_call_body(cp_http_call *c, char *body, size_t len) {
 }
 
 curl_mime *cp_http_call_mime(cp_http_call *c) {
-  if (!c->mime) c->mime = curl_mime_init(c->easy);
+  if (!c->mime) c->mime = cp_curl.mime_init(c->easy);
   if (!c->mime) abort();
   return c->mime;
 }
@@ -596,39 +598,39 @@ static void apply_options(cp_http_call *c) {
                       : cp_retry_method_idempotent(c->method);
   int is_post = strcmp(c->method, "POST") == 0;
   if (strcmp(c->method, "HEAD") == 0) {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    cp_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else if (!is_post && strcmp(c->method, "GET") != 0) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+    cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
   }
   if (c->mime) {
-    curl_easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
+    cp_curl.easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
     if (strcmp(c->method, "GET") == 0)
-      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+      cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   } else if (c->body || is_post) {
     /* c->body stays owned by the call and alive until the easy handle is. */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+    cp_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
     if (c->body_len > 0 && !c->idempotent) {
-      curl_easy_setopt(e, CURLOPT_POST, 1L);
-      curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
-      curl_easy_setopt(e, CURLOPT_READDATA, c);
-      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
-      curl_easy_setopt(e, CURLOPT_SEEKDATA, c);
+      cp_curl.easy_setopt(e, CURLOPT_POST, 1L);
+      cp_curl.easy_setopt(e, CURLOPT_READFUNCTION, body_read);
+      cp_curl.easy_setopt(e, CURLOPT_READDATA, c);
+      cp_curl.easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
+      cp_curl.easy_setopt(e, CURLOPT_SEEKDATA, c);
       /* a read-callback body would otherwise wait for 100 Continue */
-      c->headers = curl_slist_append(c->headers, "Expect:");
+      c->headers = cp_curl.slist_append(c->headers, "Expect:");
     } else {
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+      cp_curl.easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
     }
     if (strcmp(c->method, "GET") == 0)
-      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+      cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   }
-  if (c->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-  if (c->total > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)to_ms(c->total));
+  if (c->headers) cp_curl.easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+  if (c->total > 0) cp_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)to_ms(c->total));
   if (c->connect > 0)
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
-  if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    cp_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
+  if (c->ca_file) cp_curl.easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
   if (c->insecure) {
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    cp_curl.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    cp_curl.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     if (!c->h->warned_insecure) {
       c->h->warned_insecure = 1;
       fprintf(stderr,
@@ -663,10 +665,10 @@ static void send_attempt(cp_http_call *c) {
   c->errbuf[0] = '\0';
   c->attempts++;
   c->body_off = 0;
-  CURLMcode mc = curl_multi_add_handle(c->h->multi, c->easy);
+  CURLMcode mc = cp_curl.multi_add_handle(c->h->multi, c->easy);
   if (mc != CURLM_OK) {
     release_slot(c);
-    cp_http_call_fail(c, CP_HTTP_USAGE, curl_multi_strerror(mc));
+    cp_http_call_fail(c, CP_HTTP_USAGE, cp_curl.multi_strerror(mc));
     c->st = ST_FAILING;
     uv_timer_start(&c->timer, on_call_timer, 0, 0);
     return;
@@ -685,7 +687,7 @@ static void on_call_closed(uv_handle_t *t) {
  * that nothing but its owner can reach it any more. The answer stays. */
 static void detach(cp_http_call *c) {
   cp_http *h = c->h;
-  if (c->st == ST_ACTIVE) curl_multi_remove_handle(h->multi, c->easy);
+  if (c->st == ST_ACTIVE) cp_curl.multi_remove_handle(h->multi, c->easy);
   if (c->st == ST_QUEUED) {
     int was_head = c->lim->head == c;
     dequeue(c->lim, c);
@@ -703,9 +705,9 @@ static void detach(cp_http_call *c) {
 /* Frees everything but the timer, whose close callback frees c. */
 static void destroy(cp_http_call *c) {
   /* libcurl wants the easy handle gone before the mime and the list. */
-  curl_easy_cleanup(c->easy);
-  curl_mime_free(c->mime);
-  curl_slist_free_all(c->headers);
+  cp_curl.easy_cleanup(c->easy);
+  cp_curl.mime_free(c->mime);
+  cp_curl.slist_free_all(c->headers);
   free(c->body);
   free(c->method);
   free(c->where);
@@ -820,10 +822,10 @@ static cp_retry_sent how_far(cp_http_call *c, CURLcode rc) {
   }
   curl_off_t connect_us = 0, sent = 0, expected = -1;
   long req_size = 0;
-  curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-  curl_easy_getinfo(c->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
-  curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &expected);
-  curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &req_size);
+  cp_curl.easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  cp_curl.easy_getinfo(c->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+  cp_curl.easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &expected);
+  cp_curl.easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &req_size);
   if (connect_us == 0 && req_size == 0 && sent == 0) return CP_SENT_NONE;
   if (c->mime || c->body_len > 0) {
     curl_off_t want = c->mime ? expected : (curl_off_t)c->body_len;
@@ -882,10 +884,10 @@ static cp_http_kind classify(CURLcode rc, int *transient) {
 
 static void attempt_done(cp_http_call *c, CURLcode rc) {
   cp_http *h = c->h;
-  curl_multi_remove_handle(h->multi, c->easy);
+  cp_curl.multi_remove_handle(h->multi, c->easy);
   c->st = ST_BACKOFF; /* not in the multi any more; decided below */
   long status = 0;
-  if (rc == CURLE_OK) curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (rc == CURLE_OK) cp_curl.easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
   if (c->lim) {
     double t = now_s();
     if (status == 429) cp_limiter_slow_down(&c->lim->lim, t);
@@ -904,7 +906,7 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
     int transient;
     kind = classify(rc, &transient);
     v = cp_retry_decide(c->idempotent, 0, transient, how_far(c, rc));
-    why = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+    why = c->errbuf[0] ? c->errbuf : cp_curl.easy_strerror(rc);
     if (c->resend_refused)
       why = "the connection was reset after the request was sent, with no answer";
     if (c->too_big) {
@@ -977,12 +979,12 @@ static void on_call_timer(uv_timer_t *t) {
 static void drain(cp_http *h) {
   CURLMsg *m;
   int left;
-  while (h->multi && (m = curl_multi_info_read(h->multi, &left))) {
+  while (h->multi && (m = cp_curl.multi_info_read(h->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     CURL *e = m->easy_handle;
     CURLcode rc = m->data.result; /* m is invalid once e is removed */
     cp_http_call *c = NULL;
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
+    cp_curl.easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
     attempt_done(c, rc);
   }
 }

@@ -18,10 +18,10 @@
 #ifndef CP_HTTP_H
 #define CP_HTTP_H
 
-#include <curl/curl.h>
 #include <stddef.h>
 #include <uv.h>
 
+#include "curl_load.h"
 #include "limiter.h"
 #include "retry.h"
 #include "runtime.h"
@@ -70,16 +70,20 @@ typedef void (*cp_http_done_fn)(cp_http_call *c, const cp_http_result *r,
                                 void *data);
 
 /* A client on loop. rt may be NULL (a plain loop, as in the unit tests);
- * otherwise the client counts its handles on rt. */
-cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt);
+ * otherwise the client counts its handles on rt. The first client loads
+ * libcurl (curl_load.h); when it cannot be loaded, returns NULL with the
+ * reason in err. */
+cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
+                     size_t errlen);
 /* Cancels every call (their done callbacks do not run) and closes every
  * handle; the memory goes when the last close callback has run, so the
  * loop must run once more. */
 void cp_http_free(cp_http *h);
 
 /* The runtime's client, created on first use and freed by a close hook of
- * the runtime. */
-cp_http *cp_http_of(cp_runtime *rt);
+ * the runtime; NULL, with the reason in err, when libcurl cannot be
+ * loaded. */
+cp_http *cp_http_of(cp_runtime *rt, char *err, size_t errlen);
 
 /* Calls. method and url are copied. The setters may be called until
  * cp_http_call_start. */

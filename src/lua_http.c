@@ -570,18 +570,18 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     int p = lua_gettop(L);
-    curl_mimepart *part = curl_mime_addpart(m);
+    curl_mimepart *part = cp_curl.mime_addpart(m);
     lua_getfield(L, p, "name");
-    curl_mime_name(part, lua_tostring(L, -1));
+    cp_curl.mime_name(part, lua_tostring(L, -1));
     if (lua_getfield(L, p, "value") == LUA_TSTRING) {
       size_t vn;
       const char *v = lua_tolstring(L, -1, &vn);
-      curl_mime_data(part, v, vn); /* copied */
+      cp_curl.mime_data(part, v, vn); /* copied */
     }
     if (lua_getfield(L, p, "file") == LUA_TSTRING) {
       const char *path = lua_tostring(L, -1);
       /* Streamed from disk while sending; libcurl reopens it for a retry. */
-      if (curl_mime_filedata(part, path) != CURLE_OK) {
+      if (cp_curl.mime_filedata(part, path) != CURLE_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "cannot read file '%s' of multipart part '%s'",
                  path, lua_tostring(L, -3));
@@ -589,9 +589,9 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
       }
     }
     if (lua_getfield(L, p, "filename") == LUA_TSTRING)
-      curl_mime_filename(part, lua_tostring(L, -1));
+      cp_curl.mime_filename(part, lua_tostring(L, -1));
     if (lua_getfield(L, p, "content_type") == LUA_TSTRING)
-      curl_mime_type(part, lua_tostring(L, -1));
+      cp_curl.mime_type(part, lua_tostring(L, -1));
     lua_settop(L, p - 1);
   }
 }
@@ -603,10 +603,13 @@ static int send_request(lua_State *L, int opts, int extra) {
   spec s;
   check_spec(L, opts, extra, &s);
 
-  /* From here on nothing raises (short of running out of memory). */
   cp_runtime *rt = cp_runtime_from_lua(L);
-  cp_http_call *c =
-      cp_http_call_new(cp_http_of(rt), s.method, lua_tostring(L, s.url));
+  char err[300];
+  cp_http *h = cp_http_of(rt, err, sizeof err);
+  if (!h) return luaL_error(L, "%s", err); /* the installation is broken */
+
+  /* From here on nothing raises (short of running out of memory). */
+  cp_http_call *c = cp_http_call_new(h, s.method, lua_tostring(L, s.url));
   if (s.headers) add_headers(L, c, s.headers, s.extra);
   if (s.extra) add_headers(L, c, s.extra, 0);
   if (s.content_type && !has_header(L, s.headers, "Content-Type"))

@@ -38,6 +38,24 @@ class Cli(unittest.TestCase):
         self.assertIn("run SCRIPT.lua", r.stdout)
         self.assertIn("exit status", r.stdout)
 
+    def test_libcurl_loaded_only_for_http(self):
+        # libcurl and its libraries take most of a command's start-up, so a
+        # command that stays off the network does not load them.
+        env = dict(os.environ, LD_DEBUG="libs")
+        text = os.path.join(self.dir, "u.txt")
+        with open(text, "w") as f:
+            f.write("hello\n")
+        r = run("check", text, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("calling init", r.stderr)  # LD_DEBUG did speak
+        self.assertNotIn("libcurl", r.stderr)
+        s = self.script("local cp = require 'cogpipe'\n"
+                        "local resp, err = cp.http.request({ url = 'http://127.0.0.1:1/', retry = false })\n"
+                        "assert(resp == nil and err.kind == 'connect', tostring(err and err.kind))\n")
+        r = run("run", s, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertIn("libcurl", r.stderr)
+
     def test_usage_errors_exit_2(self):
         self.assertEqual(run().returncode, 2)
         self.assertEqual(run("--bogus").returncode, 2)

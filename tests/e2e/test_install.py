@@ -64,6 +64,28 @@ class Install(unittest.TestCase):
         finally:
             shutil.rmtree(work)
 
+    def test_static_embedding_through_pkg_config(self):
+        # `pkg-config --static` must name everything libcogpipe.a needs.
+        libdir = os.path.join(self.prefix, [d for d in ("lib", "lib64")
+                                            if os.path.isdir(os.path.join(self.prefix, d))][0])
+        # A static program cannot find the Lua half from where the library
+        # lies; an install outside the configured prefix names it.
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(libdir, "pkgconfig"),
+                   COGPIPE_LUA_DIR=os.path.join(self.prefix, "share", "cogpipe", "lua"))
+        flags = subprocess.run(["pkg-config", "--static", "--cflags", "--libs", "cogpipe"], env=env,
+                               check=True, capture_output=True, text=True).stdout.split()
+        flags = [os.path.join(libdir, "libcogpipe.a") if f == "-lcogpipe" else f for f in flags]
+        work = tempfile.mkdtemp()
+        try:
+            exe = os.path.join(work, "embed")
+            src = os.path.join(SRC, "tests", "embed", "embed_example.c")
+            subprocess.run(["cc", src, "-o", exe, *flags], check=True, env=env, timeout=120)
+            r = subprocess.run([exe], capture_output=True, text=True, env=env, cwd=work, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("1 passed, 0 failed", r.stdout)
+        finally:
+            shutil.rmtree(work)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

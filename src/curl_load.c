@@ -1,0 +1,69 @@
+/*
+ * curl_load.c -- loads libcurl the first time HTTP is used (see
+ * curl_load.h). Owns the library handle, which stays loaded for the life
+ * of the process; knows nothing of requests.
+ */
+#include "curl_load.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#ifndef CP_CURL_SONAME
+#define CP_CURL_SONAME "libcurl.so.4"
+#endif
+
+cp_curl_api cp_curl;
+
+static uv_once_t once = UV_ONCE_INIT;
+static int loaded;
+static char why[256]; /* the reason loading failed, set once */
+
+_Static_assert(sizeof cp_curl.easy_init == sizeof(void *),
+               "a function pointer holds what dlsym returns");
+
+/* Sets the function pointer at fn to a symbol of lib. C has no conversion
+ * from void * to a function pointer; POSIX makes their bits the same. */
+static int sym(void *lib, const char *name, void *fn) {
+  void *p = dlsym(lib, name);
+  if (p) memcpy(fn, &p, sizeof p);
+  else snprintf(why, sizeof why, "%s has no %s", CP_CURL_SONAME, name);
+  return p != NULL;
+}
+
+static void load(void) {
+  /* RTLD_LOCAL: libcurl's dependencies must not resolve symbols of ours,
+   * nor ours theirs. */
+  void *lib = dlopen(CP_CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char *e = dlerror();
+    snprintf(why, sizeof why, "%s", e ? e : "cannot load " CP_CURL_SONAME);
+    return;
+  }
+  cp_curl_api api;
+#define CP_CURL_SYM(name) &&sym(lib, "curl_" #name, &api.name)
+  int ok = 1 CP_CURL_FUNCTIONS(CP_CURL_SYM);
+#undef CP_CURL_SYM
+  if (!ok) {
+    dlclose(lib);
+    return;
+  }
+  /* Thread-safe from 7.84 on, and done under the once anyway. */
+  CURLcode rc = api.global_init(CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK) {
+    snprintf(why, sizeof why, "libcurl initialisation failed: %s",
+             api.easy_strerror(rc));
+    dlclose(lib);
+    return;
+  }
+  cp_curl = api;
+  loaded = 1;
+}
+
+int cp_curl_load(char *err, size_t errlen) {
+  uv_once(&once, load);
+  if (loaded) return 0;
+  if (errlen) snprintf(err, errlen, "cannot load libcurl: %s", why);
+  return -1;
+}
