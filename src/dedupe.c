@@ -333,8 +333,10 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
  * it. Keeping input pages costs no memory that the page cache does not
  * already hold; a copy of the texts would.
  * On a large input a second thread scans and the calling thread probes;
- * candidate sets are double-buffered between them, and both compare the
- * regions of a pass (the prober whenever it would wait for a block).
+ * the repeats of resident texts are compared by whichever thread is free
+ * (mostly the scanner), candidate sets are double-buffered between them,
+ * and both compare the regions of a pass (the prober whenever it would
+ * wait for a block).
  * Otherwise one thread does everything. */
 
 #define BATCH 64                        /* records probed together */
@@ -370,7 +372,7 @@ typedef struct pending {
 #define SPAN 0x80000000u
 
 /* A record of a block that repeats a text of the resident head, as the
- * prober found it: it is compared and counted by the scanner, before the
+ * prober found it: it is compared and counted (take_compare) before the
  * block is filled again. */
 typedef struct match {
   uint64_t fat, fline; /* the entry it matched */
@@ -456,6 +458,7 @@ struct cp_check {
   block blocks[NBLOCKS];
   size_t head, tail; /* blocks handed over and not yet probed: [head, tail) */
   size_t compared;   /* blocks whose matches are counted: [0, compared) */
+  int comparing;     /* a thread is counting block `compared` */
   int queued;        /* the set waiting to be confirmed, or -1 */
   cset *job;         /* the set whose regions are being compared, */
   size_t job_next, job_done; /* the next region to take, those done */
@@ -762,9 +765,10 @@ static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
  * entry. The batches of a block go through three stages a batch apart --
  * ask for the home slots; walk them and ask for the matched entries; then
  * the real probe, in order -- so that each miss has a batch of other work
- * to hide behind. The first two stages only read. Comparing the texts of
- * repeats, a miss or two more each, is left to the scanner, which has less
- * to do. */
+ * to hide behind. The first two stages only read; the second also asks
+ * for the text of each likely repeat, which the other core wrote and
+ * which add_cand may copy. Comparing the texts of repeats, a miss or two
+ * more each, is mostly left to the scanner. */
 static void stage_slots(const table *t, const pending *b, size_t n) {
   for (size_t i = 0; i < n; i++) {
     size_t s = tab_home(t, b[i].hash);
@@ -785,10 +789,15 @@ static size_t first_tagged(const table *t, uint64_t h) {
   }
 }
 
-static void stage_entries(const table *t, const pending *b, size_t n) {
+static void stage_entries(const cp_check *c, const block *bl, const pending *b,
+                          size_t n) {
+  const table *t = &c->t;
   for (size_t i = 0; i < n; i++) {
     size_t s = first_tagged(t, b[i].hash);
-    if (s) __builtin_prefetch(ent(t, t->slots[s - 1]));
+    if (s) {
+      __builtin_prefetch(ent(t, t->slots[s - 1]));
+      __builtin_prefetch(pending_text(c, bl, &b[i]));
+    }
   }
 }
 
@@ -945,7 +954,7 @@ static void consume(cp_check *c, size_t src, block *b) {
     if (i < n) stage_slots(&c->t, b->items + i, n - i < BATCH ? n - i : BATCH);
     if (i >= BATCH && i - BATCH < n) {
       size_t k = i - BATCH;
-      stage_entries(&c->t, b->items + k, n - k < BATCH ? n - k : BATCH);
+      stage_entries(c, b, b->items + k, n - k < BATCH ? n - k : BATCH);
     }
     if (i < 2 * BATCH || i - 2 * BATCH >= n) continue;
     size_t k = i - 2 * BATCH;
@@ -1000,6 +1009,36 @@ static int run_queued(cp_check *c) {
   return 1;
 }
 
+/* Either thread, lock held: compares and counts the next probed block
+ * unless the other thread is at it. One block at a time and in order, as
+ * counting must see repeats in input order. Usually the scanner does it,
+ * before it refills the block; the prober takes one whenever it would
+ * wait for a block, which keeps the two threads busy when the scanning
+ * side is the slower. */
+static int take_compare(cp_check *c, size_t src, scratch *sc) {
+  if (c->comparing || c->compared >= c->head) return 0;
+  c->comparing = 1;
+  block *b = &c->blocks[c->compared % NBLOCKS];
+  uv_mutex_unlock(&c->mu);
+  compare_block(c, src, b, sc);
+  uv_mutex_lock(&c->mu);
+  c->compared++;
+  c->comparing = 0;
+  uv_cond_broadcast(&c->cv);
+  return 1;
+}
+
+/* Either thread, after the last block is handed over: compares and
+ * confirms until every block is counted. */
+static void drain(cp_check *c, size_t src, scratch *sc, int scanner) {
+  uv_mutex_lock(&c->mu);
+  while (c->compared < c->tail)
+    if (!take_compare(c, src, sc) &&
+        !(scanner ? run_queued(c) : help_confirm(c, sc)))
+      uv_cond_wait(&c->cv, &c->mu);
+  uv_mutex_unlock(&c->mu);
+}
+
 /* Scanning side: hands a filled block over, to the other thread or
  * straight to probing when there is none; returns the next block to fill.
  * While the other thread is behind, this one confirms. */
@@ -1015,13 +1054,12 @@ static block *hand_over(cp_check *c, size_t src, block *b) {
   c->tail++;
   uv_cond_broadcast(&c->cv);
   run_queued(c);
-  while (c->tail - c->head == NBLOCKS)
-    if (!run_queued(c)) uv_cond_wait(&c->cv, &c->mu);
+  /* The block NBLOCKS back is refilled next: it must be probed and
+   * counted first. */
+  while (c->compared + NBLOCKS <= c->tail)
+    if (!take_compare(c, src, &c->sc) && !run_queued(c))
+      uv_cond_wait(&c->cv, &c->mu);
   uv_mutex_unlock(&c->mu);
-  /* The prober is done with the block NBLOCKS back, which is refilled
-   * next. */
-  if (c->compared + NBLOCKS <= c->tail)
-    compare_block(c, src, &c->blocks[c->compared++ % NBLOCKS], &c->sc);
   block *next = &c->blocks[c->tail % NBLOCKS];
   next->n = 0;
   next->last = 0;
@@ -1106,6 +1144,7 @@ static void scan_source(void *arg) {
   b->last = 1;
   cp_reader_free(r);
   hand_over(c, j->src, b);
+  if (c->threaded) drain(c, j->src, &c->sc, 1);
 }
 
 static void run_source(cp_check *c, size_t idx, cp_format fmt) {
@@ -1121,6 +1160,7 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   uv_thread_t tid;
   if (c->threaded) {
     c->head = c->tail = c->compared = 0;
+    c->comparing = 0;
     if (uv_mutex_init(&c->mu)) {
       c->threaded = 0;
     } else if (uv_cond_init(&c->cv)) {
@@ -1139,7 +1179,8 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   for (;;) {
     uv_mutex_lock(&c->mu);
     while (c->head == c->tail)
-      if (!help_confirm(c, &c->probe_sc)) uv_cond_wait(&c->cv, &c->mu);
+      if (!take_compare(c, idx, &c->probe_sc) && !help_confirm(c, &c->probe_sc))
+        uv_cond_wait(&c->cv, &c->mu);
     block *b = &c->blocks[c->head % NBLOCKS];
     uv_mutex_unlock(&c->mu);
     consume(c, idx, b);
@@ -1150,12 +1191,11 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
     uv_mutex_unlock(&c->mu);
     if (last) break;
   }
+  drain(c, idx, &c->probe_sc, 0);
   uv_thread_join(&tid);
   uv_cond_destroy(&c->cv);
   uv_mutex_destroy(&c->mu);
   c->threaded = 0;
-  while (c->compared < c->tail)
-    compare_block(c, idx, &c->blocks[c->compared++ % NBLOCKS], &c->probe_sc);
   /* A set the scanner did not get to is confirmed here, before the one
    * being filled: passes stay in input order. */
   if (c->queued >= 0) {

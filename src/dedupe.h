@@ -65,7 +65,7 @@ void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask);
 /* ---- whole-file check ----------------------------------------------------- */
 
 /* How much of the input a check keeps mapped by default. */
-#define CP_CHECK_RESIDENT_DEFAULT ((size_t)16 << 20)
+#define CP_CHECK_RESIDENT_DEFAULT ((size_t)20 << 20)
 
 typedef struct cp_check_opts {
   cp_norm_mode mode;
