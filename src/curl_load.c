@@ -5,10 +5,10 @@
  */
 #include "curl_load.h"
 
-#include <dlfcn.h>
 #include <stdio.h>
-#include <string.h>
 #include <uv.h>
+
+#include "dl.h"
 
 #ifndef CP_CURL_SONAME
 #define CP_CURL_SONAME "libcurl.so.4"
@@ -20,16 +20,11 @@ static uv_once_t once = UV_ONCE_INIT;
 static int loaded;
 static char why[256]; /* the reason loading failed, set once */
 
-_Static_assert(sizeof cp_curl.easy_init == sizeof(void *),
-               "a function pointer holds what dlsym returns");
-
-/* Sets the function pointer at fn to a symbol of lib. C has no conversion
- * from void * to a function pointer; POSIX makes their bits the same. */
+/* cp_dl_sym, saying which symbol is missing. */
 static int sym(void *lib, const char *name, void *fn) {
-  void *p = dlsym(lib, name);
-  if (p) memcpy(fn, &p, sizeof p);
-  else snprintf(why, sizeof why, "%s has no %s", CP_CURL_SONAME, name);
-  return p != NULL;
+  if (cp_dl_sym(lib, name, fn)) return 1;
+  snprintf(why, sizeof why, "%s has no %s", CP_CURL_SONAME, name);
+  return 0;
 }
 
 static void load(void) {

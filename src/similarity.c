@@ -31,7 +31,8 @@
 
 #ifdef CP_HAVE_CBLAS
 #include <cblas.h>
-#include <dlfcn.h>
+
+#include "dl.h"
 #endif
 
 #define QB ((size_t)512) /* query rows a block: a 1 MiB score tile */
@@ -263,29 +264,18 @@ static uv_once_t blas_once = UV_ONCE_INIT;
 static uv_mutex_t blas_lock;
 
 #ifdef CP_HAVE_CBLAS
-_Static_assert(sizeof blas_sgemm == sizeof(void *),
-               "a function pointer holds what dlsym returns");
-
-/* Sets the function pointer at fn to a symbol of lib. C has no conversion
- * from void * to a function pointer; POSIX makes their bits the same. */
-static int sym(void *lib, const char *name, void *fn) {
-  void *p = dlsym(lib, name);
-  if (p) memcpy(fn, &p, sizeof p);
-  return p != NULL;
-}
-
 static void blas_load(void) {
   void *lib = dlopen(CP_BLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
   if (!lib) return;
-  if (!sym(lib, "cblas_sgemm", &blas_sgemm)) {
+  if (!cp_dl_sym(lib, "cblas_sgemm", &blas_sgemm)) {
     dlclose(lib);
     return;
   }
   backend = "blas";
 #ifdef CP_OPENBLAS
   /* Both or neither: the count is only changed where it can be restored. */
-  if (sym(lib, "openblas_get_num_threads", &blas_get_threads) &&
-      sym(lib, "openblas_set_num_threads", &blas_set_threads))
+  if (cp_dl_sym(lib, "openblas_get_num_threads", &blas_get_threads) &&
+      cp_dl_sym(lib, "openblas_set_num_threads", &blas_set_threads))
     backend = "openblas";
   else
     blas_set_threads = NULL;
