@@ -21,22 +21,29 @@ uint64_t cp_dedupe_hash(const char *s, size_t len) {
   return XXH3_64bits(s, len);
 }
 
-/* Zeroed memory for the table. `populate` maps all pages in one call, for
- * blocks that are touched all over at once, instead of a page fault per
- * 4 KiB while they fill. (Huge pages would spare the TLB, but where the
+/* Maps the pages of [p, p + n) in one call rather than a page fault per
+ * 4 KiB as they are first written: the table takes thousands of pages, and
+ * a fault is dear on virtual machines. Only a hint: faults do the same. */
+static void populate(void *p, size_t n) {
+#ifdef MADV_POPULATE_WRITE
+  madvise(p, n, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
+/* Zeroed memory for the table, populated when `all` says it is written
+ * all over at once. (Huge pages would spare the TLB too, but where the
  * kernel compacts memory to make them the first run can stall for longer
  * than a whole check.) */
-static void *big_zalloc(size_t n, int populate) {
+static void *big_zalloc(size_t n, int all) {
   void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
     abort();
   }
-#ifdef MADV_POPULATE_WRITE
-  if (populate) madvise(p, n, MADV_POPULATE_WRITE); /* a hint: faults do the same */
-#else
-  (void)populate;
-#endif
+  if (all) populate(p, n);
   return p;
 }
 
@@ -106,8 +113,9 @@ static size_t chunk_bytes(unsigned k) {
 static void slots_alloc(table *t, unsigned bits) {
   t->bits = bits;
   t->tags = big_zalloc((size_t)1 << bits, 1);
-  /* Written at random as entries come: paged in as they are. */
-  t->slots = big_zalloc(((size_t)1 << bits) * sizeof *t->slots, 0);
+  /* Written at random as entries come; kept under 70% full, so nearly
+   * every page of it is written. */
+  t->slots = big_zalloc(((size_t)1 << bits) * sizeof *t->slots, 1);
 }
 
 static void slots_free(table *t) {
@@ -160,12 +168,23 @@ static void tab_reserve(table *t, size_t more) {
   }
 }
 
+/* Entries are written front to back, and a large chunk is populated a
+ * window ahead of them rather than all at once: its end may never be
+ * reached, and pages not written are not resident. */
+#define EWINDOW ((size_t)8192)
+_Static_assert(EWINDOW * sizeof(entry) % 4096 == 0, "windows start on a page");
+
 /* Appends an entry and puts it in slot s (found empty by the caller). */
 static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   uint64_t j = (uint64_t)t->nents + ((uint64_t)1 << ECHUNK0_BITS);
-  if ((j & (j - 1)) == 0) { /* the first entry of a new chunk */
-    unsigned k = 63u - (unsigned)__builtin_clzll(j) - ECHUNK0_BITS;
-    t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+  unsigned top = 63u - (unsigned)__builtin_clzll(j);
+  size_t within = (size_t)(j - ((uint64_t)1 << top));
+  if ((within & (EWINDOW - 1)) == 0) {
+    unsigned k = top - ECHUNK0_BITS;
+    size_t left = ((size_t)1 << top) - within;
+    if (!within) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    populate(&t->chunks[k][within],
+             (left < EWINDOW ? left : EWINDOW) * sizeof(entry));
   }
   uint32_t idx = (uint32_t)t->nents++;
   *ent(t, idx) = *e;
@@ -325,8 +344,8 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
  *    the candidate set being filled;
  *  - confirm: a pass over one candidate set, sorted by where the first
  *    occurrences lie, compares bytes and counts duplicates and conflicts in
- *    input order. It reads the earlier input front to back, dropping each
- *    region's pages after it, so the input is never resident as a whole.
+ *    input order. It reads the earlier input front to back, a region at
+ *    a time into a buffer, so the input is never resident as a whole.
  * Texts repeat early ones far more often than late ones (an early text has
  * had longer to be repeated), so the resident head settles most repeats,
  * and the passes are left with the few whose first occurrence lies past
@@ -408,12 +427,12 @@ typedef struct cset {
   size_t nreg, ntodo;
   uint8_t *ok;
   size_t order_cap;
-  uint64_t bound; /* global offset below which pages may be dropped */
 } cset;
 
-/* Decode and normalise scratch, one per thread that confirms. */
+/* Decode and normalise scratch, one per thread that confirms, and the copy
+ * of the earlier input that the region being confirmed compares against. */
 typedef struct scratch {
-  cp_buf dec, norm;
+  cp_buf dec, norm, view;
 } scratch;
 
 void cp_check_opts_init(cp_check_opts *o) {
@@ -547,6 +566,8 @@ void cp_check_free(cp_check *c) {
   cp_buf_free(&c->sc.norm);
   cp_buf_free(&c->probe_sc.dec);
   cp_buf_free(&c->probe_sc.norm);
+  cp_buf_free(&c->sc.view);
+  cp_buf_free(&c->probe_sc.view);
   cp_buf_free(&c->sn);
   for (int i = 0; i < NBLOCKS; i++) {
     free(c->blocks[i].items);
@@ -601,11 +622,9 @@ static const char *raw_at(const cp_check *c, uint64_t where) {
   return s->data + (where - s->base);
 }
 
-/* Drops the resident pages of global range [from, to) below bound, except
- * those of the resident head. */
-static void release_range(cp_check *c, uint64_t from, uint64_t to,
-                          uint64_t bound) {
-  if (to > bound) to = bound;
+/* Drops the resident pages of global range [from, to), except those of the
+ * resident head. */
+static void release_range(cp_check *c, uint64_t from, uint64_t to) {
   if (from < c->keep) from = c->keep;
   for (size_t i = 0; i < c->nsrcs && from < to; i++) {
     source *s = &c->srcs[i];
@@ -710,19 +729,24 @@ static void add_cand(cp_check *c, const block *bl, const pending *b,
   cp_buf_add(&set->texts, pending_text(c, bl, b), b->len);
 }
 
-/* The normalised text of a record from where it lies in the input. */
-static void text_at(const cp_check *c, scratch *sc, uint64_t at,
-                    const char **p, size_t *n) {
+/* The normalised text of a record from its bytes, raw, as the entry `at`
+ * describes them. */
+static void text_of(const cp_check *c, scratch *sc, const char *raw,
+                    uint64_t at, const char **p, size_t *n) {
   const char *t;
   size_t tn;
   if (at_kind(at) == NORMALISED) {
-    *p = raw_at(c, at_where(at));
+    *p = raw;
     *n = at_len(at);
     return;
   }
-  cp_text_decode((cp_text_enc)at_kind(at), raw_at(c, at_where(at)),
-                 at_len(at), &sc->dec, &t, &tn);
+  cp_text_decode((cp_text_enc)at_kind(at), raw, at_len(at), &sc->dec, &t, &tn);
   cp_normalize(c->o.mode, t, tn, &sc->norm, p, n);
+}
+
+static void text_at(const cp_check *c, scratch *sc, uint64_t at,
+                    const char **p, size_t *n) {
+  text_of(c, sc, raw_at(c, at_where(at)), at, p, n);
 }
 
 /* Compares and counts the repeats of resident texts the prober found in
@@ -755,7 +779,7 @@ static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
   /* Each drop interrupts the other thread (its TLB must forget the pages),
    * so drop in MiBs, not per block. */
   if (b->end - s->released >= RELEASE_EVERY || b->last) {
-    release_range(c, s->base + s->released, s->base + b->end, UINT64_MAX);
+    release_range(c, s->base + s->released, s->base + b->end);
     s->released = b->end;
   }
 }
@@ -826,16 +850,6 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
 
 /* ---- confirming ------------------------------------------------------------ */
 
-static void prefetch_range(cp_check *c, uint64_t from, uint64_t to) {
-  for (size_t i = 0; i < c->nsrcs; i++) {
-    source *s = &c->srcs[i];
-    uint64_t a = from > s->base ? from : s->base;
-    uint64_t b = to < s->base + s->size ? to : s->base + s->size;
-    if (b > a)
-      cp_file_map_prefetch(&s->map, (size_t)(a - s->base), (size_t)(b - s->base));
-  }
-}
-
 /* Confirming a set has three steps: sort the candidates by the region of
  * their first occurrences; compare each region's candidates (regions are
  * independent, so both threads can take some); count them in input
@@ -869,25 +883,43 @@ static void confirm_sort(cp_check *c, cset *set) {
   free(fill);
 }
 
+/* Copies global range [lo, hi) of the input into sc->view: a region is
+ * read once per pass, and reading it costs less than mapping its pages in
+ * and dropping them again. */
+static const char *region_view(const cp_check *c, scratch *sc, uint64_t lo,
+                               uint64_t hi) {
+  cp_buf_reset(&sc->view);
+  cp_buf_reserve(&sc->view, (size_t)(hi - lo));
+  for (size_t i = source_of(c, lo); i < c->nsrcs && c->srcs[i].base < hi; i++) {
+    const source *s = &c->srcs[i];
+    uint64_t a = lo > s->base ? lo : s->base;
+    uint64_t b = hi < s->base + s->size ? hi : s->base + s->size;
+    char *dst = sc->view.data + (a - lo);
+    size_t from = (size_t)(a - s->base), to = (size_t)(b - s->base);
+    if (s->map.mapped) cp_file_map_copy(&s->map, from, to, dst);
+    else memcpy(dst, s->data + from, to - from);
+  }
+  return sc->view.data;
+}
+
 static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
   size_t a = set->start[r], b = set->start[r + 1];
-  uint64_t lo = (uint64_t)r << REGION_SHIFT;
-  uint64_t hi = lo + ((uint64_t)1 << REGION_SHIFT);
-  prefetch_range(c, lo, hi);
+  uint64_t lo = (uint64_t)r << REGION_SHIFT, hi = lo;
+  for (size_t j = a; j < b; j++) { /* first occurrences may run past the region */
+    uint64_t at = set->cands[set->order[j]].fat;
+    if (at_where(at) + at_len(at) > hi) hi = at_where(at) + at_len(at);
+  }
+  const char *view = region_view(c, sc, lo, hi);
   for (size_t j = a; j < b; j++) {
-    if (j + 8 < b) {
-      const cand *ahead = &set->cands[set->order[j + 8]];
-      __builtin_prefetch(raw_at(c, at_where(ahead->fat)));
-      __builtin_prefetch(set->texts.data + ahead->text);
-    }
+    if (j + 8 < b)
+      __builtin_prefetch(set->texts.data + set->cands[set->order[j + 8]].text);
     const cand *k = &set->cands[set->order[j]];
     const char *p;
     size_t pn;
-    text_at(c, sc, k->fat, &p, &pn);
+    text_of(c, sc, view + (at_where(k->fat) - lo), k->fat, &p, &pn);
     set->ok[set->order[j]] =
         pn == k->len && memcmp(p, set->texts.data + k->text, pn) == 0;
   }
-  release_range(c, lo, hi, set->bound);
 }
 
 static void confirm_count(cp_check *c, cset *set) {
@@ -931,9 +963,8 @@ static void confirm(cp_check *c, cset *set) {
 /* Probing side, lock held when threaded: hands the filled set to the
  * confirming side unless it is still busy with the other one (the set then
  * just grows a little; probing never waits for confirming). */
-static void queue_set(cp_check *c, uint64_t bound) {
+static void queue_set(cp_check *c) {
   cset *set = &c->sets[c->filling];
-  set->bound = bound;
   if (!c->threaded) {
     confirm(c, set);
     return;
@@ -963,7 +994,7 @@ static void consume(cp_check *c, size_t src, block *b) {
     /* Checked per batch so that a set overshoots by a few texts at most. */
     if (set->texts.len >= PASS_TEXT || set->n >= PASS_CANDS) {
       if (c->threaded) uv_mutex_lock(&c->mu);
-      queue_set(c, s->base + s->pos);
+      queue_set(c);
       if (c->threaded) uv_mutex_unlock(&c->mu);
     }
   }
@@ -1261,7 +1292,6 @@ static void merge_items(cp_check *c, int conflict, cp_check_item **out,
 const cp_check_report *cp_check_finish(cp_check *c) {
   if (!c->finished) {
     cset *set = &c->sets[c->filling];
-    set->bound = c->total;
     confirm(c, set);
     c->finished = 1;
     c->rep.unique = c->t.nents + c->now.unique + c->later.unique;

@@ -792,18 +792,15 @@ void cp_file_map_release(cp_file_map *m, size_t from, size_t to) {
   if (to > from) madvise((void *)(uintptr_t)(m->data + from), to - from, MADV_DONTNEED);
 }
 
-void cp_file_map_prefetch(cp_file_map *m, size_t from, size_t to) {
-  if (!m->mapped) return;
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+void cp_file_map_copy(const cp_file_map *m, size_t from, size_t to, char *dst) {
   if (to > m->size) to = m->size;
-  from = from / page * page;
-  if (to <= from) return;
-#ifdef MADV_POPULATE_READ
-  if (madvise((void *)(uintptr_t)(m->data + from), to - from,
-              MADV_POPULATE_READ) == 0)
-    return;
-#endif
-  madvise((void *)(uintptr_t)(m->data + from), to - from, MADV_WILLNEED);
+  while (m->mapped && from < to) {
+    ssize_t got = pread(m->fd, dst, to - from, (off_t)from);
+    if (got <= 0) break; /* the file shrank, or EINTR: the mapping answers */
+    from += (size_t)got;
+    dst += got;
+  }
+  if (from < to) memcpy(dst, m->data + from, to - from);
 }
 
 void cp_file_map_close(cp_file_map *m) {
