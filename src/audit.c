@@ -9,8 +9,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +19,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "crypto_load.h"
 #include "json.h"
 
 #define ZERO_HASH                                                              \
@@ -77,15 +76,34 @@ static void to_hex(const unsigned char *d, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
-static void sha256(const void *data, size_t len, unsigned char md[32]) {
-  unsigned int mdlen = 32;
-  EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+/* Loads libcrypto (crypto_load.h) for an entry point: opening a log,
+ * verifying files, hashing on request. Returns -1 with *err set (malloc'd)
+ * when it cannot be loaded; the static functions below an entry point use
+ * cp_crypto without asking again. */
+static int need_crypto(char **err) {
+  char why[300];
+  if (cp_crypto_load(why, sizeof why) == 0) return 0;
+  set_err(err, errf("%s", why));
+  return -1;
 }
 
-void cp_audit_sha256_hex(const void *data, size_t len, char hex[65]) {
+static void sha256(const void *data, size_t len, unsigned char md[32]) {
+  unsigned int mdlen = 32;
+  cp_crypto.EVP_Digest(data, len, md, &mdlen, cp_crypto.EVP_sha256(), NULL);
+}
+
+static void sha256_hex(const void *data, size_t len, char hex[65]) {
   unsigned char md[32];
   sha256(data, len, md);
   to_hex(md, 32, hex);
+}
+
+int cp_audit_sha256_hex(const void *data, size_t len, char hex[65],
+                        char **err) {
+  if (err) *err = NULL;
+  if (need_crypto(err)) return -1;
+  sha256_hex(data, len, hex);
+  return 0;
 }
 
 void cp_audit_timestamp(char out[32]) {
@@ -102,8 +120,9 @@ void cp_audit_run_id(char out[37]) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-  if (RAND_bytes(b, sizeof b) != 1) {
-    /* no entropy source: the clock and the pid still tell runs apart */
+  if (cp_crypto_load(NULL, 0) || cp_crypto.RAND_bytes(b, sizeof b) != 1) {
+    /* no libcrypto or no entropy source: the clock and the pid still tell
+     * runs apart */
     uint64_t mix = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
     for (size_t i = 0; i < sizeof b; i++)
       b[i] = (unsigned char)(mix >> (i % 8 * 8));
@@ -173,8 +192,8 @@ static int64_t find_nl_before(int fd, int64_t pos) {
 }
 
 static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  EVP_MD_CTX *ctx = cp_crypto.EVP_MD_CTX_new();
+  cp_crypto.EVP_DigestInit_ex(ctx, cp_crypto.EVP_sha256(), NULL);
   char buf[65536];
   int rc = 0;
   while (len > 0) {
@@ -183,19 +202,20 @@ static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
       rc = -1;
       break;
     }
-    EVP_DigestUpdate(ctx, buf, n);
+    cp_crypto.EVP_DigestUpdate(ctx, buf, n);
     start += (int64_t)n;
     len -= (int64_t)n;
   }
   unsigned char md[32];
   unsigned int mdlen = 32;
-  EVP_DigestFinal_ex(ctx, md, &mdlen);
-  EVP_MD_CTX_free(ctx);
+  cp_crypto.EVP_DigestFinal_ex(ctx, md, &mdlen);
+  cp_crypto.EVP_MD_CTX_free(ctx);
   to_hex(md, 32, hex);
   return rc;
 }
 
 int cp_audit_sha256_file(const char *path, char hex[65], char **err) {
+  if (need_crypto(err)) return -1;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
@@ -246,7 +266,7 @@ static int read_tail(cp_audit *a, uint64_t size, char **err) {
     goto io_error;
   }
   char hash[65];
-  cp_audit_sha256_hex(line, len, hash);
+  sha256_hex(line, len, hash);
   cp_json_error jerr;
   cp_json_doc *doc = cp_json_parse(line, len, &jerr);
   free(line);
@@ -397,6 +417,7 @@ static int rotate(cp_audit *a, char **err) {
 
 cp_audit *cp_audit_open(const char *path, const cp_audit_options *o,
                         char **err) {
+  if (need_crypto(err)) return NULL;
   cp_audit *a = cp_calloc(1, sizeof *a); /* the caller owns it */
   a->path = cp_strdup(path);
   a->fd = -1;
@@ -446,7 +467,7 @@ static int add_line(cp_buf *b, const cp_audit_record *r, const char *event,
   }
   if (genesis) cp_buf_adds(b, ",\"genesis\":true");
   cp_buf_printf(b, ",\"prev\":\"%s\"}", prev);
-  cp_audit_sha256_hex(b->data + start, b->len - start, hash);
+  sha256_hex(b->data + start, b->len - start, hash);
   cp_buf_addc(b, '\n');
   return 0;
 }
@@ -1007,6 +1028,7 @@ int cp_audit_verify(const char *const *paths, size_t n,
                     cp_audit_report *report) {
   memset(report, 0, sizeof *report);
   report->records = cp_calloc(n ? n : 1, sizeof *report->records);
+  if (need_crypto(&report->problem.message)) return -1;
   verifier v = {cp_calloc(n ? n : 1, sizeof(vfile)), 0, report};
   int rc = 0;
   for (size_t f = 0; f < n; f++) {

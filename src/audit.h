@@ -43,8 +43,8 @@ typedef struct cp_audit cp_audit;
 
 /* Opens or creates the log at path and reads its last line, so the next
  * record continues its chain. Returns NULL with *err set (malloc'd; the
- * caller frees it) when the file cannot be opened or its last whole line
- * is not an audit record. */
+ * caller frees it) when libcrypto cannot be loaded (crypto_load.h), the
+ * file cannot be opened or its last whole line is not an audit record. */
 cp_audit *cp_audit_open(const char *path, const cp_audit_options *o,
                         char **err);
 
@@ -86,10 +86,12 @@ const char *cp_audit_path(const cp_audit *a);
 
 /* RFC 3339 UTC with milliseconds, e.g. 2024-05-01T12:00:00.123Z. */
 void cp_audit_timestamp(char out[32]);
-/* A new run id: a UUID version 7 (time-ordered, 74 random bits). */
+/* A new run id: a UUID version 7 (time-ordered, 74 random bits; from the
+ * clock and the pid when libcrypto or its entropy source is missing). */
 void cp_audit_run_id(char out[37]);
-/* SHA-256 of data as 64 lower-case hex digits. */
-void cp_audit_sha256_hex(const void *data, size_t len, char hex[65]);
+/* SHA-256 of data as 64 lower-case hex digits. Returns 0, or -1 with *err
+ * set (malloc'd) when libcrypto cannot be loaded. */
+int cp_audit_sha256_hex(const void *data, size_t len, char hex[65], char **err);
 /* SHA-256 of a file's bytes, read in chunks (input files of a run, for the
  * run_start record). Returns 0, or -1 with *err set (malloc'd). */
 int cp_audit_sha256_file(const char *path, char hex[65], char **err);
@@ -121,8 +123,9 @@ typedef struct cp_audit_report {
  * that starts or continues wrongly. A line cut short by a crash (the last
  * line of the last file, without its newline; or one an "audit.recovered"
  * record accounts for) is a warning. Returns 0 intact, 1 broken, -1 when
- * a file could not be read (report->problem says which). The caller frees
- * the report with cp_audit_report_free. */
+ * a file could not be read (report->unreadable; report->problem says
+ * which) or libcrypto cannot be loaded (report->problem says why). The
+ * caller frees the report with cp_audit_report_free. */
 int cp_audit_verify(const char *const *paths, size_t n,
                     cp_audit_report *report);
 void cp_audit_report_free(cp_audit_report *report);

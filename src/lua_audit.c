@@ -4,6 +4,7 @@
  * through the runtime's redaction (lua_secrets.c) before audit.c sees it;
  * nothing here writes to the file directly.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -362,7 +363,8 @@ static int l_verify(lua_State *L) {
   if (rc < 0) {
     lua_pushnil(L);
     cp_lua_push_error(L, "io", "%s", rep.problem.message);
-    cp_lua_setstr(L, "path", lua_tostring(L, (int)rep.problem.file + 1));
+    if (rep.unreadable)
+      cp_lua_setstr(L, "path", lua_tostring(L, (int)rep.problem.file + 1));
     cp_audit_report_free(&rep);
     return 2;
   }
@@ -414,11 +416,18 @@ static int l_timestamp(lua_State *L) {
   return 1;
 }
 
+/* audit.sha256(s) -> hex. Without libcrypto it raises, as the first
+ * request does without libcurl: the installation is broken. */
 static int l_sha256(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  char hex[65];
-  cp_audit_sha256_hex(s, len, hex);
+  char hex[65], *err = NULL;
+  if (cp_audit_sha256_hex(s, len, hex, &err)) {
+    char msg[400]; /* copied out so that raising cannot leak err */
+    snprintf(msg, sizeof msg, "%s", err);
+    free(err);
+    return luaL_error(L, "%s", msg);
+  }
   lua_pushstring(L, hex);
   return 1;
 }

@@ -6,12 +6,12 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "crypto_load.h"
 #include "lutil.h"
 #include "modules.h"
 #include "webhook.h"
@@ -58,8 +58,9 @@ static unsigned char *key_at(lua_State *L, int idx, int i, int n,
   return key;
 }
 
+/* key comes from cp_webhook_key, which loaded libcrypto. */
 static void drop_key(unsigned char *key, size_t len) {
-  OPENSSL_cleanse(key, len);
+  cp_crypto.OPENSSL_cleanse(key, len);
   free(key);
 }
 

@@ -17,12 +17,15 @@
 #define CP_WEBHOOK_KEY_MIN 24
 
 /* The key bytes of a secret: whsec_<base64> is decoded, anything else is
- * used as it is. Returns a malloc'd key the caller frees (and should wipe),
- * or NULL with *why set to a static message that never quotes the secret. */
+ * used as it is. Loads libcrypto (crypto_load.h), which signing and wiping
+ * keys need. Returns a malloc'd key the caller frees (and should wipe with
+ * cp_crypto.OPENSSL_cleanse), or NULL with *why set to a static message
+ * that never quotes the secret. */
 unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
                               const char **why);
 
-/* Appends "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>". */
+/* Appends "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>". key
+ * comes from cp_webhook_key, which loaded libcrypto (so for verify). */
 void cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
                      int64_t timestamp, const char *body, size_t len,
                      cp_buf *out);
@@ -33,7 +36,8 @@ int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
                       int64_t timestamp, const char *body, size_t len,
                       const char *header);
 
-/* A new message id: "msg_" and 26 random base32 characters (NUL-ended). */
+/* A new message id: "msg_" and 26 random base32 characters (NUL-ended;
+ * from the clock and the pid when libcrypto or its entropy is missing). */
 void cp_webhook_new_id(char out[31]);
 
 #endif

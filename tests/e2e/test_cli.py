@@ -38,9 +38,10 @@ class Cli(unittest.TestCase):
         self.assertIn("run SCRIPT.lua", r.stdout)
         self.assertIn("exit status", r.stdout)
 
-    def test_libcurl_loaded_only_for_http(self):
-        # libcurl and its libraries take most of a command's start-up, so a
-        # command that stays off the network does not load them.
+    def test_network_libraries_loaded_only_when_used(self):
+        # libcurl and its libraries take most of a command's start-up, and
+        # libcrypto much of the rest, so a command that neither goes on the
+        # network nor hashes, signs or draws random bytes loads neither.
         env = dict(os.environ, LD_DEBUG="libs")
         text = os.path.join(self.dir, "u.txt")
         with open(text, "w") as f:
@@ -49,12 +50,62 @@ class Cli(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("calling init", r.stderr)  # LD_DEBUG did speak
         self.assertNotIn("libcurl", r.stderr)
+        self.assertNotIn("libcrypto", r.stderr)
         s = self.script("local cp = require 'cogpipe'\n"
                         "local resp, err = cp.http.request({ url = 'http://127.0.0.1:1/', retry = false })\n"
                         "assert(resp == nil and err.kind == 'connect', tostring(err and err.kind))\n")
         r = run("run", s, env=env)
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         self.assertIn("libcurl", r.stderr)
+        # an audit log hashes its records
+        s = self.script("local cp = require 'cogpipe'\n"
+                        "local log = assert(cp.audit.open(arg[1]))\n"
+                        "assert(log:record('hello', { n = 1 }))\n"
+                        "assert(log:close())\n", name="audit.lua")
+        r = run("run", s, "--", os.path.join(self.dir, "a.log"), env=env)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertIn("libcrypto", r.stderr)
+        self.assertNotIn("libcurl", r.stderr)
+
+    @unittest.skipUnless(shutil.which("cc"), "needs a C compiler")
+    def test_unusable_libcrypto_is_an_error_not_a_crash(self):
+        # A library by libcrypto's name that lacks its functions stands in
+        # for a broken installation: what needs it fails the way each
+        # function reports errors; ids fall back to the clock and the pid.
+        lib = os.path.join(self.dir, "lib")
+        os.mkdir(lib)
+        stub = self.script("void cp_not_libcrypto(void);\nvoid cp_not_libcrypto(void) {}\n", name="stub.c")
+        subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcrypto.so.3", "-o",
+                        os.path.join(lib, "libcrypto.so.3"), stub], check=True, timeout=120)
+        env = dict(os.environ, LD_LIBRARY_PATH=lib)
+        log = os.path.join(self.dir, "a.log")
+        with open(log, "w") as f:
+            f.write("")
+        s = self.script(
+            "local cp = require 'cogpipe'\n"
+            "local native = require 'cogpipe._webhook'\n"
+            "local function says(err) return err and err.message:find('libcrypto', 1, true) end\n"
+            "local a, err = cp.audit.open(arg[1])\n"
+            "assert(a == nil and says(err), err and err.message)\n"
+            "local r, verr = cp.audit.verify(arg[1])\n"
+            "assert(r == nil and says(verr), verr and verr.message)\n"
+            "local h, herr = cp.audit.sha256_file(arg[1])\n"
+            "assert(h == nil and says(herr), herr and herr.message)\n"
+            "local ok, msg = pcall(cp.audit.sha256, 'x')\n"
+            "assert(not ok and msg:find('libcrypto', 1, true), msg)\n"
+            "local sig, serr = native.sign(string.rep('k', 32), 'msg_1', 1, 'body')\n"
+            "assert(sig == nil and says(serr), serr and serr.message)\n"
+            "local yes, cerr = native.check_secret(string.rep('k', 32))\n"
+            "assert(yes == nil and says(cerr), cerr and cerr.message)\n"
+            "assert(cp.audit.run_id():match('^%x+%-%x+%-7%x+%-%x+%-%x+$'))\n"
+            "assert(native.new_id():match('^msg_[a-z2-7]+$'))\n"
+            "print('ok')\n")
+        r = run("run", s, "--", log, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertEqual(r.stdout.strip(), "ok")
+        r = run("audit", "verify", log, env=env)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("libcrypto.so.3 has no", r.stderr)
 
     def test_usage_errors_exit_2(self):
         self.assertEqual(run().returncode, 2)

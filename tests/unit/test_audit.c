@@ -136,7 +136,7 @@ static void test_format_and_genesis(void) {
                            "\"pipeline\":\"intents\",\"event\":\"request\","
                            "\"i\":1,"));
   char h[65], want[80];
-  cp_audit_sha256_hex(l.items[0], strlen(l.items[0]), h);
+  CHECK_INT(cp_audit_sha256_hex(l.items[0], strlen(l.items[0]), h, NULL), 0);
   snprintf(want, sizeof want, "\"prev\":\"%s\"}", h);
   CHECK(strstr(l.items[1], want) != NULL);
   CHECK(strstr(l.items[2], "\"seq\":3,"));
@@ -230,7 +230,7 @@ static void test_inserted_forged(void) {
   lines l;
   read_lines("t.log", &l);
   char h[65];
-  cp_audit_sha256_hex(l.items[3], strlen(l.items[3]), h);
+  CHECK_INT(cp_audit_sha256_hex(l.items[3], strlen(l.items[3]), h, NULL), 0);
   cp_buf b = CP_BUF_INIT;
   cp_buf_printf(&b,
                 "{\"ts\":\"2024-01-01T00:00:00.000Z\",\"seq\":5,\"run_id\":"
