@@ -33,15 +33,32 @@ static void populate(void *p, size_t n) {
 #endif
 }
 
+#define HUGE_PAGE ((size_t)2 << 20)
+
 /* Zeroed memory for the table, populated when `all` says it is written
- * all over at once. (Huge pages would spare the TLB too, but where the
- * kernel compacts memory to make them the first run can stall for longer
- * than a whole check.) */
+ * all over at once. From 2 MiB on it is aligned to 2 MiB and asks for
+ * transparent huge pages: one fault then maps 2 MiB, where 4 KiB pages
+ * would take 512, each several microseconds on a virtual machine (where
+ * the kernel must first compact memory to make one, it is slower, but
+ * still no slower than the 512). The part past the last whole huge page
+ * stays in 4 KiB pages, so at most the last huge page written is resident
+ * beyond what is used. */
 static void *big_zalloc(size_t n, int all) {
-  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  int huge = n >= HUGE_PAGE;
+  size_t len = huge ? n + HUGE_PAGE : n;
+  char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
     abort();
+  }
+  if (huge) { /* keep [a, a + n) of the mapping, a aligned */
+    char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    if (p + len > a + n) munmap(a + n, (size_t)(p + len - (a + n)));
+    p = a;
+#ifdef MADV_HUGEPAGE
+    madvise(p, n, MADV_HUGEPAGE); /* a hint, as the system may have none */
+#endif
   }
   if (all) populate(p, n);
   return p;
@@ -100,7 +117,7 @@ static inline uint32_t intent_of(uint64_t l) { return (uint32_t)(l >> LINE_BITS)
 
 typedef struct table {
   uint8_t *tags;   /* 0: the slot is empty */
-  uint32_t *slots; /* entry index */
+  uint32_t *slots; /* entry index; the tags follow in the same block */
   unsigned bits;
   size_t nents;
   entry *chunks[ECHUNKS];
@@ -110,17 +127,21 @@ static size_t chunk_bytes(unsigned k) {
   return ((size_t)1 << (ECHUNK0_BITS + k)) * sizeof(entry);
 }
 
+/* Tags and slots in one block, which makes it large enough for huge pages
+ * sooner. Both are written at random as entries come and kept under 70%
+ * full, so nearly every page of them is written: populated at once. */
+static size_t slots_bytes(unsigned bits) {
+  return ((size_t)1 << bits) * (1 + sizeof(uint32_t));
+}
+
 static void slots_alloc(table *t, unsigned bits) {
   t->bits = bits;
-  t->tags = big_zalloc((size_t)1 << bits, 1);
-  /* Written at random as entries come; kept under 70% full, so nearly
-   * every page of it is written. */
-  t->slots = big_zalloc(((size_t)1 << bits) * sizeof *t->slots, 1);
+  t->slots = big_zalloc(slots_bytes(bits), 1);
+  t->tags = (uint8_t *)(t->slots + ((size_t)1 << bits));
 }
 
 static void slots_free(table *t) {
-  big_free(t->tags, (size_t)1 << t->bits);
-  big_free(t->slots, ((size_t)1 << t->bits) * sizeof *t->slots);
+  big_free(t->slots, slots_bytes(t->bits));
 }
 
 static void tab_init(table *t, unsigned bits) {
@@ -174,6 +195,29 @@ static void tab_reserve(table *t, size_t more) {
 #define EWINDOW ((size_t)8192)
 _Static_assert(EWINDOW * sizeof(entry) % 4096 == 0, "windows start on a page");
 
+/* The window of entries that starts at index i: its first entry in *p
+ * (NULL when its chunk is not allocated yet) and its length. */
+static size_t window_at(const table *t, size_t i, entry **p) {
+  uint64_t j = (uint64_t)i + ((uint64_t)1 << ECHUNK0_BITS);
+  unsigned top = 63u - (unsigned)__builtin_clzll(j);
+  size_t within = (size_t)(j - ((uint64_t)1 << top));
+  size_t left = ((size_t)1 << top) - within;
+  entry *chunk = t->chunks[top - ECHUNK0_BITS];
+  *p = chunk ? &chunk[within] : NULL;
+  return left < EWINDOW ? left : EWINDOW;
+}
+
+/* Allocates, without populating, the chunks that entries [0, n) fall in;
+ * returns how many entries they hold. */
+static size_t tab_alloc_entries(table *t, size_t n) {
+  size_t held = 0;
+  for (unsigned k = 0; k < ECHUNKS && held < n; k++) {
+    if (!t->chunks[k]) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    held += (size_t)1 << (ECHUNK0_BITS + k);
+  }
+  return held;
+}
+
 /* Appends an entry and puts it in slot s (found empty by the caller). */
 static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   uint64_t j = (uint64_t)t->nents + ((uint64_t)1 << ECHUNK0_BITS);
@@ -181,10 +225,10 @@ static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   size_t within = (size_t)(j - ((uint64_t)1 << top));
   if ((within & (EWINDOW - 1)) == 0) {
     unsigned k = top - ECHUNK0_BITS;
-    size_t left = ((size_t)1 << top) - within;
-    if (!within) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
-    populate(&t->chunks[k][within],
-             (left < EWINDOW ? left : EWINDOW) * sizeof(entry));
+    if (!t->chunks[k]) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    entry *w;
+    size_t n = window_at(t, t->nents, &w);
+    populate(w, n * sizeof(entry)); /* cheap when done ahead (entries_ahead) */
   }
   uint32_t idx = (uint32_t)t->nents++;
   *ent(t, idx) = *e;
@@ -363,7 +407,7 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
 #define NBLOCKS 3                       /* blocks in flight */
 #define PASS_TEXT ((size_t)2 << 20)     /* candidate text that starts a pass */
 #define PASS_CANDS ((size_t)32 << 10)   /* candidates that start a pass */
-#define REGION_SHIFT 20                 /* 1 MiB regions for the sweep */
+#define REGION_SHIFT 18                 /* 256 KiB regions for the sweep */
 #define THREAD_MIN ((size_t)4 << 20)    /* smaller inputs stay on one thread */
 #define CONFIRM_PAR_MIN 4096            /* smaller sets are confirmed on one */
 #define RELEASE_EVERY ((size_t)2 << 20) /* drop probed input this often */
@@ -478,6 +522,7 @@ struct cp_check {
   size_t head, tail; /* blocks handed over and not yet probed: [head, tail) */
   size_t compared;   /* blocks whose matches are counted: [0, compared) */
   int comparing;     /* a thread is counting block `compared` */
+  size_t probed_ents; /* entries in the table after the last probed block */
   int queued;        /* the set waiting to be confirmed, or -1 */
   cset *job;         /* the set whose regions are being compared, */
   size_t job_next, job_done; /* the next region to take, those done */
@@ -493,6 +538,8 @@ struct cp_check {
   scratch sc;    /* decode and normalise scratch of comparing and confirming */
   tally now;     /* repeats of the resident head */
   tally later;   /* the confirming passes' */
+  size_t ahead;     /* table entries [0, ahead) are populated (entries_ahead) */
+  size_t ahead_end; /* entries in the chunks allocated before scanning */
   /* Probing (the calling thread). */
   _Alignas(64) table t;
   scratch probe_sc; /* its decode and normalise scratch */
@@ -617,7 +664,15 @@ static size_t source_of(const cp_check *c, uint64_t where) {
   return lo;
 }
 
-static const char *raw_at(const cp_check *c, uint64_t where) {
+/* Whether the bytes of an entry or pending record lie in the resident head
+ * as a whole. */
+static int resident(const cp_check *c, uint64_t at) {
+  return at_where(at) + at_len(at) <= c->keep;
+}
+
+/* The bytes of an entry or pending record, in the input. */
+static const char *raw_at(const cp_check *c, uint64_t at) {
+  uint64_t where = at_where(at);
   const source *s = &c->srcs[source_of(c, where)];
   return s->data + (where - s->base);
 }
@@ -706,7 +761,7 @@ static void resolve_collision(cp_check *c, tally *t, const repeat *r) {
 /* The normalised text of a pending record. */
 static const char *pending_text(const cp_check *c, const block *bl,
                                 const pending *b) {
-  return b->text == SPAN ? raw_at(c, at_where(b->at)) : bl->text.data + b->text;
+  return b->text == SPAN ? raw_at(c, b->at) : bl->text.data + b->text;
 }
 
 static void add_cand(cp_check *c, const block *bl, const pending *b,
@@ -746,7 +801,7 @@ static void text_of(const cp_check *c, scratch *sc, const char *raw,
 
 static void text_at(const cp_check *c, scratch *sc, uint64_t at,
                     const char **p, size_t *n) {
-  text_of(c, sc, raw_at(c, at_where(at)), at, p, n);
+  text_of(c, sc, raw_at(c, at), at, p, n);
 }
 
 /* Compares and counts the repeats of resident texts the prober found in
@@ -757,7 +812,7 @@ static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
   for (size_t j = 0; j < b->nmatches; j++) {
     if (j + 8 < b->nmatches) {
       const match *ahead = &b->matches[j + 8];
-      const char *p = raw_at(c, at_where(ahead->fat));
+      const char *p = raw_at(c, ahead->fat);
       __builtin_prefetch(p);
       __builtin_prefetch(p + at_len(ahead->fat) - 1);
     }
@@ -833,7 +888,7 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
     uint32_t idx;
     if (tab_next(t, b[i].hash, &pos, &idx)) {
       const entry *e = ent(t, idx);
-      if (at_where(e->at) < c->keep) {
+      if (resident(c, e->at)) {
         match *m = &bl->matches[bl->nmatches++];
         m->fat = e->at;
         m->fline = e->line;
@@ -1070,6 +1125,21 @@ static void drain(cp_check *c, size_t src, scratch *sc, int scanner) {
   uv_mutex_unlock(&c->mu);
 }
 
+/* Scanning side: populates the table's entry windows that probing fills
+ * next, sparing the probing thread, the busier one, the page faults. Only
+ * the chunks allocated before scanning began are touched: the probing
+ * side allocates any others, unseen here. */
+#define AHEAD_ENTS (2 * EWINDOW)
+static void entries_ahead(cp_check *c, size_t want) {
+  if (want > c->ahead_end) want = c->ahead_end;
+  while (c->ahead < want) {
+    entry *w;
+    size_t n = window_at(&c->t, c->ahead, &w);
+    populate(w, n * sizeof(entry));
+    c->ahead += n;
+  }
+}
+
 /* Scanning side: hands a filled block over, to the other thread or
  * straight to probing when there is none; returns the next block to fill.
  * While the other thread is behind, this one confirms. */
@@ -1084,6 +1154,10 @@ static block *hand_over(cp_check *c, size_t src, block *b) {
   uv_mutex_lock(&c->mu);
   c->tail++;
   uv_cond_broadcast(&c->cv);
+  size_t want = c->probed_ents + AHEAD_ENTS;
+  uv_mutex_unlock(&c->mu);
+  entries_ahead(c, want);
+  uv_mutex_lock(&c->mu);
   run_queued(c);
   /* The block NBLOCKS back is refilled next: it must be probed and
    * counted first. */
@@ -1184,12 +1258,16 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   c->rep.bytes += s->size;
   c->total += s->size;
   /* Room for one unique text per 128 bytes up front, so that a large file
-   * rarely makes the table grow while it is read. */
-  tab_reserve(&c->t, s->size / 128);
+   * rarely makes the table grow while it is read. Only probing touches the
+   * table: with a scanning thread, it is made while the scanner fills its
+   * first block, which probing would wait for anyway. */
+  size_t more = s->size / 128;
   scan_job job = {c, idx, fmt};
   c->threaded = s->size >= THREAD_MIN && cp_parallel_threads() > 1;
   uv_thread_t tid;
   if (c->threaded) {
+    c->ahead_end = tab_alloc_entries(&c->t, c->t.nents + more);
+    c->probed_ents = c->t.nents;
     c->head = c->tail = c->compared = 0;
     c->comparing = 0;
     if (uv_mutex_init(&c->mu)) {
@@ -1204,9 +1282,11 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
     }
   }
   if (!c->threaded) {
+    tab_reserve(&c->t, more);
     scan_source(&job);
     return;
   }
+  tab_reserve(&c->t, more);
   for (;;) {
     uv_mutex_lock(&c->mu);
     while (c->head == c->tail)
@@ -1218,6 +1298,7 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
     int last = b->last;
     uv_mutex_lock(&c->mu);
     c->head++;
+    c->probed_ents = c->t.nents;
     uv_cond_broadcast(&c->cv);
     uv_mutex_unlock(&c->mu);
     if (last) break;
