@@ -792,6 +792,20 @@ void cp_file_map_release(cp_file_map *m, size_t from, size_t to) {
   if (to > from) madvise((void *)(uintptr_t)(m->data + from), to - from, MADV_DONTNEED);
 }
 
+void cp_file_map_prefetch(cp_file_map *m, size_t from, size_t to) {
+  if (!m->mapped) return;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (to > m->size) to = m->size;
+  from = from / page * page;
+  if (to <= from) return;
+#ifdef MADV_POPULATE_READ
+  if (madvise((void *)(uintptr_t)(m->data + from), to - from,
+              MADV_POPULATE_READ) == 0)
+    return;
+#endif
+  madvise((void *)(uintptr_t)(m->data + from), to - from, MADV_WILLNEED);
+}
+
 void cp_file_map_copy(const cp_file_map *m, size_t from, size_t to, char *dst) {
   if (to > m->size) to = m->size;
   while (m->mapped && from < to) {

@@ -84,6 +84,10 @@ int cp_file_map_open(cp_file_map *m, const char *path, char *err,
                      size_t errlen);
 /* Drops the resident pages of [from, to); later reads fault them back in. */
 void cp_file_map_release(cp_file_map *m, size_t from, size_t to);
+/* Maps the pages of [from, to) in one call, ahead of reading them front
+ * to back, instead of a page fault every few pages as they are reached.
+ * Only a hint: failures are ignored. */
+void cp_file_map_prefetch(cp_file_map *m, size_t from, size_t to);
 /* Copies [from, to) of the file into dst, reading it rather than touching
  * the mapping: for a look at a part read once, a copy is cheaper than
  * mapping its pages in and dropping them again (page-table work per 4 KiB,

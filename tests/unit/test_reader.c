@@ -305,6 +305,9 @@ static void test_file_map(void) {
   CHECK(memcmp(m.data, body, 8) == 0);
   cp_file_map_release(&m, 0, m.size);
   CHECK(memcmp(m.data, body, 8) == 0); /* dropped pages come back */
+  cp_file_map_release(&m, 0, m.size);
+  cp_file_map_prefetch(&m, 0, m.size);
+  CHECK(memcmp(m.data, body, 8) == 0);
   char part[8] = {0};
   cp_file_map_copy(&m, 4, 100, part); /* clipped at the end of the file */
   CHECK(memcmp(part, "two\n", 4) == 0 && part[4] == 0);
