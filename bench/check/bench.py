@@ -8,12 +8,17 @@ lines", on the same ~50 MiB corpus in the same run:
 The corpus comes from the shared generator (gen_corpus.py), which also gives
 the reference counts; cogpipe's counts are checked against them first, since
 the figures are only worth comparing if it counted right. Each command then
-runs once untimed and ROUNDS times timed, on a warm page cache; wall time is
-taken around the child alone (fork to wait4) and the peak RSS from its own
-rusage. The
-medians and the ratios against the targets are printed: cogpipe >= 5x faster
-than sort -u, peak RSS <= 50 MiB, casefold <= 2x trim. A benchmark, not a
-test: it asserts nothing and exits 0 unless something could not run.
+runs ROUNDS times timed, on a warm page cache, in turns: a turn runs one
+command a few times back to back, the first run untimed (what a user
+re-running it sees), and the commands take turns until each has its
+ROUNDS. Taking turns spreads a slow spell of the machine (a busy
+neighbour on a shared host) over every command rather than over
+whichever ran then, which would skew the ratios. Wall time is taken
+around the child alone (fork to wait4) and the peak RSS from its own
+rusage. The medians and the ratios against the targets are printed:
+cogpipe >= 5x faster than sort -u, peak RSS <= 50 MiB, casefold <= 2x
+trim. A benchmark, not a test: it asserts nothing and exits 0 unless
+something could not run.
 
 usage: bench/check/bench.py [--bin build/plain/cogpipe] [--rounds 11]
                             [--shared ../shared] [--json]
@@ -28,6 +33,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TURN = 3  # timed runs of a command in one turn
 SRC = os.path.dirname(os.path.dirname(HERE))
 
 
@@ -92,12 +98,12 @@ def main():
             "trim": [a.bin, "check", "--normalize", "trim", corpus],
             "casefold": [a.bin, "check", "--normalize", "casefold", corpus],
         }
-        # Each command's rounds back to back, after one untimed run: what a
-        # user re-running it sees, for every command alike.
-        runs = {}
-        for k, cmd in cmds.items():
-            run_once(cmd, env)
-            runs[k] = [run_once(cmd, env) for _ in range(a.rounds)]
+        runs = {k: [] for k in cmds}
+        while any(len(v) < a.rounds for v in runs.values()):
+            for k, cmd in cmds.items():
+                run_once(cmd, env)
+                for _ in range(min(TURN, a.rounds - len(runs[k]))):
+                    runs[k].append(run_once(cmd, env))
 
     fig = {k: (statistics.median(w for w, _ in v), max(r for _, r in v)) for k, v in runs.items()}
     labels = [("sort", "LC_ALL=C sort -u"), ("awk", "awk '!seen[$0]++'"),
