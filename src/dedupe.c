@@ -1261,13 +1261,16 @@ static void scan_source(void *arg) {
   b->last = 0;
   cp_buf_reset(&b->text);
   map_ahead(s, 0);
+  /* The first block is handed over early: probing waits for it. */
+  size_t fill = c->threaded ? BLOCK_RECS / 8 : BLOCK_RECS;
   cp_record rec;
   while (cp_reader_next(r, &rec)) {
     scan_record(c, b, s, &rec);
-    if (b->n == BLOCK_RECS) {
+    if (b->n == fill) {
       b->end = cp_reader_pos(r);
       map_ahead(s, b->end);
       b = hand_over(c, j->src, b);
+      fill = BLOCK_RECS;
     }
   }
   b->end = s->size;
