@@ -43,8 +43,8 @@ static void populate(void *p, size_t n) {
  * still no slower than the 512). The part past the last whole huge page
  * stays in 4 KiB pages, so at most the last huge page written is resident
  * beyond what is used. */
-static void *big_zalloc(size_t n, int all) {
-  int huge = n >= HUGE_PAGE;
+static void *zalloc_pages(size_t n, int all, int huge_ok) {
+  int huge = huge_ok && n >= HUGE_PAGE;
   size_t len = huge ? n + HUGE_PAGE : n;
   char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
@@ -63,6 +63,8 @@ static void *big_zalloc(size_t n, int all) {
   if (all) populate(p, n);
   return p;
 }
+
+static void *big_zalloc(size_t n, int all) { return zalloc_pages(n, all, 1); }
 
 static void big_free(void *p, size_t n) {
   if (p) munmap(p, n);
@@ -463,9 +465,10 @@ typedef struct cand {
 
 /* One confirming pass's worth of candidates. */
 typedef struct cset {
-  cand *cands;
-  size_t n, cap;
-  cp_buf texts;
+  cand *cands;    /* cbytes of them (set_grow), cready mapped (set_ready) */
+  size_t n, cap, cbytes, cready;
+  char *texts;    /* their texts back to back: tcap bytes, tready mapped */
+  size_t tlen, tcap, tready;
   uint32_t *order; /* the sweep's order: by region of the first occurrence */
   size_t *start;   /* where each region's part of order begins (nreg + 1) */
   size_t *todo;    /* the regions that have candidates */
@@ -598,12 +601,12 @@ void cp_check_free(cp_check *c) {
   tally_free(&c->now);
   tally_free(&c->later);
   for (int i = 0; i < 2; i++) {
-    free(c->sets[i].cands);
+    big_free(c->sets[i].cands, c->sets[i].cbytes);
+    big_free(c->sets[i].texts, c->sets[i].tcap);
     free(c->sets[i].order);
     free(c->sets[i].start);
     free(c->sets[i].todo);
     free(c->sets[i].ok);
-    cp_buf_free(&c->sets[i].texts);
   }
   cp_dedupe_set_free(c->intents);
   for (size_t i = 0; i < c->nintents; i++)
@@ -765,24 +768,64 @@ static const char *pending_text(const cp_check *c, const block *bl,
   return b->text == SPAN ? raw_at(c, b->at) : bl->text.data + b->text;
 }
 
+/* Grows a candidate set's array at p, of *bytes, to hold need bytes;
+ * returns where it is now. The arrays start large enough for a pass
+ * (PASS_CANDS, PASS_TEXT) and grow, copied, only when a set overshoots
+ * while the other is still being confirmed. Small pages: a set may stay
+ * small, and a huge page would then be mostly waste. */
+static void *set_grow(void *p, size_t *bytes, size_t need, size_t *ready) {
+  size_t n = *bytes ? *bytes : HUGE_PAGE;
+  while (n < need) n *= 2;
+  if (n == *bytes) return p;
+  void *q = zalloc_pages(n, 0, 0);
+  if (p) {
+    memcpy(q, p, *bytes);
+    big_free(p, *bytes);
+  }
+  *bytes = n;
+  *ready = 0; /* the copy faulted its part in; the rest is mapped as used */
+  return q;
+}
+
+/* The probing thread fills a set's arrays front to back: their pages are
+ * mapped a window at a time, ahead of need, rather than faulted in one by
+ * one. *done bytes of the array at p are; need must be. */
+#define SET_WINDOW ((size_t)256 << 10)
+static void set_ready(char *p, size_t *done, size_t need, size_t cap) {
+  while (*done < need && *done < cap) {
+    size_t n = cap - *done < SET_WINDOW ? cap - *done : SET_WINDOW;
+    populate(p + *done, n);
+    *done += n;
+  }
+}
+
 static void add_cand(cp_check *c, const block *bl, const pending *b,
                      const entry *e, size_t src) {
   cset *set = &c->sets[c->filling];
   if (set->n == set->cap) {
-    set->cap = set->cap ? set->cap * 2 : PASS_CANDS + BATCH;
-    set->cands = cp_realloc(set->cands, set->cap * sizeof *set->cands);
+    set->cands = set_grow(set->cands, &set->cbytes,
+                          (set->n + 1) * sizeof *set->cands, &set->cready);
+    set->cap = set->cbytes / sizeof *set->cands;
   }
-  if (!set->texts.cap)
-    cp_buf_reserve(&set->texts, PASS_TEXT + ((size_t)64 << 10)); /* no doubling */
+  if (set->tlen + b->len > set->tcap)
+    set->texts = set_grow(set->texts, &set->tcap,
+                          set->tlen + b->len > PASS_TEXT + HUGE_PAGE
+                              ? set->tlen + b->len
+                              : PASS_TEXT + HUGE_PAGE,
+                          &set->tready);
+  set_ready((char *)set->cands, &set->cready, (set->n + 1) * sizeof(cand),
+            set->cbytes);
+  set_ready(set->texts, &set->tready, set->tlen + b->len, set->tcap);
   cand *k = &set->cands[set->n++];
   k->line = ((uint64_t)src << LINE_BITS) | line_of(b->line);
   k->fat = e->at;
   k->fline = e->line;
-  k->text = (uint32_t)set->texts.len;
+  k->text = (uint32_t)set->tlen;
   k->len = b->len;
   k->intent = intent_of(b->line);
   k->pad = 0;
-  cp_buf_add(&set->texts, pending_text(c, bl, b), b->len);
+  memcpy(set->texts + set->tlen, pending_text(c, bl, b), b->len);
+  set->tlen += b->len;
 }
 
 /* The normalised text of a record from its bytes, raw, as the entry `at`
@@ -977,20 +1020,20 @@ static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
   const char *view = region_view(c, sc, lo, hi);
   for (size_t j = a; j < b; j++) {
     if (j + 8 < b)
-      __builtin_prefetch(set->texts.data + set->cands[set->order[j + 8]].text);
+      __builtin_prefetch(set->texts + set->cands[set->order[j + 8]].text);
     const cand *k = &set->cands[set->order[j]];
     const char *p;
     size_t pn;
     text_of(c, sc, view + (at_where(k->fat) - lo), k->fat, &p, &pn);
     set->ok[set->order[j]] =
-        pn == k->len && memcmp(p, set->texts.data + k->text, pn) == 0;
+        pn == k->len && memcmp(p, set->texts + k->text, pn) == 0;
   }
 }
 
 static void confirm_count(cp_check *c, cset *set) {
   for (size_t i = 0; i < set->n; i++) {
     const cand *k = &set->cands[i];
-    repeat r = {k->line, set->texts.data + k->text, k->len, k->intent};
+    repeat r = {k->line, set->texts + k->text, k->len, k->intent};
     if (set->ok[i])
       count_repeat(c, &c->later, &r, source_of(c, at_where(k->fat)),
                    line_of(k->fline), intent_of(k->fline));
@@ -998,7 +1041,7 @@ static void confirm_count(cp_check *c, cset *set) {
       resolve_collision(c, &c->later, &r);
   }
   set->n = 0;
-  cp_buf_reset(&set->texts);
+  set->tlen = 0;
 }
 
 typedef struct region_job {
@@ -1057,7 +1100,7 @@ static void consume(cp_check *c, size_t src, block *b) {
     stage_probe(c, b, b->items + k, n - k < BATCH ? n - k : BATCH, src);
     cset *set = &c->sets[c->filling];
     /* Checked per batch so that a set overshoots by a few texts at most. */
-    if (set->texts.len >= PASS_TEXT || set->n >= PASS_CANDS) {
+    if (set->tlen >= PASS_TEXT || set->n >= PASS_CANDS) {
       if (c->threaded) uv_mutex_lock(&c->mu);
       queue_set(c);
       if (c->threaded) uv_mutex_unlock(&c->mu);

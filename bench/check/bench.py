@@ -33,7 +33,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TURN = 3  # timed runs of a command in one turn
+TURN = 1  # timed runs of a command in one turn
 SRC = os.path.dirname(os.path.dirname(HERE))
 
 

@@ -337,6 +337,44 @@ static void test_check_large(void) {
   free(data);
 }
 
+/* Candidate texts longer than a set's first arrays hold: the set grows,
+ * keeping what it had. Three 1.5 MiB lines each repeated after a 1 KiB
+ * resident head, on both thread counts. */
+static void test_check_long_candidates(void) {
+  size_t each = (size_t)3 << 19, len = 0;
+  char *data = malloc(6 * (each + 1) + 64);
+  CHECK(data != NULL);
+  len += (size_t)sprintf(data, "head\n");
+  for (int round = 0; round < 2; round++)
+    for (int k = 0; k < 3; k++) {
+      memset(data + len, 'a' + k, each);
+      len += each;
+      data[len++] = '\n';
+    }
+  const char *threads[] = {"1", "2"};
+  for (int t = 0; t < 2; t++) {
+    setenv("COGPIPE_THREADS", threads[t], 1);
+    cp_check_opts o;
+    cp_check_opts_init(&o);
+    o.limits.max_chars = 0;
+    o.limits.max_bytes = 0;
+    o.resident_bytes = 1024;
+    cp_check *c = cp_check_new(&o);
+    cp_check_buffer(c, "long", data, len, CP_FMT_LINES);
+    const cp_check_report *r = cp_check_finish(c);
+    CHECK_INT(r->unique, 4);
+    CHECK_INT(r->duplicates, 3);
+    CHECK_INT(r->n_dups, 3);
+    for (size_t i = 0; i < r->n_dups; i++) {
+      CHECK_INT(r->dups[i].line, 5 + i);
+      CHECK_INT(r->dups[i].first_line, 2 + i);
+    }
+    cp_check_free(c);
+  }
+  unsetenv("COGPIPE_THREADS");
+  free(data);
+}
+
 static void test_check_file(void) {
   size_t len;
   char *data = make_corpus(6, &len);
@@ -384,6 +422,7 @@ int main(void) {
   RUN(test_check_csv_and_files);
   RUN(test_max_items);
   RUN(test_check_large);
+  RUN(test_check_long_candidates);
   RUN(test_check_file);
   DONE();
 }
