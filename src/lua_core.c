@@ -4,6 +4,7 @@
  * submodules each binding file provides. The Lua half (lua/cogpipe/init.lua)
  * builds the public module on top of it.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
@@ -54,7 +55,11 @@ static int l_sleep(lua_State *L) {
   uv_timer_init(cp_runtime_loop(rt), &op->timer);
   cp_runtime_handle_inc(rt);
   op->timer.data = op;
-  uv_timer_start(&op->timer, sleep_fired, (uint64_t)(secs * 1000.0 + 0.5), 0);
+  /* The loop's clock is cached from its last turn, which may be long ago
+   * when the task ran a while: from that stale time a timer would fire
+   * early by as much. */
+  uv_update_time(cp_runtime_loop(rt));
+  uv_timer_start(&op->timer, sleep_fired, (uint64_t)ceil(secs * 1000.0), 0);
   return cp_task_suspend(L, task, sleep_cancel, op);
 }
 

@@ -9,7 +9,7 @@ The corpus comes from the shared generator (gen_corpus.py), which also gives
 the reference counts; cogpipe's counts are checked against them first, since
 the figures are only worth comparing if it counted right. Each command then
 runs ROUNDS times timed, on a warm page cache, in turns: a turn runs one
-command a few times back to back, the first run untimed (what a user
+command TURN times back to back after one untimed run (what a user
 re-running it sees), and the commands take turns until each has its
 ROUNDS. Taking turns spreads a slow spell of the machine (a busy
 neighbour on a shared host) over every command rather than over

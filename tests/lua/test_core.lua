@@ -21,6 +21,17 @@ t.test("100 tasks sleeping 0.2 s finish together in under 0.5 s", function()
   t.ok(elapsed < 0.5, "took " .. elapsed .. " s")
 end)
 
+t.test("sleep after a busy stretch still sleeps its whole time", function()
+  -- The loop's clock stands still while a task computes; a timer started
+  -- from it would fire early by as long as the task ran.
+  local busy = cp.now()
+  while cp.now() - busy < 0.1 do end
+  local start = cp.now()
+  cp.sleep(0.1)
+  local slept = cp.now() - start
+  t.ok(slept >= 0.099, "slept " .. slept .. " s of 0.1")
+end)
+
 t.test("spawn passes arguments and wait returns every result", function()
   local task = cp.spawn(function(a, b)
     return a + b, "two", nil, 4
