@@ -60,6 +60,10 @@ static void *zalloc_pages(size_t n, int all, int huge_ok) {
     madvise(p, n, MADV_HUGEPAGE); /* a hint, as the system may have none */
 #endif
   }
+#ifdef MADV_NOHUGEPAGE
+  /* Nor where the system would give them unasked (THP "always"). */
+  if (!huge_ok) madvise(p, n, MADV_NOHUGEPAGE);
+#endif
   if (all) populate(p, n);
   return p;
 }
