@@ -21,28 +21,18 @@ static uv_once_t once = UV_ONCE_INIT;
 static int loaded;
 static char why[256]; /* the reason loading failed, set once */
 
-/* cp_dl_sym, saying which symbol is missing. */
-static int sym(void *lib, const char *name, void *fn) {
-  if (cp_dl_sym(lib, name, fn)) return 1;
-  snprintf(why, sizeof why, "%s has no %s", CP_CRYPTO_SONAME, name);
-  return 0;
-}
-
 /* Takes the name after macro expansion, so that a name the headers
  * #define to another is looked up as the symbol it stands for. */
 #define CP_CRYPTO_STR(name) #name
 
 static void load(void) {
-  /* RTLD_LOCAL: libcrypto must not resolve symbols of ours, nor we its;
-   * libcurl's TLS library loads the same copy and shares it. */
-  void *lib = dlopen(CP_CRYPTO_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *e = dlerror();
-    snprintf(why, sizeof why, "%s", e ? e : "cannot load " CP_CRYPTO_SONAME);
-    return;
-  }
+  /* libcurl's TLS library, when loaded, shares this copy. */
+  void *lib = cp_dl_open(CP_CRYPTO_SONAME, why, sizeof why);
+  if (!lib) return;
   cp_crypto_api api;
-#define CP_CRYPTO_SYM(name) &&sym(lib, CP_CRYPTO_STR(name), &api.name)
+#define CP_CRYPTO_SYM(name) \
+  &&cp_dl_need(lib, CP_CRYPTO_SONAME, CP_CRYPTO_STR(name), &api.name, why, \
+               sizeof why)
   int ok = 1 CP_CRYPTO_FUNCTIONS(CP_CRYPTO_SYM);
 #undef CP_CRYPTO_SYM
   if (!ok) {

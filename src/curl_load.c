@@ -20,24 +20,12 @@ static uv_once_t once = UV_ONCE_INIT;
 static int loaded;
 static char why[256]; /* the reason loading failed, set once */
 
-/* cp_dl_sym, saying which symbol is missing. */
-static int sym(void *lib, const char *name, void *fn) {
-  if (cp_dl_sym(lib, name, fn)) return 1;
-  snprintf(why, sizeof why, "%s has no %s", CP_CURL_SONAME, name);
-  return 0;
-}
-
 static void load(void) {
-  /* RTLD_LOCAL: libcurl's dependencies must not resolve symbols of ours,
-   * nor ours theirs. */
-  void *lib = dlopen(CP_CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *e = dlerror();
-    snprintf(why, sizeof why, "%s", e ? e : "cannot load " CP_CURL_SONAME);
-    return;
-  }
+  void *lib = cp_dl_open(CP_CURL_SONAME, why, sizeof why);
+  if (!lib) return;
   cp_curl_api api;
-#define CP_CURL_SYM(name) &&sym(lib, "curl_" #name, &api.name)
+#define CP_CURL_SYM(name) \
+  &&cp_dl_need(lib, CP_CURL_SONAME, "curl_" #name, &api.name, why, sizeof why)
   int ok = 1 CP_CURL_FUNCTIONS(CP_CURL_SYM);
 #undef CP_CURL_SYM
   if (!ok) {
