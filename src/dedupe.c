@@ -470,7 +470,7 @@ typedef struct cand {
 /* One confirming pass's worth of candidates. */
 typedef struct cset {
   cand *cands;    /* cbytes of them (set_grow), cready mapped (set_ready) */
-  size_t n, cap, cbytes, cready;
+  size_t n, cbytes, cready;
   char *texts;    /* their texts back to back: tcap bytes, tready mapped */
   size_t tlen, tcap, tready;
   uint32_t *order; /* the sweep's order: by region of the first occurrence */
@@ -806,11 +806,9 @@ static void set_ready(char *p, size_t *done, size_t need, size_t cap) {
 static void add_cand(cp_check *c, const block *bl, const pending *b,
                      const entry *e, size_t src) {
   cset *set = &c->sets[c->filling];
-  if (set->n == set->cap) {
+  if ((set->n + 1) * sizeof *set->cands > set->cbytes)
     set->cands = set_grow(set->cands, &set->cbytes,
                           (set->n + 1) * sizeof *set->cands, &set->cready);
-    set->cap = set->cbytes / sizeof *set->cands;
-  }
   if (set->tlen + b->len > set->tcap)
     set->texts = set_grow(set->texts, &set->tcap,
                           set->tlen + b->len > PASS_TEXT + HUGE_PAGE
@@ -960,7 +958,7 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
 static void confirm_sort(cp_check *c, cset *set) {
   size_t n = set->n;
   if (n > set->order_cap) {
-    set->order_cap = set->cap;
+    set->order_cap = set->cbytes / sizeof *set->cands;
     set->order = cp_realloc(set->order, set->order_cap * sizeof *set->order);
     set->ok = cp_realloc(set->ok, set->order_cap);
   }
