@@ -26,12 +26,20 @@ struct cp_json_doc {
   cp_json *root;
 };
 
+/* Where the parser is: the member key or item index at each level, so that
+ * an error can name the path of what it is about. */
+typedef struct seg {
+  const char *key; /* NULL: an array item */
+  size_t key_len, index;
+} seg;
+
 typedef struct parser {
   const char *s, *end, *p;
   cp_json_doc *doc;
   cp_json_error *err;
   int depth;
   cp_buf scratch; /* string unescaping and member/item collection */
+  seg path[MAX_DEPTH + 2];
 } parser;
 
 static void *arena_alloc(cp_json_doc *doc, size_t n) {
@@ -72,6 +80,81 @@ static int fail(parser *ps, const char *at, const char *fmt, ...) {
   vsnprintf(e->message, sizeof e->message, fmt, ap);
   va_end(ap);
   return -1;
+}
+
+/* The path of the value being parsed, e.g. $.examples[3].text. */
+static void format_path(const parser *ps, char *out, size_t cap) {
+  cp_buf b = CP_BUF_INIT;
+  cp_buf_adds(&b, "$");
+  for (int i = 1; i <= ps->depth && i <= MAX_DEPTH; i++) {
+    const seg *g = &ps->path[i];
+    if (!g->key) {
+      cp_buf_printf(&b, "[%zu]", g->index);
+      continue;
+    }
+    int plain = g->key_len > 0;
+    for (size_t k = 0; k < g->key_len && plain; k++) {
+      char c = g->key[k];
+      plain = c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (k > 0 && c >= '0' && c <= '9');
+    }
+    if (plain) {
+      cp_buf_printf(&b, ".%.*s", (int)g->key_len, g->key);
+    } else {
+      cp_buf_adds(&b, "[");
+      cp_json_add_string(&b, g->key, g->key_len);
+      cp_buf_adds(&b, "]");
+    }
+  }
+  snprintf(out, cap, "%s", b.data);
+  cp_buf_free(&b);
+}
+
+/* Whether key is already a member of ms[0..n): a linear look for small
+ * objects, a hash set past that, so a hostile object with a million keys
+ * costs a million probes, not a million squared. */
+typedef struct keyset {
+  uint32_t *slots; /* member index + 1; 0 empty */
+  size_t cap;
+} keyset;
+
+static uint64_t key_hash(const char *k, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 1099511628211ULL;
+  return h;
+}
+
+static int same_key(const cp_json_member *a, const char *k, size_t n) {
+  return a->key_len == n && memcmp(a->key, k, n) == 0;
+}
+
+static void keyset_put(keyset *ks, const cp_json_member *ms, size_t i) {
+  size_t mask = ks->cap - 1, j = key_hash(ms[i].key, ms[i].key_len) & mask;
+  while (ks->slots[j]) j = (j + 1) & mask;
+  ks->slots[j] = (uint32_t)(i + 1);
+}
+
+/* Adds member n (ms[n] filled in); returns 1 when its key was there. */
+static int keyset_add(keyset *ks, const cp_json_member *ms, size_t n) {
+  const char *k = ms[n].key;
+  size_t kl = ms[n].key_len;
+  if (n < 16) {
+    for (size_t i = 0; i < n; i++)
+      if (same_key(&ms[i], k, kl)) return 1;
+    return 0;
+  }
+  if ((n + 1) * 2 > ks->cap) {
+    free(ks->slots);
+    ks->cap = ks->cap ? ks->cap * 2 : 64;
+    while ((n + 1) * 2 > ks->cap) ks->cap *= 2;
+    ks->slots = cp_calloc(ks->cap, sizeof *ks->slots);
+    for (size_t i = 0; i < n; i++) keyset_put(ks, ms, i);
+  }
+  size_t mask = ks->cap - 1, j = key_hash(k, kl) & mask;
+  for (; ks->slots[j]; j = (j + 1) & mask)
+    if (same_key(&ms[ks->slots[j] - 1], k, kl)) return 1;
+  ks->slots[j] = (uint32_t)(n + 1);
+  return 0;
 }
 
 static void skip_ws(parser *ps) {
@@ -317,6 +400,7 @@ static cp_json *parse_array(parser *ps) {
     return v;
   }
   for (;;) {
+    ps->path[ps->depth] = (seg){NULL, 0, n};
     cp_json *item = parse_value(ps);
     if (!item) goto err;
     if (n == cap) {
@@ -355,6 +439,7 @@ static cp_json *parse_object(parser *ps) {
   ps->p++;
   cp_json_member *ms = NULL;
   size_t n = 0, cap = 0;
+  keyset seen = {NULL, 0};
   skip_ws(ps);
   if (ps->p < ps->end && *ps->p == '}') {
     ps->p++;
@@ -366,9 +451,24 @@ static cp_json *parse_object(parser *ps) {
       fail(ps, ps->p, "expected a string key in object");
       goto err;
     }
+    const char *key_at = ps->p;
     if (parse_string_raw(ps)) goto err;
     cp_json_member m;
     m.key = arena_str(ps, &m.key_len);
+    ps->path[ps->depth] = (seg){m.key, m.key_len, 0};
+    if (n == cap) {
+      cap = cap ? cap * 2 : 8;
+      ms = cp_realloc(ms, cap * sizeof *ms);
+    }
+    ms[n] = m;
+    if (keyset_add(&seen, ms, n)) {
+      /* Parsers disagree on which copy wins; a record that says two things
+       * must not be read as either. */
+      char where[96];
+      format_path(ps, where, sizeof where);
+      fail(ps, key_at, "duplicate key at %s", where);
+      goto err;
+    }
     skip_ws(ps);
     if (ps->p >= ps->end || *ps->p != ':') {
       fail(ps, ps->p, "expected ':' after object key");
@@ -377,10 +477,6 @@ static cp_json *parse_object(parser *ps) {
     ps->p++;
     m.value = parse_value(ps);
     if (!m.value) goto err;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      ms = cp_realloc(ms, cap * sizeof *ms);
-    }
     ms[n++] = m;
     skip_ws(ps);
     if (ps->p >= ps->end) {
@@ -402,9 +498,11 @@ static cp_json *parse_object(parser *ps) {
   memcpy(v->u.obj.members, ms, n * sizeof *ms);
   v->u.obj.n = n;
   free(ms);
+  free(seen.slots);
   return v;
 err:
   free(ms);
+  free(seen.slots);
   return NULL;
 }
 

@@ -45,7 +45,7 @@ struct cp_json {
       size_t n;
     } arr;
     struct {
-      cp_json_member *members; /* in source order; duplicates kept */
+      cp_json_member *members; /* in source order; keys are unique */
       size_t n;
     } obj;
   } u;
@@ -61,13 +61,14 @@ typedef struct cp_json_error {
 } cp_json_error;
 
 /* Parses exactly one JSON value (surrounding white space allowed). Returns
- * NULL and fills err on failure. Nesting deeper than 512 is an error. */
+ * NULL and fills err on failure. Nesting deeper than 512 is an error, and
+ * so is an object that repeats a key (the message gives its path). */
 cp_json_doc *cp_json_parse(const char *text, size_t len, cp_json_error *err);
 const cp_json *cp_json_root(const cp_json_doc *doc);
 void cp_json_doc_free(cp_json_doc *doc);
 
-/* Looks up a member of an object (last one wins, as in most parsers);
- * NULL when v is not an object or has no such key. */
+/* Looks up a member of an object; NULL when v is not an object or has no
+ * such key. */
 const cp_json *cp_json_get(const cp_json *v, const char *key);
 const char *cp_json_type_name(cp_json_type t);
 

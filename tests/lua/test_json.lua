@@ -102,6 +102,18 @@ t.test("syntax errors report line and column", function()
   end
 end)
 
+t.test("a repeated key is an error with its path, not a silent last-wins", function()
+  local v, err = json.decode('{"text":"a","text":"b"}')
+  t.eq(v, nil)
+  t.eq(err.kind, "json")
+  t.ok(err.message:find("duplicate key at $.text", 1, true), err.message)
+  t.eq(err.column, 13)
+  v, err = json.decode('{"examples":[{"text":"a","annotations":[{"start":0,"start":1}]}]}')
+  t.eq(v, nil)
+  t.ok(err.message:find("$.examples[0].annotations[0].start", 1, true), err.message)
+  t.eq(json.decode('[{"a":1},{"a":2}]')[2].a, 2)
+end)
+
 t.test("misuse raises", function()
   t.raises(function() json.decode(nil) end, "string expected")
   t.raises(function() json.array(5) end, "table expected")

@@ -62,6 +62,34 @@ static void test_errors_located(void) {
   }
 }
 
+/* A repeated key is an error at the second key, naming its path: readers
+ * disagree on which copy wins. Large objects are checked as well as small. */
+static void test_duplicate_keys(void) {
+  cp_json_error err;
+  CHECK(parse("{\"text\":\"a\",\"text\":\"b\"}", &err) == NULL);
+  CHECK_INT(err.offset, 12); /* the second key */
+  CHECK(strstr(err.message, "duplicate key at $.text") != NULL);
+  CHECK(parse("{\"examples\":[{\"t\":1},{\"t\":1,\"the key\":0,\"the key\":1}]}", &err) == NULL);
+  CHECK(strstr(err.message, "$.examples[1][\"the key\"]") != NULL);
+  /* 999 distinct keys, then the first again */
+  cp_buf b = CP_BUF_INIT;
+  cp_buf_adds(&b, "{");
+  for (int i = 0; i < 1000; i++) cp_buf_printf(&b, "%s\"k%d\":%d", i ? "," : "", i % 999, i);
+  cp_buf_adds(&b, "}");
+  CHECK(parse(b.data, &err) == NULL);
+  CHECK(strstr(err.message, "duplicate key at $.k0") != NULL);
+  /* the same keys in different objects, and many distinct ones, are fine */
+  cp_buf_reset(&b);
+  cp_buf_adds(&b, "[{\"a\":1},{\"a\":2},{");
+  for (int i = 0; i < 1000; i++) cp_buf_printf(&b, "%s\"k%d\":%d", i ? "," : "", i, i);
+  cp_buf_adds(&b, "}]");
+  cp_json_doc *d = parse(b.data, &err);
+  CHECK(d != NULL);
+  CHECK_INT(cp_json_root(d)->u.arr.items[2]->u.obj.n, 1000);
+  cp_json_doc_free(d);
+  cp_buf_free(&b);
+}
+
 static void test_depth_limit(void) {
   char deep[2000];
   memset(deep, '[', 600);
@@ -110,6 +138,7 @@ int main(void) {
   RUN(test_tree);
   RUN(test_int_limits);
   RUN(test_errors_located);
+  RUN(test_duplicate_keys);
   RUN(test_depth_limit);
   RUN(test_writers);
   RUN(test_round_trip_doubles);
