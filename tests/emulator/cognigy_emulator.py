@@ -5,7 +5,9 @@ It speaks the three upload targets cogpipe knows -- the dataset workflow, the
 intent example batch workflow and the REST API v2.0 -- with the platform's rules
 and limits, plus an OpenAI-compatible embeddings endpoint and a Standard
 Webhooks sink. Everything it stores can be read back, reset, seeded and faulted
-through a control API under /_emulator/ (see README.md next to this file).
+through a control API under /_emulator/ (see README.md next to this file). A
+strict profile takes the harsher reading wherever the contract leaves room, and
+the state records what clients did wrong (early requests, revoked tokens).
 
 Python standard library only, so a test machine needs nothing but python3. It
 binds to 127.0.0.1 and nothing else.
@@ -30,6 +32,7 @@ import math
 import os
 import random
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -54,6 +57,7 @@ MiB = 1024 * KiB
 # so the 413 reaches the client instead of a reset on a half-sent request.
 DRAIN_MAX = 256 * MiB
 LOG_MAX = 100_000
+EARLY_MAX = 1000
 
 DATASET_SCOPES = ("cognigy:dataset:write", "cognigy:dataset:read", "cognigy:admin:retrain")
 INTENT_SCOPES = ("intent:read", "intent:write", "ai:train")
@@ -75,13 +79,22 @@ SECRET_QUERY_KEYS = {"client_secret", "api_key", "apikey", "access_token", "toke
 
 def default_config():
     return {
+        "strict": False,
         "clients": {"cogpipe-sandbox": {"secret": "sandbox-secret", "scopes": None}},
         "api_keys": ["sandbox-api-key"],
         "token_lifetime": 3600,
-        "dataset": {"file_max": 52_428_800, "body_slack": MiB},
+        "tokens": {"revoke_every": 0},
+        "dataset": {"file_max": 52_428_800, "body_slack": MiB, "same_reference": "replace"},
+        "jobs": {"endpoint": "present"},
         "intent_cap": 2000,
+        "lists": {"order": "insertion"},
+        "retry_after": {"enforce": False, "grace_s": 0.05},
+        "client_rate_limit": {"requests": 0, "window_s": 60},
         "v2": {
-            "json_body_max": 60 * KiB,
+            # The contract's "60 kB" is 60,000 bytes, not 60 KiB.
+            "json_body_max": 60_000,
+            "patch_answer": "ids",
+            "patch_form": "any",
             "text_upload_max": 2 * MiB,
             "page_default": 25,
             "page_max": 100,
@@ -96,6 +109,33 @@ def default_config():
         "webhook_tolerance_s": 300,
         "embeddings": {"api_key": None, "dim": 384},
     }
+
+
+# Settings that take one of a few words; the first is the default.
+CHOICES = {
+    "dataset.same_reference": ("replace", "new"),
+    "jobs.endpoint": ("present", "absent", "not_found"),
+    "lists.order": ("insertion", "reverse"),
+    "v2.patch_answer": ("ids", "counts"),
+    "v2.patch_form": ("any", "contract"),
+}
+INTEGER_SETTINGS = {"tokens.revoke_every", "client_rate_limit.requests"}
+
+# Where the contract leaves room, strict mode takes the harsher reading (see
+# README.md, "Strict mode"). Rate limits and revocation are left to the tests.
+STRICT_PROFILE = {
+    "jobs": {"endpoint": "absent"},
+    "dataset": {"same_reference": "new"},
+    "v2": {"patch_answer": "counts", "patch_form": "contract"},
+    "lists": {"order": "reverse"},
+    "retry_after": {"enforce": True},
+}
+
+
+def _profile_defaults(profile, defaults):
+    """The default values of the settings a profile touches."""
+    return {k: _profile_defaults(v, defaults[k]) if isinstance(v, dict) else defaults[k]
+            for k, v in profile.items()}
 
 
 class ConfigError(ValueError):
@@ -175,6 +215,15 @@ def merge_config(config, patch, defaults=None, where=""):
         raise ConfigError(f"{where or 'config'} must be an object")
     if defaults is None:
         defaults = default_config()
+    if not where and "strict" in patch:
+        # The profile goes first, so the patch's own settings override it.
+        strict = patch["strict"]
+        if not isinstance(strict, bool):
+            raise ConfigError("strict must be true or false")
+        merge_config(config, STRICT_PROFILE if strict else _profile_defaults(STRICT_PROFILE, defaults),
+                     defaults)
+        config["strict"] = strict
+        patch = {k: v for k, v in patch.items() if k != "strict"}
     for key, value in patch.items():
         name = f"{where}.{key}" if where else key
         if key not in defaults:
@@ -195,13 +244,21 @@ def merge_config(config, patch, defaults=None, where=""):
             if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ConfigError(f"{name} must be a list of strings")
             config[key] = list(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false")
+            config[key] = value
         elif _is_number(default):
             if not _is_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative number")
+            if name in INTEGER_SETTINGS and not is_int(value):
+                raise ConfigError(f"{name} must be a non-negative integer")
             config[key] = value
         elif isinstance(default, str):
             if not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string")
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ConfigError(f"{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
             config[key] = value
         else:
             config[key] = value
@@ -232,6 +289,41 @@ def utc_iso(ts=None):
 
 def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def retry_after_seconds(value, wall_now):
+    """Seconds a Retry-After value asks for (delta seconds or an HTTP date), or None."""
+    value = (value or "").strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - wall_now)
+
+
+def header_value(headers, name):
+    name = name.lower()
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def token_realm_for_path(path):
+    """The realm whose Bearer tokens a path takes; None where no OAuth token is used."""
+    if path.startswith("/new/v2.0/"):
+        return "v2"
+    if path.startswith("/api/v1/") and path != "/api/v1/auth/token":
+        return "intent"
+    if path.startswith(("/datasets/", "/jobs/")):
+        return "dataset"
+    return None
 
 
 def _reject_constant(name):
@@ -441,6 +533,14 @@ class State:
         self.by_route = collections.Counter()
         self.faults_applied = collections.Counter()
         self.rate_windows = {}
+        self.client_hits = {}  # client IP -> monotonic times of admitted requests
+        self.retry_windows = {}  # client IP -> [{"start", "end", "seconds"}], see open_window
+        self.retry_windows_opened = 0
+        self.early_count = 0
+        self.early_items = []
+        self.tokens_revoked = collections.Counter()  # by token endpoint
+        self.revoked_token_requests = 0
+        self.example_anchors = {}  # (client IP, intent) -> examples listed when offset 0 was read
         self.embedding_requests = 0
         self.embedding_inputs = 0
 
@@ -476,17 +576,46 @@ class State:
             },
             "client_ip": req.client_ip,
             "t": time.monotonic(),
+            "t_end": None,
             "wall": time.time(),
             "status": None,
             "fault": None,
             "body_bytes": None,
+            "early": False,
+            "token_state": None,
+            "client_gone": False,
         }
         with self.lock:
             self.request_seq += 1
             entry["seq"] = self.request_seq
+            entry["token_state"] = self._arriving_token_state(req, entry["t"])
+            if entry["token_state"] in ("revoked", "expired"):
+                self.revoked_token_requests += 1
             self.log.append(entry)
             self.requests_total += 1
         return entry
+
+    def _arriving_token_state(self, req, now):
+        """What the request's Bearer token was worth when the request arrived.
+
+        Judged at arrival, not when the handler checks it: a client is only to
+        blame for sending a token that was already dead when it went out.
+        """
+        realm = token_realm_for_path(req.path)
+        auth = req.headers.get("Authorization") or ""
+        scheme, _, value = auth.strip().partition(" ")
+        if realm is None or scheme.lower() != "bearer":
+            return None
+        if realm == "v2" and (req.headers.get("X-API-Key") is not None or req.arg("api_key") is not None):
+            return None
+        record = self.tokens.get(value.strip())
+        if record is None or record["realm"] != realm:
+            return "unknown"
+        if record["revoked"]:
+            return "revoked"
+        if now >= record["expires_at"]:
+            return "expired"
+        return "valid"
 
     def annotate(self, entry, **fields):
         with self.lock:
@@ -500,6 +629,84 @@ class State:
             if entry["fault"]:
                 self.faults_applied[entry["fault"]["action"]] += 1
 
+    # per-client gate: Retry-After windows and the client rate limit ----------
+    def admit(self, entry):
+        """None when the request may go on, else (message, retry_after_s) for a 429.
+
+        Records early requests (sent inside a Retry-After window the client was
+        given) whether or not they are refused.
+        """
+        ip, arrival = entry["client_ip"], entry["t"]
+        with self.lock:
+            ra_cfg = self.config["retry_after"]
+            windows = [w for w in self.retry_windows.get(ip, []) if w["end"] > arrival]
+            self.retry_windows[ip] = windows
+            # A request that arrived within grace_s of the answer was already on
+            # the wire when the answer left; it is not the client's fault.
+            broken = [w for w in windows if w["start"] + float(ra_cfg["grace_s"]) < arrival]
+            if broken:
+                window = max(broken, key=lambda w: w["end"])
+                entry["early"] = True
+                self.early_count += 1
+                if len(self.early_items) < EARLY_MAX:
+                    self.early_items.append({
+                        "seq": entry["seq"], "method": entry["method"], "path": entry["path"],
+                        "client_ip": ip, "t": arrival, "window_start": window["start"],
+                        "window_end": window["end"], "early_s": round(window["end"] - arrival, 6),
+                        "enforced": bool(ra_cfg["enforce"]),
+                    })
+                if ra_cfg["enforce"]:
+                    remaining = max(w["end"] for w in windows) - time.monotonic()
+                    return (f"{ip} is inside a Retry-After window for {remaining:.3f} s more",
+                            max(1, math.ceil(remaining)))
+            limit = self.config["client_rate_limit"]
+            allowed, span = limit["requests"], float(limit["window_s"])
+            if allowed and span > 0:
+                now = time.monotonic()
+                hits = self.client_hits.setdefault(ip, collections.deque())
+                while hits and hits[0] <= now - span:
+                    hits.popleft()
+                if len(hits) >= allowed:
+                    return (f"more than {allowed} requests in {span:g} s from {ip}",
+                            max(1, math.ceil(hits[0] + span - now)))
+                hits.append(now)
+            return None
+
+    def open_window(self, ip, resp):
+        """Open a Retry-After window for the client an answer is about to go to.
+
+        Called just before the bytes leave, so the client's next request, however
+        fast, already finds it; answer_written moves it to the real write time.
+        """
+        if not (resp.status == 429 or resp.status == 503):
+            return None
+        seconds = retry_after_seconds(header_value(resp.headers, "Retry-After"), time.time())
+        if seconds is None:
+            return None
+        now = time.monotonic()
+        window = {"start": now, "end": now + seconds, "seconds": seconds}
+        with self.lock:
+            self.retry_windows.setdefault(ip, []).append(window)
+            self.retry_windows_opened += 1
+        return window
+
+    def answer_written(self, entry, window):
+        now = time.monotonic()
+        with self.lock:
+            entry["t_end"] = now
+            if window is not None:
+                window["start"], window["end"] = now, now + window["seconds"]
+
+    def answer_lost(self, entry, window):
+        """The answer never reached the client: no window, and the log says so."""
+        with self.lock:
+            entry["client_gone"] = True
+            if window is not None:
+                windows = self.retry_windows.get(entry["client_ip"], [])
+                if window in windows:
+                    windows.remove(window)
+                    self.retry_windows_opened -= 1
+
     # tokens -------------------------------------------------------------
     def issue_token(self, realm, client_id, scopes, lifetime):
         with self.lock:
@@ -510,14 +717,40 @@ class State:
                 "scopes": list(scopes),
                 "expires_at": time.monotonic() + lifetime,
                 "revoked": False,
+                "uses": 0,
             }
             self.tokens_issued[REALMS[realm]["endpoint"]] += 1
             return token
 
+    def use_token(self, value, realm):
+        """Check a Bearer token and count the use: (record copy or None, why not)."""
+        with self.lock:
+            record = self.tokens.get(value)
+            if record is None or record["realm"] != realm:
+                return None, "unknown access token"
+            every = self.config["tokens"]["revoke_every"]
+            if every and record["uses"] >= every:
+                self._revoke(record)  # revoke_every was lowered after the token was used
+            if record["revoked"]:
+                return None, "access token revoked"
+            if time.monotonic() >= record["expires_at"]:
+                return None, "access token expired"
+            record["uses"] += 1
+            if every and record["uses"] >= every:
+                # The platform revokes when it likes; here the Nth use is the last.
+                self._revoke(record)
+            return dict(record), None
+
+    def _revoke(self, record):
+        if not record["revoked"]:
+            record["revoked"] = True
+            self.tokens_revoked[REALMS[record["realm"]]["endpoint"]] += 1
+
     def expire_tokens(self):
         with self.lock:
+            now = time.monotonic()
             for record in self.tokens.values():
-                record["revoked"] = True
+                record["expires_at"] = min(record["expires_at"], now)
             return len(self.tokens)
 
     # tasks and jobs -----------------------------------------------------
@@ -689,6 +922,11 @@ class State:
                 "tokens_issued": dict(self.tokens_issued),
                 "tokens_active": sum(1 for t in self.tokens.values()
                                      if not t["revoked"] and t["expires_at"] > time.monotonic()),
+                "tokens_revoked": sum(self.tokens_revoked.values()),
+                "tokens_revoked_by_endpoint": dict(self.tokens_revoked),
+                "requests_with_revoked_token": self.revoked_token_requests,
+                "retry_after_windows": self.retry_windows_opened,
+                "early_requests": {"count": self.early_count, "items": [dict(e) for e in self.early_items]},
                 "requests": {
                     "total": self.requests_total,
                     "last_seq": self.request_seq,
@@ -706,7 +944,7 @@ class State:
 
 
 class Fault:
-    ACTIONS = ("status", "reset_after_body", "reset_before_body", "delay", "fail_task")
+    ACTIONS = ("status", "reset_after_body", "reset_before_body", "delay", "hold_answer", "fail_task")
 
     def __init__(self, spec, index):
         if not isinstance(spec, dict):
@@ -737,8 +975,10 @@ class Fault:
         self.body = spec.get("body")
         self.headers = spec.get("headers") or {}
         self.delay_ms = spec.get("delay_ms") or 0
-        if self.action == "delay" and not self.delay_ms:
-            raise ConfigError(f"faults[{index}]: delay needs delay_ms")
+        if not (_is_number(self.delay_ms) and self.delay_ms >= 0):
+            raise ConfigError(f"faults[{index}].delay_ms must be a non-negative number")
+        if self.action in ("delay", "hold_answer") and not self.delay_ms:
+            raise ConfigError(f"faults[{index}]: {self.action} needs delay_ms")
         self.fail_reason = spec.get("fail_reason") or "training failed (injected fault)"
         selectors = [k for k in ("share", "every", "first") if spec.get(k) is not None]
         if len(selectors) > 1:
@@ -882,14 +1122,9 @@ class Target:
         if scheme.lower() != "bearer" or not value:
             self.fail(401, "invalid_request", "Authorization must be 'Bearer <token>'",
                       headers={"WWW-Authenticate": challenge})
-        with self.state.lock:
-            record = self.state.tokens.get(value)
-            record = dict(record) if record else None
-        if record is None or record["realm"] != realm:
-            self.fail(401, "invalid_token", "unknown access token",
-                      headers={"WWW-Authenticate": challenge + ', error="invalid_token"'})
-        if record["revoked"] or time.monotonic() >= record["expires_at"]:
-            self.fail(401, "invalid_token", "access token expired",
+        record, why = self.state.use_token(value, realm)
+        if record is None:
+            self.fail(401, "invalid_token", why,
                       headers={"WWW-Authenticate": challenge + ', error="invalid_token"'})
         if scope is not None:
             self.require_scope(record, scope)
@@ -903,6 +1138,16 @@ class Target:
 
     def too_large(self, limit):
         return self.error(413, "payload_too_large", f"request body exceeds {limit} bytes")
+
+    def job(self, req, realm):
+        """A retrain job's status, where jobs.endpoint lets it be asked for at all."""
+        if self.config["jobs"]["endpoint"] == "not_found":
+            self.fail(404, "not_found", "no such job")
+        self.bearer(req, realm, "cognigy:dataset:read" if realm == "dataset" else "intent:read")
+        with self.state.lock:
+            if req.params["jobId"] not in self.state.jobs:
+                self.fail(404, "not_found", "no such job")
+            return Response(200, self.state.job_view(req.params["jobId"]))
 
     def not_found(self, req):
         return self.error(404, "not_found", f"no route for {req.method} {req.path}")
@@ -1097,8 +1342,10 @@ class DatasetTarget(Target):
         unique = len(set(utterances))
         ref = payload["datasetIdReference"]
         with self.state.lock:
+            # "new": the platform may keep a second upload of a reference as a
+            # second dataset (DESIGN 4.1), so a resend shows up as a double.
             ds_id = self.state.dataset_by_ref.get(ref)
-            replaced = ds_id is not None
+            replaced = ds_id is not None and self.config["dataset"]["same_reference"] == "replace"
             if not replaced:
                 ds_id = "ds_" + self.state.hex_id()
                 self.state.dataset_by_ref[ref] = ds_id
@@ -1145,11 +1392,7 @@ class DatasetTarget(Target):
             return Response(200, {k: v for k, v in ds.items() if k != "lines"})
 
     def get_job(self, req):
-        self.bearer(req, "dataset", "cognigy:dataset:read")
-        with self.state.lock:
-            if req.params["jobId"] not in self.state.jobs:
-                self.fail(404, "not_found", "no such job")
-            return Response(200, self.state.job_view(req.params["jobId"]))
+        return self.job(req, "dataset")
 
 
 class IntentTarget(Target):
@@ -1274,19 +1517,32 @@ class IntentTarget(Target):
         self.bearer(req, "intent", "intent:read")
         limit = self._int_arg(req, "limit", 100, 1, 1000)
         offset = self._int_arg(req, "offset", 0, 0, None)
+        intent_id = req.params["intentId"]
         with self.state.lock:
-            stored = self.state.intents.get(req.params["intentId"], [])
-            page = [dict(e) for e in stored[offset:offset + limit]]
+            stored = self.state.intents.get(intent_id, [])
+            listed = len(stored)
+            if self.config["lists"]["order"] == "reverse":
+                # Newest first. Examples are only ever appended, so a listing is
+                # anchored at the count its first page saw: later pages leave out
+                # what was added since, and offsets neither repeat nor skip.
+                key = (req.client_ip, intent_id)
+                if offset == 0:
+                    self.state.example_anchors[key] = listed
+                listed = min(self.state.example_anchors.get(key, listed), listed)
+                ordered = stored[:listed][::-1]
+            else:
+                ordered = stored
+            page = [dict(e) for e in ordered[offset:offset + limit]]
             total = len(stored)
             active = sum(1 for e in stored if e["is_active"])
         return Response(200, {
-            "intent_id": req.params["intentId"],
+            "intent_id": intent_id,
             "examples": page,
             "total": total,
             "active_count": active,
             "limit": limit,
             "offset": offset,
-            "next_offset": offset + limit if offset + limit < total else None,
+            "next_offset": offset + limit if offset + limit < listed else None,
         })
 
     def _int_arg(self, req, name, default, low, high):
@@ -1300,11 +1556,7 @@ class IntentTarget(Target):
         return int(raw)
 
     def get_job(self, req):
-        self.bearer(req, "intent", "intent:read")
-        with self.state.lock:
-            if req.params["jobId"] not in self.state.jobs:
-                self.fail(404, "not_found", "no such job")
-            return Response(200, self.state.job_view(req.params["jobId"]))
+        return self.job(req, "intent")
 
 
 class V2Target(Target):
@@ -1435,11 +1687,14 @@ class V2Target(Target):
         try:
             text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
             kind, seq = text.split("|")
-            if kind != direction:
-                raise ValueError
-            return int(seq)
+            seq = int(seq)
         except (ValueError, UnicodeDecodeError):
             self.fail(400, "invalid_cursor", "cursor is not valid for this list")
+        if kind != direction:
+            why = ("it was made for the list in its other order (lists.order changed)"
+                   if kind.lstrip("r") == direction.lstrip("r") else "it points the other way")
+            self.fail(400, "invalid_cursor", f"cursor is not valid here: {why}")
+        return seq
 
     # handlers ------------------------------------------------------------
     def list_sentences(self, req):
@@ -1454,23 +1709,41 @@ class V2Target(Target):
             limit = int(raw)
         nxt, prev = req.arg("next"), req.arg("previous")
         with self.state.lock:
+            reverse = self.config["lists"]["order"] == "reverse"
             sentences = self.state.v2_intent(req.params["flowId"], req.params["intentId"]) or []
+            # Stored oldest first (ascending seq); a cursor names the seq of the
+            # item it continues from, so it survives additions and deletions.
             seqs = [s.seq for s in sentences]
-            if nxt:
-                start = bisect.bisect_right(seqs, self._decode_cursor(nxt, "a"))
-                stop = start + limit
-            elif prev:
-                stop = bisect.bisect_left(seqs, self._decode_cursor(prev, "b"))
-                start = max(0, stop - limit)
+            count = len(seqs)
+            if not reverse:
+                if nxt:
+                    start = bisect.bisect_right(seqs, self._decode_cursor(nxt, "a"))
+                    stop = start + limit
+                elif prev:
+                    stop = bisect.bisect_left(seqs, self._decode_cursor(prev, "b"))
+                    start = max(0, stop - limit)
+                else:
+                    start, stop = 0, limit
+                page = sentences[start:stop]
+                more_after, more_before = stop < count, start > 0
             else:
-                start, stop = 0, limit
-            page = sentences[start:stop]
-            items = [dict(s.doc) for s in page]
+                # Newest first: "next" goes to older items, "previous" to newer.
+                if nxt:
+                    stop = bisect.bisect_left(seqs, self._decode_cursor(nxt, "ra"))
+                    start = max(0, stop - limit)
+                elif prev:
+                    start = bisect.bisect_right(seqs, self._decode_cursor(prev, "rb"))
+                    stop = min(count, start + limit)
+                else:
+                    start, stop = max(0, count - limit), count
+                page = sentences[start:stop][::-1]
+                more_after, more_before = start > 0, stop < count
+            after, before = ("ra", "rb") if reverse else ("a", "b")
             body = {
-                "items": items,
-                "total": len(sentences),
-                "nextCursor": self._cursor("a", page[-1].seq) if page and stop < len(sentences) else None,
-                "previousCursor": self._cursor("b", page[0].seq) if page and start > 0 else None,
+                "items": [dict(s.doc) for s in page],
+                "total": count,
+                "nextCursor": self._cursor(after, page[-1].seq) if page and more_after else None,
+                "previousCursor": self._cursor(before, page[0].seq) if page and more_before else None,
             }
         return Response(200, body)
 
@@ -1501,6 +1774,8 @@ class V2Target(Target):
         flow_id, intent_id = req.params["flowId"], req.params["intentId"]
         errors = []
         with self.state.lock:
+            contract_only = self.limits["patch_form"] == "contract"
+            counts_only = self.limits["patch_answer"] == "counts"
             current = self.state.v2_intent(flow_id, intent_id) or []
             by_id = {s.doc["_id"]: s for s in current}
             deleted, updates, creates = set(), {}, []
@@ -1515,12 +1790,14 @@ class V2Target(Target):
                     if checked:
                         creates.append(checked)
                     continue
-                target_id = op.get("id")
+                target_id, id_path = self._op_target(op, path, contract_only, errors)
+                if id_path is None:
+                    continue
                 if not isinstance(target_id, str) or target_id not in by_id:
-                    errors.append({"path": f"{path}.id", "message": f"no sentence {target_id!r} in this intent"})
+                    errors.append({"path": id_path, "message": f"no sentence {target_id!r} in this intent"})
                     continue
                 if target_id in deleted or target_id in updates:
-                    errors.append({"path": f"{path}.id",
+                    errors.append({"path": id_path,
                                    "message": f"sentence {target_id} is already changed by this request"})
                     continue
                 if kind == "delete":
@@ -1548,8 +1825,32 @@ class V2Target(Target):
                 sentence = self.state.v2_new_sentence(flow_id, intent_id, text, slots, locale)
                 sentences.append(sentence)
                 created_ids.append(sentence.doc["_id"])
-        return Response(200, {"created": len(creates), "updated": len(updates),
-                              "deleted": len(deleted), "createdIds": created_ids})
+        answer = {"created": len(creates), "updated": len(updates), "deleted": len(deleted)}
+        if not counts_only:
+            answer["createdIds"] = created_ids
+        return Response(200, answer)
+
+    @staticmethod
+    def _op_target(op, path, contract_only, errors):
+        """(sentence id, path to blame) of an update or delete; path None after an error.
+
+        The contract's form is value._id; an op-level "id" is accepted unless
+        v2.patch_form is "contract".
+        """
+        value = op.get("value")
+        value_id = value.get("_id") if isinstance(value, dict) else None
+        if "id" in op:
+            if contract_only:
+                errors.append({"path": f"{path}.id",
+                               "message": "the sentence id goes in value._id, not in the operation"})
+                return None, None
+            if value_id is not None and value_id != op["id"]:
+                errors.append({"path": f"{path}.value._id",
+                               "message": f"value._id {value_id!r} differs from id {op['id']!r}"})
+                return None, None
+        if value_id is not None or contract_only or "id" not in op:
+            return value_id, f"{path}.value._id"
+        return op["id"], f"{path}.id"
 
     def _parse_import(self, data, filename):
         """Intent -> sentence values from an import file (JSON or CSV)."""
@@ -1959,13 +2260,15 @@ class Control(Target):
 
 
 class Route:
-    def __init__(self, method, pattern, target, handler, body_max, name=None):
+    def __init__(self, method, pattern, target, handler, body_max, name=None, present=None):
         self.method = method
         self.regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self.target = target
         self.handler = handler
         self.body_max = body_max
         self.name = name or f"{method} {pattern}"
+        # A callable saying whether the route exists under the live config.
+        self.present = present or (lambda: True)
 
 
 class Emulator:
@@ -1988,25 +2291,27 @@ class Emulator:
         dataset = lambda: cfg()["dataset"]["file_max"] + cfg()["dataset"]["body_slack"]  # noqa: E731
         medium = lambda: 4 * MiB  # noqa: E731
         big = lambda: 64 * MiB  # noqa: E731
+        # The contract defines no job endpoint; "absent" takes it at its word.
+        jobs = lambda: cfg()["jobs"]["endpoint"] != "absent"  # noqa: E731
         flow = "/new/v2.0/flows/{flowId}"
         sentences = flow + "/intents/{intentId}/sentences"
         self.routes = [
             Route("POST", "/oauth/token", self.oauth, lambda r: self.oauth.token(r, "dataset"), small),
             Route("POST", "/datasets/upload", self.dataset, self.dataset.upload, dataset),
             Route("GET", "/datasets/{datasetId}", self.dataset, self.dataset.get_dataset, small),
-            Route("GET", "/jobs/{jobId}", self.dataset, self.dataset.get_job, small),
+            Route("GET", "/jobs/{jobId}", self.dataset, self.dataset.get_job, small, present=jobs),
             Route("POST", "/api/v1/auth/token", self.oauth, lambda r: self.oauth.token(r, "intent"), small),
             Route("POST", "/api/v1/intents/{intentId}/examples/batch", self.intent, self.intent.batch, medium),
             Route("GET", "/api/v1/intents/{intentId}/examples", self.intent, self.intent.list_examples, small),
-            Route("GET", "/api/v1/jobs/{jobId}", self.intent, self.intent.get_job, small),
+            Route("GET", "/api/v1/jobs/{jobId}", self.intent, self.intent.get_job, small, present=jobs),
             Route("POST", "/auth/oauth2/token", self.oauth, lambda r: self.oauth.token(r, "v2"), small),
-            Route("GET", sentences, self.v2, self.v2.list_sentences, small),
+            Route("GET", sentences, self.v2, self.v2.list_sentences, v2_json),
             Route("POST", sentences, self.v2, self.v2.create_sentence, v2_json),
             Route("PATCH", sentences, self.v2, self.v2.patch_sentences, v2_json),
             Route("POST", flow + "/intents/import", self.v2, self.v2.import_intents, v2_text),
             Route("POST", flow + "/intents/train", self.v2, self.v2.train, v2_json),
-            Route("GET", "/new/v2.0/tasks/{taskId}", self.v2, self.v2.get_task, small),
-            Route("POST", "/new/v2.0/tasks/{taskId}/cancel", self.v2, self.v2.cancel_task, small),
+            Route("GET", "/new/v2.0/tasks/{taskId}", self.v2, self.v2.get_task, v2_json),
+            Route("POST", "/new/v2.0/tasks/{taskId}/cancel", self.v2, self.v2.cancel_task, v2_json),
             Route("POST", "/v1/embeddings", self.embed, self.embed.embeddings, big),
             Route("POST", "/_sink/webhooks/{name}", self.sink, self.sink.receive, medium),
         ]
@@ -2045,7 +2350,7 @@ class Emulator:
         allowed = []
         for route in routes:
             m = route.regex.match(path)
-            if m:
+            if m and route.present():
                 if route.method == method:
                     return route, {k: unquote(v) for k, v in m.groupdict().items()}, None
                 allowed.append(route.method)
@@ -2217,17 +2522,31 @@ class Handler(BaseHTTPRequestHandler):
         entry = emu.state.log_start(req)
         req.log_entry = entry
         route_name = route.name if route else "unmatched"
+        limit = route.body_max() if route else 64 * KiB
+        refusal = emu.state.admit(entry)
+        if refusal is not None:
+            # Refused in front of the platform, as a per-IP limiter would: no
+            # fault and no handler sees the request.
+            message, wait = refusal
+            try:
+                self._discard_body(limit)
+            except ClientGone:
+                self.close_connection = True
+                emu.state.log_finish(entry, None, route_name)
+                return
+            self._answer(entry, target.error(429, "rate_limited", message,
+                                             headers={"Retry-After": str(wait)}), route_name)
+            return
         fault = emu.faults.pick(req.method, req.path)
         req.fault = fault
         if fault is not None:
             emu.state.annotate(entry, fault=fault.describe())
-            if fault.delay_ms:
+            if fault.delay_ms and fault.action != "hold_answer":
                 time.sleep(fault.delay_ms / 1000.0)
             if fault.action == "reset_before_body":
                 self._abort()
                 emu.state.log_finish(entry, None, route_name)
                 return
-        limit = route.body_max() if route else 64 * KiB
         try:
             req.body = self._read_body(limit)
             emu.state.annotate(entry, body_bytes=len(req.body))
@@ -2246,8 +2565,53 @@ class Handler(BaseHTTPRequestHandler):
             self._abort()
             emu.state.log_finish(entry, None, route_name)
             return
-        emu.state.log_finish(entry, resp.status, route_name)
-        self._send(resp)
+        if fault is not None and fault.action == "hold_answer":
+            # Applied already; only the answer is late (past a client's timeout,
+            # or for a client killed meanwhile).
+            time.sleep(fault.delay_ms / 1000.0)
+            if self._peer_gone():
+                emu.state.log_finish(entry, resp.status, route_name)
+                emu.state.answer_lost(entry, None)
+                self.close_connection = True
+                return
+        self._answer(entry, resp, route_name)
+
+    def _answer(self, entry, resp, route_name):
+        state = self.server.emulator.state
+        state.log_finish(entry, resp.status, route_name)
+        window = state.open_window(entry["client_ip"], resp)
+        try:
+            self._send(resp)
+        except OSError:
+            state.answer_lost(entry, window)
+            self.close_connection = True
+            return
+        state.answer_written(entry, window)
+
+    def _discard_body(self, limit):
+        """Get rid of the body of a request that is refused unread."""
+        if self._expect_pending:
+            # Never invited, so the client does not send it; the connection ends
+            # after the answer, as for an oversized body.
+            self._expect_pending = False
+            self.close_connection = True
+            return
+        try:
+            self._read_body(limit)
+        except BodyTooLarge:
+            pass
+
+    def _peer_gone(self):
+        """True when the client has closed its end (or reset it) while it waited."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            # Peek under any TLS layer: an orderly close shows as end of stream.
+            return socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _run(self, route, params, allowed, target, req):
         if route is None:
@@ -2353,12 +2717,16 @@ def main(argv=None):
     parser.add_argument("--embeddings", help="embeddings fixture (default: fixtures/embeddings.json)")
     parser.add_argument("--seed", type=int, help="seed ids, tokens and fault draws for repeatable runs")
     parser.add_argument("--quiet", action="store_true", help="no per-request log on stderr")
+    parser.add_argument("--strict", action="store_true",
+                        help="take the harsher reading wherever the contract leaves room (see README.md)")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
 
     try:
         config = default_config()
+        if args.strict:
+            merge_config(config, {"strict": True})  # before --config, which may override it
         if args.config:
             with open(args.config, encoding="utf-8") as fh:
                 merge_config(config, json.load(fh))

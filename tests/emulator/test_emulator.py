@@ -35,12 +35,17 @@ CLIENT, SECRET, API_KEY = "cogpipe-sandbox", "sandbox-secret", "sandbox-api-key"
 DATASET_SCOPE = "cognigy:dataset:write cognigy:dataset:read cognigy:admin:retrain"
 INTENT_SCOPE = "intent:read intent:write ai:train"
 
-# Restored before every test so tests can change limits freely.
+# Restored before every test so tests can change limits freely. json_body_max
+# is left alone on purpose: the tests check its default.
 BASELINE = {
+    "strict": False,
     "token_lifetime": 3600,
+    "tokens": {"revoke_every": 0},
     "intent_cap": 2000,
     "dataset": {"file_max": 52_428_800},
-    "v2": {"json_body_max": 61440, "text_upload_max": 2097152, "page_max": 100, "flow_cap": 10000,
+    "retry_after": {"grace_s": 0.05},
+    "client_rate_limit": {"requests": 0, "window_s": 60},
+    "v2": {"text_upload_max": 2097152, "page_max": 100, "flow_cap": 10000,
            "intent_cap": 2000, "rate_limit": {"requests": 1000, "window_s": 300}},
     "tasks": {"queued_s": 0.2, "active_s": 0.4},
     "embeddings": {"api_key": None, "dim": 8},
@@ -77,14 +82,19 @@ def stop_emulator(proc, tmp):
 class Client:
     """A keep-alive HTTP client that reconnects after the server dropped it."""
 
-    def __init__(self, port, context=None):
+    def __init__(self, port, context=None, source=None, timeout=20):
         self.port, self.context = port, context
+        # Another loopback address is another client IP to the emulator.
+        self.source = (source, 0) if source else None
+        self.timeout = timeout
         self.conn = None
 
     def _connect(self):
         if self.context is not None:
-            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=20, context=self.context)
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=self.timeout,
+                                               context=self.context, source_address=self.source)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout,
+                                          source_address=self.source)
 
     def raw(self, method, path, body=None, headers=None):
         if self.conn is None:
@@ -189,6 +199,9 @@ class EmulatorTest(unittest.TestCase):
     def bearer(self, token):
         return {"Authorization": f"Bearer {token}"}
 
+    def log(self):
+        return self.ctl("GET", "/_emulator/requests")["requests"]
+
     V2 = {"X-API-Key": API_KEY}
 
 
@@ -262,7 +275,7 @@ class TokenTest(EmulatorTest):
         self.configure({"clients": {"odd": secret}})
         self.token("/api/v1/auth/token", INTENT_SCOPE, client="odd", secret=secret)
         # A client that forgets to encode '+' sends a different secret.
-        raw = f"grant_type=client_credentials&client_id=odd&client_secret=p%26ss%3Dw+rd%25+50".encode()
+        raw = "grant_type=client_credentials&client_id=odd&client_secret=p%26ss%3Dw+rd%25+50".encode()
         status, _, _ = self.c.call("POST", "/api/v1/auth/token", body=raw,
                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
         self.assertEqual(status, 401)
@@ -348,6 +361,18 @@ class DatasetTest(EmulatorTest):
         self.assertEqual(st["dataset_uploads"], {"ds-1": 2})
         self.assertEqual(st["datasets"][body["datasetId"]]["lines"], ["other"])
 
+    def test_same_reference_new_keeps_every_upload(self):
+        self.configure({"dataset": {"same_reference": "new"}})
+        first = self.upload(good_payload(), b"one\n")
+        second = self.upload(good_payload(), b"two\n")
+        self.assertEqual((first[0], second[0]), (201, 201))
+        self.assertFalse(second[1]["replaced"])
+        self.assertNotEqual(first[1]["datasetId"], second[1]["datasetId"])
+        st = self.state()
+        self.assertEqual(st["dataset_uploads"], {"ds-1": 2})
+        self.assertEqual(sorted(d["lines"][0] for d in st["datasets"].values()), ["one", "two"])
+        self.assertEqual({d["datasetIdReference"] for d in st["datasets"].values()}, {"ds-1"})
+
     def test_payload_rules(self):
         bad = good_payload()
         bad["datasetIdReference"] = ""
@@ -403,6 +428,41 @@ class DatasetTest(EmulatorTest):
         self.configure({"clients": {"reader": {"secret": "r", "scopes": ["cognigy:dataset:read"]}}})
         tok = self.token("/oauth/token", DATASET_SCOPE, client="reader", secret="r")
         self.assertEqual(self.upload(good_payload(), b"x\n", token=tok)[0], 403)
+
+
+class JobsTest(EmulatorTest):
+    upload = DatasetTest.upload
+
+    def jobs(self):
+        """(dataset job path, intent job path, dataset token, intent token)."""
+        dtok = self.token("/oauth/token", DATASET_SCOPE)
+        itok = self.token("/api/v1/auth/token", INTENT_SCOPE)
+        djob = self.upload(good_payload(), b"hi\n", token=dtok, query="?autoRetrain=true")[1]["retrainJobId"]
+        ijob = self.c.call("POST", "/api/v1/intents/i/examples/batch", headers=self.bearer(itok),
+                           json_body={"examples": [{"text": "x"}], "trigger_retrain": True})[1]["retrain_job_id"]
+        self.assertTrue(djob and ijob)
+        return f"/jobs/{djob}", f"/api/v1/jobs/{ijob}", dtok, itok
+
+    def test_job_endpoint_modes(self):
+        dpath, ipath, dtok, itok = self.jobs()
+        self.assertEqual(self.c.call("GET", dpath, headers=self.bearer(dtok))[0], 200)
+        self.assertEqual(self.c.call("GET", ipath, headers=self.bearer(itok))[0], 200)
+        # "absent": no route at all, for any method, as the contract defines none.
+        self.configure({"jobs": {"endpoint": "absent"}})
+        for path, tok in ((dpath, dtok), (ipath, itok)):
+            status, body, _ = self.c.call("GET", path, headers=self.bearer(tok))
+            self.assertEqual(status, 404)
+            self.assertIn("no route", body["message"])
+            self.assertEqual(self.c.call("DELETE", path, headers=self.bearer(tok))[0], 404)
+        # Jobs are still started and reported; only asking about them fails.
+        self.assertEqual(len(self.state()["jobs"]), 2)
+        self.assertIn("retrainJobId", self.upload(good_payload("ds-2"), b"x\n", query="?autoRetrain=true")[1])
+        # "not_found": the route exists, and never knows the job.
+        self.configure({"jobs": {"endpoint": "not_found"}})
+        for path, tok in ((dpath, dtok), (ipath, itok)):
+            status, body, _ = self.c.call("GET", path, headers=self.bearer(tok))
+            self.assertEqual((status, body["message"]), (404, "no such job"))
+            self.assertEqual(self.c.call("DELETE", path)[0], 405)
 
 
 class IntentTest(EmulatorTest):
@@ -482,6 +542,24 @@ class IntentTest(EmulatorTest):
         self.assertEqual(self.c.call("GET", "/api/v1/intents/book/examples?limit=0",
                                      headers=self.bearer(self.tok))[0], 400)
 
+    def test_reverse_order_offset_pages(self):
+        self.configure({"lists": {"order": "reverse"}})
+        self.ctl("POST", "/_emulator/seed", {"intents": {"book": [f"x{i}" for i in range(7)]}})
+        texts, offset, pages = [], 0, 0
+        while offset is not None:
+            status, body, _ = self.c.call("GET", f"/api/v1/intents/book/examples?limit=3&offset={offset}",
+                                          headers=self.bearer(self.tok))
+            self.assertEqual(status, 200, body)
+            texts += [e["text"] for e in body["examples"]]
+            offset, pages = body["next_offset"], pages + 1
+            if pages == 1:  # examples added while paging neither repeat nor push others out
+                self.batch([{"text": "late one"}, {"text": "late two"}])
+        self.assertEqual(texts, [f"x{i}" for i in range(6, -1, -1)])
+        self.assertEqual(body["total"], 9)
+        status, body, _ = self.c.call("GET", "/api/v1/intents/book/examples?limit=3",
+                                      headers=self.bearer(self.tok))
+        self.assertEqual([e["text"] for e in body["examples"]], ["late two", "late one", "x6"])
+
     def test_malformed_body_and_scope(self):
         status, _, _ = self.c.call("POST", "/api/v1/intents/b/examples/batch", body=b"{",
                                    headers={"Content-Type": "application/json", **self.bearer(self.tok)})
@@ -525,15 +603,44 @@ class V2Test(EmulatorTest):
                                    headers={"Content-Type": "text/plain", **self.V2})
         self.assertEqual(status, 415)
 
+    def post_raw(self, body, method="POST"):
+        return self.c.call(method, self.base, body=body, headers={"Content-Type": "application/json", **self.V2})
+
+    def sized(self, size, fill="a"):
+        """A valid sentence body of exactly size bytes (fill is 1 or 2 bytes of UTF-8)."""
+        head = b'{"text":"x","slots":[],"pad":"'
+        room = size - len(head) - 2
+        pad = fill * (room // len(fill.encode()))
+        body = head + pad.encode() + b"a" * (room - len(pad.encode())) + b'"}'
+        self.assertEqual(len(body), size)
+        return body
+
     def test_json_body_limit(self):
-        status, body, _ = self.c.call("POST", self.base, json_body={"text": "x", "slots": [], "pad": "a" * 61440},
-                                      headers=self.V2)
-        self.assertEqual((status, body["status"]), (413, 413))
-        ops = [{"op": "create", "value": {"text": f"sentence {i:05d}", "slots": []}} for i in range(900)]
+        # "60 kB" is 60,000 bytes (DESIGN 4.3), in every mode.
+        self.assertEqual(self.ctl("GET", "/_emulator/config")["v2"]["json_body_max"], 60000)
+        self.assertEqual(self.post_raw(self.sized(60000))[0], 201)
+        status, body, _ = self.post_raw(self.sized(60001))
+        self.assertEqual((status, body["status"], body["code"]), (413, 413, "payload_too_large"))
+        for key in ("type", "title", "detail", "traceId", "details"):
+            self.assertIn(key, body)
+        # Bytes count, not characters: 30,000-odd two-byte characters are too many.
+        wide = self.sized(60002, fill="é")
+        self.assertLess(len(wide.decode()), 60000)
+        self.assertEqual(self.post_raw(wide)[0], 413)
+        # A chunked body is measured as it arrives.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            data = self.sized(60001)
+            conn.request("POST", self.base, body=iter([data[:30000], data[30000:]]), encode_chunked=True,
+                         headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked", **self.V2})
+            self.assertEqual(conn.getresponse().status, 413)
+        finally:
+            conn.close()
+        ops = [{"op": "create", "value": {"text": f"sentence {i:05d}", "slots": []}} for i in range(880)]
         payload = json.dumps({"operations": ops}).encode()
-        self.assertLessEqual(len(payload), 61440)
-        self.assertEqual(self.c.call("PATCH", self.base, body=payload,
-                                     headers={"Content-Type": "application/json", **self.V2})[0], 200)
+        self.assertLessEqual(len(payload), 60000)
+        self.assertEqual(self.post_raw(payload, "PATCH")[0], 200)
+        self.assertEqual(self.state()["flows"]["f1"]["sentence_count"], 881)
 
     def test_cursor_pagination(self):
         texts = [f"s{i}" for i in range(250)]
@@ -579,6 +686,66 @@ class V2Test(EmulatorTest):
         status, body, _ = self.c.call("PATCH", self.base, json_body=bad_slots, headers=self.V2)
         self.assertEqual(status, 400)
         self.assertIn("slots must be an array", body["detail"])
+
+    def patch(self, *ops):
+        return self.c.call("PATCH", self.base, json_body={"operations": list(ops)}, headers=self.V2)
+
+    def test_patch_contract_form_and_counts(self):
+        self.ctl("POST", "/_emulator/seed", {"v2": {"f1": {"i1": ["a", "b", "c", "d"]}}})
+        ids = [s["_id"] for s in self.c.call("GET", self.base, headers=self.V2)[1]["items"]]
+        # The contract's form works in the default mode, beside the op-level id.
+        status, body, _ = self.patch({"op": "update", "value": {"_id": ids[0], "text": "A"}},
+                                     {"op": "delete", "value": {"_id": ids[1]}},
+                                     {"op": "create", "value": {"text": "e", "slots": []}})
+        self.assertEqual((status, body["created"], body["updated"], body["deleted"]), (200, 1, 1, 1))
+        self.assertEqual(len(body["createdIds"]), 1)
+        status, body, _ = self.patch({"op": "delete", "id": ids[2], "value": {"_id": ids[3]}})
+        self.assertEqual((status, body["details"][0]["path"]), (400, "operations[0].value._id"))
+        status, body, _ = self.patch({"op": "delete", "value": {"_id": "missing"}})
+        self.assertEqual((status, body["details"][0]["path"]), (400, "operations[0].value._id"))
+        # Counts only, as the contract says: ids are learned by reading the list.
+        self.configure({"v2": {"patch_answer": "counts"}})
+        status, body, _ = self.patch({"op": "create", "value": {"text": "f", "slots": []}})
+        self.assertEqual((status, body), (200, {"created": 1, "updated": 0, "deleted": 0}))
+        self.configure({"v2": {"patch_form": "contract"}})
+        status, body, _ = self.patch({"op": "create", "value": {"text": "g", "slots": []}},
+                                     {"op": "delete", "id": ids[2]})
+        self.assertEqual((status, body["details"][0]["path"]), (400, "operations[1].id"))
+        self.assertEqual(self.patch({"op": "update", "value": {"text": "no id"}})[0], 400)
+        self.assertEqual(self.patch({"op": "update", "value": {"_id": ids[2], "text": "C"}})[0], 200)
+        texts = [s["text"] for s in self.state()["flows"]["f1"]["intents"]["i1"]["sentences"]]
+        self.assertEqual(texts, ["A", "C", "d", "e", "f"])
+
+    def page(self, query):
+        status, body, _ = self.c.call("GET", self.base + query, headers=self.V2)
+        self.assertEqual(status, 200, body)
+        return body
+
+    def test_reverse_order_cursor_pages(self):
+        self.configure({"lists": {"order": "reverse"}})
+        self.ctl("POST", "/_emulator/seed", {"v2": {"f1": {"i1": [f"s{i}" for i in range(250)]}}})
+        first = self.page("?limit=100")
+        self.assertEqual([s["text"] for s in first["items"]], [f"s{i}" for i in range(249, 149, -1)])
+        self.assertIsNone(first["previousCursor"])
+        # Sentences added while paging do not disturb the pages still to come.
+        for i in range(3):
+            self.c.call("POST", self.base, json_body={"text": f"new{i}", "slots": []}, headers=self.V2)
+        second = self.page(f"?limit=100&next={first['nextCursor']}")
+        third = self.page(f"?limit=100&next={second['nextCursor']}")
+        got = [s["text"] for p in (first, second, third) for s in p["items"]]
+        self.assertEqual(got, [f"s{i}" for i in range(249, -1, -1)])
+        self.assertIsNone(third["nextCursor"])
+        self.assertEqual(third["total"], 253)
+        back = self.page(f"?limit=100&previous={third['previousCursor']}")
+        self.assertEqual([s["text"] for s in back["items"]], [f"s{i}" for i in range(149, 49, -1)])
+        newer = self.page(f"?limit=100&previous={second['previousCursor']}")
+        self.assertEqual([s["text"] for s in newer["items"]], [f"s{i}" for i in range(249, 149, -1)])
+        self.assertIsNotNone(newer["previousCursor"])  # the three added since are newer still
+        self.assertEqual([s["text"] for s in self.page("?limit=2")["items"]], ["new2", "new1"])
+        # A cursor made for the other order is refused, not silently misread.
+        self.configure({"lists": {"order": "insertion"}})
+        status, body, _ = self.c.call("GET", self.base + f"?next={first['nextCursor']}", headers=self.V2)
+        self.assertEqual((status, body["code"]), (400, "invalid_cursor"))
 
     def test_caps(self):
         self.configure({"v2": {"intent_cap": 3, "flow_cap": 4}})
@@ -717,6 +884,41 @@ class FaultTest(EmulatorTest):
         self.assertEqual(self.get()[0], 200)
         self.assertGreaterEqual(time.monotonic() - start, 0.3)
 
+    def test_hold_answer_applies_then_answers_late(self):
+        self.faults({"match": {"method": "POST"}, "action": "hold_answer", "delay_ms": 300})
+        start = time.monotonic()
+        self.assertEqual(self.c.call("POST", self.path, json_body={"text": "late", "slots": []},
+                                     headers=self.V2)[0], 201)
+        self.assertGreaterEqual(time.monotonic() - start, 0.3)
+        # A client that gives up before the answer: the upload is stored anyway.
+        impatient = Client(self.port, timeout=0.1)
+        with self.assertRaises((TimeoutError, socket.timeout)):
+            impatient.call("POST", self.path, json_body={"text": "stored, never answered", "slots": []},
+                           headers=self.V2)
+        impatient.close()
+        time.sleep(0.5)
+        self.ctl("DELETE", "/_emulator/faults")
+        st = self.state()
+        self.assertEqual([s["text"] for s in st["flows"]["ff"]["intents"]["i"]["sentences"]],
+                         ["late", "stored, never answered"])
+        log = self.log()
+        self.assertEqual([(e["status"], e["client_gone"], e["fault"]["action"]) for e in log],
+                         [(201, False, "hold_answer"), (201, True, "hold_answer")])
+        self.assertGreaterEqual(log[0]["t_end"] - log[0]["t"], 0.3)
+        self.assertIsNone(log[1]["t_end"])
+        status, body, _ = self.c.call("POST", "/_emulator/faults", json_body=[{"action": "hold_answer"}])
+        self.assertEqual(status, 400)
+
+    def test_t_end_marks_the_answer(self):
+        self.faults({"match": {"method": "POST"}, "action": "reset_before_body", "first": 1})
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine)):
+            self.c.call("POST", self.path, json_body={"text": "never", "slots": []}, headers=self.V2)
+        self.get()
+        dropped, answered = self.log()
+        self.assertIsNone(dropped["t_end"])
+        self.assertLessEqual(answered["t"], answered["t_end"])
+        self.assertLessEqual(answered["t_end"], time.monotonic())
+
     def test_control_api_is_never_faulted(self):
         self.faults({"match": {"path": ""}, "status": 500})
         self.assertEqual(self.c.call("GET", "/_emulator/state")[0], 200)
@@ -728,6 +930,173 @@ class FaultTest(EmulatorTest):
         self.ctl("POST", "/_emulator/reset")
         st = self.state()
         self.assertEqual((st["flows"], st["faults"]), ({}, []))
+
+
+class StrictTest(EmulatorTest):
+    STRICT = {"jobs": {"endpoint": "absent"}, "dataset": "new", "patch_answer": "counts",
+              "patch_form": "contract", "lists": {"order": "reverse"}, "enforce": True}
+    DEFAULT = {"jobs": {"endpoint": "present"}, "dataset": "replace", "patch_answer": "ids",
+               "patch_form": "any", "lists": {"order": "insertion"}, "enforce": False}
+
+    def profile(self, config):
+        return {"jobs": config["jobs"], "dataset": config["dataset"]["same_reference"],
+                "patch_answer": config["v2"]["patch_answer"], "patch_form": config["v2"]["patch_form"],
+                "lists": config["lists"], "enforce": config["retry_after"]["enforce"]}
+
+    def test_profile_through_config(self):
+        self.assertEqual(self.profile(self.ctl("GET", "/_emulator/config")), self.DEFAULT)
+        config = self.configure({"strict": True})
+        self.assertEqual((config["strict"], self.profile(config)), (True, self.STRICT))
+        # Rate limits and revocation are the tests' choice, never the profile's.
+        self.assertEqual((config["client_rate_limit"]["requests"], config["tokens"]["revoke_every"]), (0, 0))
+        # A later explicit setting overrides the profile, one setting at a time.
+        config = self.configure({"lists": {"order": "insertion"}})
+        self.assertEqual(self.profile(config), dict(self.STRICT, lists={"order": "insertion"}))
+        # In one patch, the profile applies first and the patch's settings win.
+        config = self.configure({"jobs": {"endpoint": "not_found"}, "strict": True})
+        self.assertEqual(self.profile(config), dict(self.STRICT, jobs={"endpoint": "not_found"}))
+        self.assertEqual(self.profile(self.configure({"strict": False})), self.DEFAULT)
+        for bad, needle in (({"strict": "yes"}, "strict"), ({"lists": {"order": "random"}}, "lists.order"),
+                            ({"jobs": {"endpoint": "gone"}}, "jobs.endpoint"),
+                            ({"tokens": {"revoke_every": 1.5}}, "tokens.revoke_every"),
+                            ({"retry_after": {"enforce": 1}}, "retry_after.enforce")):
+            status, body, _ = self.c.call("POST", "/_emulator/config", json_body=bad)
+            self.assertEqual(status, 400, bad)
+            self.assertIn(needle, body["message"])
+        self.assertEqual(self.profile(self.ctl("GET", "/_emulator/config")), self.DEFAULT)
+
+    def test_strict_command_line(self):
+        config_file = os.path.join(self.tmp, "override.json")
+        with open(config_file, "w") as fh:
+            json.dump({"lists": {"order": "insertion"}}, fh)
+        proc, tmp, port_text, _ = start_emulator("--strict", "--config", config_file)
+        try:
+            client = Client(int(port_text))
+            config = client.call("GET", "/_emulator/config")[1]
+            client.close()
+        finally:
+            stop_emulator(proc, tmp)
+        self.assertEqual(self.profile(config), dict(self.STRICT, lists={"order": "insertion"}))
+        self.assertEqual((config["strict"], config["v2"]["json_body_max"]), (True, 60000))
+
+
+class ClientGateTest(EmulatorTest):
+    path = "/new/v2.0/flows/g/intents/i/sentences"
+
+    def get(self, client=None):
+        return (client or self.c).call("GET", self.path, headers=self.V2)
+
+    def early(self):
+        return self.state()["early_requests"]
+
+    def test_early_requests_are_recorded(self):
+        self.configure({"retry_after": {"grace_s": 0.3}})
+        self.faults({"match": {"path": "sentences$"}, "status": 429, "retry_after": "1", "first": 1})
+        self.assertEqual(self.get()[0], 429)
+        answered = time.monotonic()
+        self.assertEqual(self.get()[0], 200)  # already on the wire, as far as anyone can tell
+        time.sleep(max(0.0, answered + 0.5 - time.monotonic()))
+        self.assertEqual(self.get()[0], 200)  # recorded, not refused: enforce is off
+        other = Client(self.port, source="127.0.0.2")
+        self.assertEqual(self.get(other)[0], 200)  # the window is per client IP
+        other.close()
+        time.sleep(max(0.0, answered + 1.1 - time.monotonic()))
+        self.assertEqual(self.get()[0], 200)
+        log = self.log()
+        self.assertEqual([e["early"] for e in log], [False, False, True, False, False])
+        st = self.state()
+        self.assertEqual((st["retry_after_windows"], st["early_requests"]["count"]), (1, 1))
+        item = st["early_requests"]["items"][0]
+        self.assertEqual((item["seq"], item["method"], item["path"], item["enforced"]),
+                         (log[2]["seq"], "GET", self.path, False))
+        self.assertAlmostEqual(item["window_end"] - item["window_start"], 1.0, places=3)
+        self.assertAlmostEqual(item["early_s"], item["window_end"] - log[2]["t"], places=4)
+        self.assertTrue(0 < item["early_s"] < 0.7, item)
+        self.assertAlmostEqual(item["window_start"], log[0]["t_end"], places=6)
+
+    def test_enforced_windows(self):
+        self.configure({"retry_after": {"enforce": True}})
+        self.faults({"match": {"path": "sentences$"}, "status": 503, "first": 1})
+        self.assertEqual(self.get()[0], 503)
+        self.assertEqual(self.get()[0], 200)  # a 503 without Retry-After opens no window
+        self.faults({"match": {"path": "sentences$"}, "status": 503, "retry_after": "1", "first": 1})
+        self.assertEqual(self.get()[0], 503)
+        time.sleep(0.2)
+        # Every non-control request of the client waits, not only the one refused.
+        status, body, resp = self.c.call("POST", "/api/v1/auth/token", form={
+            "grant_type": "client_credentials", "client_id": CLIENT, "client_secret": SECRET})
+        self.assertEqual((status, body["error"], resp.getheader("Retry-After")), (429, "rate_limited", "1"))
+        refused = time.monotonic()
+        other = Client(self.port, source="127.0.0.2")
+        self.assertEqual(self.get(other)[0], 200)
+        other.close()
+        # The refusal opened its own window, so the client waits a full second again.
+        time.sleep(max(0.0, refused + 0.5 - time.monotonic()))
+        self.assertEqual(self.get()[0], 429)
+        time.sleep(1.1)
+        self.assertEqual(self.get()[0], 200)
+        st = self.state()
+        self.assertEqual((st["retry_after_windows"], st["early_requests"]["count"]), (3, 2))
+        self.assertEqual(st["tokens_issued"], {})
+        self.assertTrue(all(item["enforced"] for item in st["early_requests"]["items"]))
+
+    def test_http_date_window(self):
+        self.faults({"match": {"path": "sentences$"}, "status": 429, "retry_after_date_s": 3, "first": 1})
+        self.assertEqual(self.get()[0], 429)
+        time.sleep(0.2)
+        self.get()
+        item = self.early()["items"][0]
+        self.assertTrue(1.5 < item["window_end"] - item["window_start"] <= 3.0, item)
+
+    def test_client_rate_limit(self):
+        self.configure({"client_rate_limit": {"requests": 4, "window_s": 1}})
+        key = b"k" * 24
+        self.configure({"sinks": {"ci": "whsec_" + base64.b64encode(key).decode()}})
+        started = time.monotonic()
+        self.token("/api/v1/auth/token", INTENT_SCOPE)
+        self.assertEqual(self.c.call("POST", "/v1/embeddings", json_body={"input": "x"})[0], 200)
+        stamp = str(int(time.time()))
+        self.assertEqual(self.c.call("POST", "/_sink/webhooks/ci", body=b"{}", headers={
+            "webhook-id": "m1", "webhook-timestamp": stamp, "webhook-signature": sign(key, "m1", stamp, b"{}")})[0],
+            200)
+        self.state()  # control calls are not counted
+        self.assertEqual(self.get()[0], 200)
+        status, body, resp = self.c.call("POST", self.path, json_body={"text": "refused", "slots": []},
+                                         headers=self.V2)
+        self.assertEqual((status, body["code"], resp.getheader("Retry-After")), (429, "rate_limited", "1"))
+        other = Client(self.port, source="127.0.0.2")
+        self.assertEqual(self.get(other)[0], 200)
+        other.close()
+        time.sleep(max(0.0, started + 1.1 - time.monotonic()))
+        # Same keep-alive connection: the refused request's body was read off it.
+        self.assertEqual(self.c.call("POST", self.path, json_body={"text": "later", "slots": []},
+                                     headers=self.V2)[0], 201)
+        st = self.state()
+        self.assertEqual([s["text"] for s in st["flows"]["g"]["intents"]["i"]["sentences"]], ["later"])
+        self.assertEqual(st["retry_after_windows"], 1)
+
+
+class TokenRevocationTest(EmulatorTest):
+    path = "/api/v1/intents/i/examples"
+
+    def test_revoke_every(self):
+        self.configure({"tokens": {"revoke_every": 2}})
+        tok = self.token("/api/v1/auth/token", INTENT_SCOPE)
+        self.assertEqual([self.c.call("GET", self.path, headers=self.bearer(tok))[0] for _ in range(2)], [200, 200])
+        status, body, _ = self.c.call("GET", self.path, headers=self.bearer(tok))
+        self.assertEqual((status, body["error"]), (401, "invalid_token"))
+        fresh = self.token("/api/v1/auth/token", INTENT_SCOPE)
+        self.assertEqual(self.c.call("GET", self.path, headers=self.bearer(fresh))[0], 200)
+        self.ctl("POST", "/_emulator/expire_tokens")
+        self.assertEqual(self.c.call("GET", self.path, headers=self.bearer(fresh))[0], 401)
+        self.assertEqual(self.c.call("GET", self.path, headers=self.bearer("emu_nothing"))[0], 401)
+        self.c.call("GET", "/new/v2.0/tasks/x", headers=self.V2)
+        states = [e["token_state"] for e in self.log()]
+        self.assertEqual(states, [None, "valid", "valid", "revoked", None, "valid", "expired", "unknown", None])
+        st = self.state()
+        self.assertEqual((st["tokens_revoked"], st["tokens_revoked_by_endpoint"], st["tokens_issued"]),
+                         (1, {"/api/v1/auth/token": 1}, {"/api/v1/auth/token": 2}))
+        self.assertEqual(st["requests_with_revoked_token"], 2)
 
 
 class WebhookTest(EmulatorTest):
