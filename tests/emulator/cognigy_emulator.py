@@ -70,6 +70,9 @@ REALMS = {
     "v2": {"endpoint": "/auth/oauth2/token", "scopes": None},
 }
 
+# SO_TIMESTAMPNS (SCM_TIMESTAMPNS) on Linux; Python names neither.
+SO_TIMESTAMPNS = 35
+
 SECRET_QUERY_KEYS = {"client_secret", "api_key", "apikey", "access_token", "token", "key"}
 
 
@@ -553,7 +556,9 @@ class State:
         return self.hex_id(128)
 
     # request log --------------------------------------------------------
-    def log_start(self, req):
+    def log_start(self, req, arrival=None):
+        """Logs a request; arrival is when it reached the host (kernel time,
+        on time.monotonic()'s clock) where known, else now."""
         headers = req.headers
         auth = headers.get("Authorization")
         query = {k: (["<redacted>"] * len(v) if k.lower() in SECRET_QUERY_KEYS else v)
@@ -575,7 +580,7 @@ class State:
                 "x_api_key": headers.get("X-API-Key") is not None,
             },
             "client_ip": req.client_ip,
-            "t": time.monotonic(),
+            "t": min(arrival, time.monotonic()) if arrival else time.monotonic(),
             "t_end": None,
             "wall": time.time(),
             "status": None,
@@ -643,7 +648,7 @@ class State:
             self.retry_windows[ip] = windows
             # A request that arrived within grace_s of the answer was already on
             # the wire when the answer left; it is not the client's fault.
-            broken = [w for w in windows if w["start"] + float(ra_cfg["grace_s"]) < arrival]
+            broken = [w for w in windows if w.get("written", w["start"]) + float(ra_cfg["grace_s"]) < arrival]
             if broken:
                 window = max(broken, key=lambda w: w["end"])
                 entry["early"] = True
@@ -652,6 +657,7 @@ class State:
                     self.early_items.append({
                         "seq": entry["seq"], "method": entry["method"], "path": entry["path"],
                         "client_ip": ip, "t": arrival, "window_start": window["start"],
+                        "answer_written": window.get("written", window["start"]),
                         "window_end": window["end"], "early_s": round(window["end"] - arrival, 6),
                         "enforced": bool(ra_cfg["enforce"]),
                     })
@@ -676,7 +682,12 @@ class State:
         """Open a Retry-After window for the client an answer is about to go to.
 
         Called just before the bytes leave, so the client's next request, however
-        fast, already finds it; answer_written moves it to the real write time.
+        fast, already finds it. The window ends Retry-After seconds after this
+        moment, the earliest the client can have read the answer, so a client
+        that waits the whole time from when it read it is never early.
+        answer_written marks when the write was done: a request arriving within
+        grace_s of that was already on the wire (the interpreter lock can hold
+        a write back for tens of milliseconds, so the two can be far apart).
         """
         if not (resp.status == 429 or resp.status == 503):
             return None
@@ -684,7 +695,7 @@ class State:
         if seconds is None:
             return None
         now = time.monotonic()
-        window = {"start": now, "end": now + seconds, "seconds": seconds}
+        window = {"start": now, "written": now, "end": now + seconds, "seconds": seconds}
         with self.lock:
             self.retry_windows.setdefault(ip, []).append(window)
             self.retry_windows_opened += 1
@@ -695,7 +706,7 @@ class State:
         with self.lock:
             entry["t_end"] = now
             if window is not None:
-                window["start"], window["end"] = now, now + window["seconds"]
+                window["written"] = now
 
     def answer_lost(self, entry, window):
         """The answer never reached the client: no window, and the log says so."""
@@ -2467,10 +2478,43 @@ class Handler(BaseHTTPRequestHandler):
     # answers ------------------------------------------------------------
     def setup(self):
         super().setup()
+        self._arrival = None
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        # The kernel stamps each packet when it arrives. A request's arrival
+        # is read from there rather than from the moment a handler thread got
+        # round to it, which under load (the interpreter lock) can be tens of
+        # milliseconds later and would make a punctual client look early.
+        self._stamped = False
+        if isinstance(self.connection, socket.socket) and not hasattr(self.connection, "getpeercert"):
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                self._stamped = True
+            except OSError:
+                pass
+
+    def handle_one_request(self):
+        self._arrival = self._kernel_arrival() if self._stamped else None
+        super().handle_one_request()
+
+    def _kernel_arrival(self):
+        """time.monotonic() of the first byte of the next request, as the
+        kernel stamped it; None when it cannot tell (the caller then uses the
+        time the request is handled). Waits for that byte as readline would."""
+        try:
+            data, ancdata, _, _ = self.connection.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return None
+        if not data:
+            return None
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+                sec, nsec = struct.unpack("qq", payload[:16])
+                # realtime to monotonic: both read back to back, microseconds apart
+                return sec + nsec / 1e9 - (time.time() - time.monotonic())
+        return None
 
     def _send(self, resp):
         # Head and body leave in one write: two small writes meet Nagle and the
@@ -2519,7 +2563,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(resp)
             return
 
-        entry = emu.state.log_start(req)
+        entry = emu.state.log_start(req, self._arrival)
         req.log_entry = entry
         route_name = route.name if route else "unmatched"
         limit = route.body_max() if route else 64 * KiB
