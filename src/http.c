@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 #include "json.h"
 
 /* ---- types ---------------------------------------------------------------- */
+
+typedef struct origin_gate origin_gate;
 
 typedef struct sock_ctx {
   uv_poll_t poll;
@@ -38,6 +41,34 @@ struct cp_http {
   sock_ctx *socks;
   int close_hook;        /* id of the runtime close hook, or -1 */
   unsigned long long rng; /* xorshift state for jitter */
+  origin_gate *origins;  /* every origin a call went to; freed with h */
+  /* Calls cleared to go, handed to libcurl in the check phase of the loop,
+   * once every answer that has arrived has been read (see flush_ready). */
+  cp_http_call *ready_head, *ready_tail;
+  uv_check_t check;
+  uv_idle_t idle; /* keeps the poll from blocking while calls are ready */
+};
+
+/* The gate of one origin (see cp_http_origin_limit). Calls wait here after
+ * their own limiter let them through, holding its slot, oldest first. */
+struct origin_gate {
+  cp_http *h;
+  char *key; /* scheme://host:port */
+  cp_limiter lim; /* a rate only; base_rate 0 = none */
+  double paused_until; /* now_s(): no request goes out before */
+  cp_http_call *head, *tail;
+  uv_timer_t timer; /* armed while the head must wait */
+  origin_gate *next;
+};
+
+struct cp_http_cred {
+  int refs;
+  char *name;  /* header name */
+  char *value; /* NULL: none now */
+  double expires_at; /* 0: none */
+  unsigned gen;
+  int proven; /* an answer other than 401 came to gen */
+  char *failed; /* why, once failed for good */
 };
 
 struct cp_http_limiter {
@@ -50,6 +81,8 @@ struct cp_http_limiter {
 typedef enum call_state {
   ST_NEW,     /* configured, not started */
   ST_QUEUED,  /* in its limiter's queue (the head may have its timer armed) */
+  ST_ORIGIN,  /* holds its limiter slot; in its origin's queue */
+  ST_READY,   /* cleared to go; waits for the check phase (h->ready_*) */
   ST_ACTIVE,  /* in the multi handle */
   ST_BACKOFF, /* timer armed until the next attempt */
   ST_FAILING, /* timer armed (0 ms) to report an error found before sending */
@@ -65,7 +98,13 @@ struct cp_http_call {
   CURL *easy;
   char *method;
   char *where; /* scheme://host[:port]/path, for messages */
-  struct curl_slist *headers;
+  struct curl_slist *headers; /* as given; sent on every attempt */
+  struct curl_slist *sent_headers; /* this attempt's: headers + credential */
+  origin_gate *origin;
+  cp_http_cred *cred;
+  unsigned cred_gen;  /* what this attempt carries */
+  int cred_missing;   /* ST_FAILING: the credential had no value */
+  int prereq_refused; /* the gate closed between start and the wire */
   char *body;
   size_t body_len;
   size_t body_off;   /* how much of body this attempt has handed to libcurl */
@@ -78,7 +117,7 @@ struct cp_http_call {
   int idempotent;
   cp_http_limiter *lim;
   int holds_slot;
-  cp_http_call *qprev, *qnext; /* limiter queue */
+  cp_http_call *qprev, *qnext; /* limiter or origin queue */
   cp_http_call *prev, *next;   /* h->calls */
   uv_timer_t timer;
   call_state st;
@@ -110,11 +149,14 @@ const char *cp_http_kind_name(cp_http_kind k) {
   case CP_HTTP_NETWORK: return "network";
   case CP_HTTP_IO: return "io";
   case CP_HTTP_USAGE: return "usage";
+  case CP_HTTP_AUTH: return "auth";
   }
   return "http";
 }
 
 static double now_s(void) { return (double)uv_hrtime() / 1e9; }
+
+double cp_http_now(void) { return now_s(); }
 
 static double draw(cp_http *h) {
   unsigned long long x = h->rng;
@@ -262,13 +304,25 @@ cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
   uv_timer_init(loop, &h->timer);
   h->timer.data = h;
   handle_opened(h);
+  uv_check_init(loop, &h->check);
+  h->check.data = h;
+  handle_opened(h);
+  uv_idle_init(loop, &h->idle);
+  h->idle.data = h;
+  handle_opened(h);
   return h;
 }
 
-static void on_client_timer_closed(uv_handle_t *t) {
-  handle_closed(((uv_timer_t *)t)->data);
-}
+static void on_client_timer_closed(uv_handle_t *t) { handle_closed(t->data); }
 
+
+static void on_origin_closed(uv_handle_t *t) {
+  origin_gate *o = t->data;
+  cp_http *h = o->h;
+  free(o->key);
+  free(o);
+  handle_closed(h);
+}
 
 void cp_http_free(cp_http *h) {
   if (!h || h->freeing) return;
@@ -279,8 +333,18 @@ void cp_http_free(cp_http *h) {
   cp_curl.multi_cleanup(h->multi);
   h->multi = NULL;
   while (h->socks) close_sock(h->socks);
+  while (h->origins) {
+    origin_gate *o = h->origins;
+    h->origins = o->next;
+    uv_timer_stop(&o->timer);
+    uv_close((uv_handle_t *)&o->timer, on_origin_closed);
+  }
   uv_timer_stop(&h->timer);
   uv_close((uv_handle_t *)&h->timer, on_client_timer_closed);
+  uv_check_stop(&h->check);
+  uv_close((uv_handle_t *)&h->check, on_client_timer_closed);
+  uv_idle_stop(&h->idle);
+  uv_close((uv_handle_t *)&h->idle, on_client_timer_closed);
 }
 
 static void client_close_hook(void *data) {
@@ -348,12 +412,17 @@ static void dequeue(cp_http_limiter *l, cp_http_call *c) {
 
 static void send_attempt(cp_http_call *c);
 static void on_call_timer(uv_timer_t *t);
+static void on_check(uv_check_t *ch);
+static void on_idle(uv_idle_t *id);
+static void unready(cp_http_call *c);
 
 static uint64_t to_ms(double s) {
   if (s <= 0) return 0;
   if (s > 1e9) s = 1e9;
   return (uint64_t)ceil(s * 1000.0);
 }
+
+static void to_origin(cp_http_call *c);
 
 /* Lets waiting calls through while the limiter allows; the oldest one that
  * must wait for tokens sleeps on its own timer, the others behind it. */
@@ -365,7 +434,7 @@ static void pump(cp_http_limiter *l) {
       dequeue(l, c);
       uv_timer_stop(&c->timer);
       c->holds_slot = 1;
-      send_attempt(c);
+      to_origin(c);
       continue;
     }
     if (wait > 0) {
@@ -383,6 +452,259 @@ static void release_slot(cp_http_call *c) {
   cp_limiter_release(&c->lim->lim);
   pump(c->lim);
 }
+
+/* ---- origins ---------------------------------------------------------------- */
+
+/* "scheme://host:port" of url, lower case, the port made explicit: what the
+ * platform counts a client's requests by. malloc'd; NULL when unparsable. */
+static char *origin_key(const char *url) {
+  CURLU *u = cp_curl.url();
+  char *scheme = NULL, *host = NULL, *port = NULL, *key = NULL;
+  if (u &&
+      cp_curl.url_set(u, CURLUPART_URL, url,
+                      CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) ==
+          CURLUE_OK &&
+      cp_curl.url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      cp_curl.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      cp_curl.url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+          CURLUE_OK) {
+    cp_buf b = CP_BUF_INIT;
+    cp_buf_printf(&b, "%s://%s:%s", scheme, host, port);
+    key = cp_buf_steal(&b, NULL);
+    for (char *k = key; *k; k++) *k = (char)tolower((unsigned char)*k);
+  }
+  cp_curl.free(scheme);
+  cp_curl.free(host);
+  cp_curl.free(port);
+  cp_curl.url_cleanup(u);
+  return key;
+}
+
+static void on_origin_timer(uv_timer_t *t);
+
+/* The gate of url's origin, made on first use; NULL for a URL that does not
+ * parse (libcurl will refuse it anyway). */
+static origin_gate *origin_of(cp_http *h, const char *url) {
+  char *key = origin_key(url);
+  if (!key) return NULL;
+  for (origin_gate *o = h->origins; o; o = o->next)
+    if (strcmp(o->key, key) == 0) {
+      free(key);
+      return o;
+    }
+  origin_gate *o = cp_calloc(1, sizeof *o); /* the client's; freed by cp_http_free */
+  o->h = h;
+  o->key = key;
+  cp_limiter_init(&o->lim, 0, 1, 0, now_s());
+  uv_timer_init(h->loop, &o->timer);
+  o->timer.data = o;
+  handle_opened(h);
+  o->next = h->origins;
+  h->origins = o;
+  return o;
+}
+
+int cp_http_origin_limit(cp_http *h, const char *url, double rate,
+                         double burst) {
+  origin_gate *o = origin_of(h, url);
+  if (!o) return -1;
+  if (rate > 0 && (o->lim.base_rate == 0 || rate < o->lim.base_rate)) {
+    double b = burst >= 1 ? burst : 1;
+    if (o->lim.base_rate > 0 && o->lim.burst < b) b = o->lim.burst;
+    cp_limiter_init(&o->lim, rate, b, 0, now_s());
+  }
+  return 0;
+}
+
+double cp_http_origin_paused(cp_http *h, const char *url) {
+  char *key = origin_key(url);
+  double left = 0;
+  for (origin_gate *o = h->origins; key && o; o = o->next)
+    if (strcmp(o->key, key) == 0 && o->paused_until > now_s())
+      left = o->paused_until - now_s();
+  free(key);
+  return left;
+}
+
+static void origin_enqueue(origin_gate *o, cp_http_call *c) {
+  c->qnext = NULL;
+  c->qprev = o->tail;
+  if (o->tail) o->tail->qnext = c;
+  else o->head = c;
+  o->tail = c;
+  c->st = ST_ORIGIN;
+}
+
+static void origin_dequeue(origin_gate *o, cp_http_call *c) {
+  if (c->qprev) c->qprev->qnext = c->qnext;
+  else o->head = c->qnext;
+  if (c->qnext) c->qnext->qprev = c->qprev;
+  else o->tail = c->qprev;
+  c->qprev = c->qnext = NULL;
+}
+
+static void fail_soon(cp_http_call *c, cp_http_kind kind, const char *msg);
+
+/* Sends what the gate lets through, oldest first: nothing while it is
+ * closed, and no faster than its rate. */
+static void origin_pump(origin_gate *o) {
+  while (o->head && !o->h->freeing) {
+    cp_http_call *c = o->head;
+    double now = now_s(), wait = o->paused_until - now;
+    if (wait > 0 && wait > c->retry.max_wait) {
+      char msg[160];
+      snprintf(msg, sizeof msg,
+               "the server asks every request to wait %.0f s, more than "
+               "max_wait %.0f s",
+               wait, c->retry.max_wait);
+      origin_dequeue(o, c);
+      fail_soon(c, CP_HTTP_STATUS, msg);
+      continue;
+    }
+    if (wait <= 0 && o->lim.base_rate > 0) wait = cp_limiter_take(&o->lim, now);
+    if (wait > 0) {
+      uv_update_time(o->h->loop);
+      /* ms are truncated on the loop's clock: a few more keep "not before" */
+      uv_timer_start(&o->timer, on_origin_timer, to_ms(wait) + 2, 0);
+      return;
+    }
+    if (o->lim.base_rate > 0) cp_limiter_release(&o->lim); /* rate only */
+    origin_dequeue(o, c);
+    send_attempt(c);
+  }
+}
+
+static void on_origin_timer(uv_timer_t *t) { origin_pump(t->data); }
+
+/* A call its limiter let through goes on the wire when its origin allows. */
+static void to_origin(cp_http_call *c) {
+  origin_gate *o = c->origin;
+  if (!o) {
+    send_attempt(c);
+    return;
+  }
+  origin_enqueue(o, c);
+  if (o->head == c) origin_pump(o);
+}
+
+/* The server said when this client may come back: every request to the
+ * origin waits until then. */
+static void origin_pause(origin_gate *o, double seconds) {
+  double until = now_s() + seconds;
+  if (until <= o->paused_until) return;
+  o->paused_until = until;
+  if (o->head) {
+    uv_timer_stop(&o->timer);
+    origin_pump(o);
+  }
+}
+
+/* Called by libcurl once the connection is ready, just before the request
+ * goes out: the gate may have closed since the call was handed over. */
+static int on_prereq(void *arg, char *ip, char *local_ip, int port,
+                     int local_port) {
+  (void)ip;
+  (void)local_ip;
+  (void)port;
+  (void)local_port;
+  cp_http_call *c = arg;
+  if (c->origin && c->origin->paused_until > now_s()) {
+    c->prereq_refused = 1;
+    return CURL_PREREQFUNC_ABORT;
+  }
+  return CURL_PREREQFUNC_OK;
+}
+
+/* ---- credentials ------------------------------------------------------------ */
+
+static void wipe(char *s) {
+  if (!s) return;
+  volatile char *v = s;
+  while (*v) *v++ = 0;
+}
+
+cp_http_cred *cp_http_cred_new(const char *header) {
+  cp_http_cred *cr = cp_calloc(1, sizeof *cr); /* freed by the last unref */
+  cr->refs = 1;
+  cr->name = cp_strdup(header);
+  return cr;
+}
+
+void cp_http_cred_unref(cp_http_cred *cr) {
+  if (!cr || --cr->refs > 0) return;
+  wipe(cr->value);
+  free(cr->value);
+  free(cr->name);
+  free(cr->failed);
+  free(cr);
+}
+
+void cp_http_cred_set(cp_http_cred *cr, const char *value, double expires_at) {
+  wipe(cr->value);
+  free(cr->value);
+  cr->value = cp_strdup(value);
+  cr->expires_at = expires_at;
+  cr->gen++;
+  cr->proven = 0;
+}
+
+void cp_http_cred_invalidate(cp_http_cred *cr, unsigned gen) {
+  if (gen != cr->gen || !cr->value) return;
+  wipe(cr->value);
+  free(cr->value);
+  cr->value = NULL;
+}
+
+static int cred_usable(const cp_http_cred *cr) {
+  return cr->value && !cr->failed &&
+         (cr->expires_at <= 0 || now_s() < cr->expires_at);
+}
+
+void cp_http_cred_get(const cp_http_cred *cr, cp_http_cred_state *out) {
+  out->gen = cr->gen;
+  out->has_value = cr->value && (cr->expires_at <= 0 || now_s() < cr->expires_at);
+  out->proven = cr->proven;
+  out->failed = cr->failed != NULL;
+}
+
+/* Takes c out of whichever queue holds it, so it can complete now. */
+static void unqueue(cp_http_call *c) {
+  if (c->st == ST_QUEUED) {
+    int was_head = c->lim->head == c;
+    dequeue(c->lim, c);
+    if (was_head) pump(c->lim);
+  } else if (c->st == ST_ORIGIN) {
+    origin_gate *o = c->origin;
+    int was_head = o->head == c;
+    origin_dequeue(o, c);
+    if (was_head) {
+      uv_timer_stop(&o->timer);
+      origin_pump(o);
+    }
+  }
+  uv_timer_stop(&c->timer);
+}
+
+void cp_http_cred_fail(cp_http *h, cp_http_cred *cr, const char *msg) {
+  if (!cr->failed) cr->failed = cp_strdup(msg);
+  wipe(cr->value);
+  free(cr->value);
+  cr->value = NULL;
+  /* Calls not on the wire stop now rather than each at its turn. */
+  for (cp_http_call *c = h ? h->calls : NULL, *next; c; c = next) {
+    next = c->next;
+    if (c->cred != cr) continue;
+    if (c->st == ST_QUEUED || c->st == ST_ORIGIN || c->st == ST_BACKOFF ||
+        c->st == ST_READY) {
+      if (c->st == ST_READY) unready(c);
+      unqueue(c);
+      if (c->holds_slot) release_slot(c);
+      fail_soon(c, CP_HTTP_AUTH, cr->failed);
+      next = h->calls; /* the queues may have moved; start over */
+    }
+  }
+}
+
 
 /* ---- calls ---------------------------------------------------------------------- */
 
@@ -508,8 +830,17 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   cp_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   cp_curl.easy_setopt(e, CURLOPT_HEADERDATA, c);
   cp_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  /* Wait for a multiplexed HTTP/2 connection rather than opening more. */
-  cp_curl.easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  c->origin = origin_of(h, url);
+  /* Over TLS, wait for a multiplexed HTTP/2 connection rather than open
+   * more: ALPN says within the handshake whether there will be one. Over
+   * plain HTTP there never is, and waiting would mean waiting for the first
+   * answer on the first connection -- past the timeout of every request
+   * behind it when that answer is slow, so that they fail unsent. */
+  if (c->origin && strncmp(c->origin->key, "https:", 6) == 0)
+    cp_curl.easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  /* The last look at the origin's gate before the request leaves. */
+  cp_curl.easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  cp_curl.easy_setopt(e, CURLOPT_PREREQDATA, c);
   cp_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   /* Only the web: a URL read from a tenant file must not open file:// or
    * other protocols libcurl knows. */
@@ -559,6 +890,12 @@ void cp_http_call_limiter(cp_http_call *c, cp_http_limiter *l) {
   if (l) l->refs++;
   if (c->lim) cp_http_limiter_unref(c->lim);
   c->lim = l;
+}
+
+void cp_http_call_cred(cp_http_call *c, cp_http_cred *cr) {
+  if (cr) cr->refs++;
+  cp_http_cred_unref(c->cred);
+  c->cred = cr;
 }
 
 void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg) {
@@ -623,7 +960,6 @@ static void apply_options(cp_http_call *c) {
     if (strcmp(c->method, "GET") == 0)
       cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   }
-  if (c->headers) cp_curl.easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
   if (c->total > 0) cp_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)to_ms(c->total));
   if (c->connect > 0)
     cp_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
@@ -656,11 +992,62 @@ void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data) {
     enqueue(c->lim, c);
     pump(c->lim);
   } else {
-    send_attempt(c);
+    to_origin(c);
   }
 }
 
-static void send_attempt(cp_http_call *c) {
+/* Completes c from the loop with an error found before sending; done
+ * never runs inside the call that found it. */
+static void fail_soon(cp_http_call *c, cp_http_kind kind, const char *msg) {
+  free(c->fail_msg);
+  c->fail_msg = NULL;
+  cp_http_call_fail(c, kind, msg);
+  c->st = ST_FAILING;
+  uv_timer_start(&c->timer, on_call_timer, 0, 0);
+}
+
+static void free_sent_headers(cp_http_call *c) {
+  for (struct curl_slist *n = c->sent_headers; n; n = n->next) wipe(n->data);
+  cp_curl.slist_free_all(c->sent_headers);
+  c->sent_headers = NULL;
+}
+
+/* The headers of this attempt: the call's own and, with a credential, its
+ * value of now. Returns 0, or -1 when the credential cannot be used (c is
+ * then on its way to completing unsent). */
+static int attempt_headers(cp_http_call *c) {
+  free_sent_headers(c);
+  c->cred_gen = 0;
+  if (!c->cred) {
+    cp_curl.easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
+    return 0;
+  }
+  cp_http_cred *cr = c->cred;
+  if (!cred_usable(cr)) {
+    release_slot(c);
+    c->cred_missing = !cr->failed;
+    fail_soon(c, CP_HTTP_AUTH,
+              cr->failed ? cr->failed
+                         : "the credential has no value now (refresh it and "
+                           "send again)");
+    return -1;
+  }
+  for (struct curl_slist *n = c->headers; n; n = n->next)
+    c->sent_headers = cp_curl.slist_append(c->sent_headers, n->data);
+  cp_buf line = CP_BUF_INIT;
+  cp_buf_printf(&line, "%s: %s", cr->name, cr->value);
+  c->sent_headers = cp_curl.slist_append(c->sent_headers, line.data);
+  wipe(line.data);
+  cp_buf_free(&line);
+  cp_curl.easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->sent_headers);
+  c->cred_gen = cr->gen;
+  return 0;
+}
+
+/* Hands c to libcurl now: its credential as of this moment, one more
+ * attempt. */
+static void start_transfer(cp_http_call *c) {
+  if (attempt_headers(c)) return;
   reset_answer(c);
   c->errbuf[0] = '\0';
   c->attempts++;
@@ -668,13 +1055,91 @@ static void send_attempt(cp_http_call *c) {
   CURLMcode mc = cp_curl.multi_add_handle(c->h->multi, c->easy);
   if (mc != CURLM_OK) {
     release_slot(c);
-    cp_http_call_fail(c, CP_HTTP_USAGE, cp_curl.multi_strerror(mc));
-    c->st = ST_FAILING;
-    uv_timer_start(&c->timer, on_call_timer, 0, 0);
+    c->attempts--;
+    fail_soon(c, CP_HTTP_USAGE, cp_curl.multi_strerror(mc));
     return;
   }
   c->st = ST_ACTIVE;
 }
+
+/* A call its limiter and origin let through goes out in the check phase,
+ * right after the loop has polled. */
+static void send_attempt(cp_http_call *c) {
+  cp_http *h = c->h;
+  c->st = ST_READY;
+  c->qnext = NULL;
+  c->qprev = h->ready_tail;
+  if (h->ready_tail) h->ready_tail->qnext = c;
+  else h->ready_head = c;
+  h->ready_tail = c;
+  if (!uv_is_active((uv_handle_t *)&h->check)) {
+    uv_check_start(&h->check, on_check);
+    uv_idle_start(&h->idle, on_idle);
+  }
+}
+
+static void unready(cp_http_call *c) {
+  cp_http *h = c->h;
+  if (c->qprev) c->qprev->qnext = c->qnext;
+  else h->ready_head = c->qnext;
+  if (c->qnext) c->qnext->qprev = c->qprev;
+  else h->ready_tail = c->qprev;
+  c->qprev = c->qnext = NULL;
+}
+
+/* Reads whatever answers have arrived on libcurl's sockets since the loop
+ * last polled: Lua code may have run a while since then, and an answer
+ * among them (a 429 with Retry-After) may say that nothing must go out. */
+static void read_arrived(cp_http *h) {
+  for (int round = 0; round < 8 && h->multi; round++) {
+    struct pollfd fds[64];
+    nfds_t n = 0;
+    for (sock_ctx *k = h->socks; k && n < 64; k = k->next)
+      if (!k->closing) fds[n++] = (struct pollfd){k->fd, POLLIN, 0};
+    if (n == 0 || poll(fds, n, 0) <= 0) return;
+    int running, any = 0;
+    for (nfds_t i = 0; i < n && h->multi; i++)
+      if (fds[i].revents) {
+        any = 1;
+        int ev = (fds[i].revents & (POLLERR | POLLHUP | POLLNVAL)) &&
+                         !(fds[i].revents & POLLIN)
+                     ? CURL_CSELECT_ERR
+                     : CURL_CSELECT_IN;
+        cp_curl.multi_socket_action(h->multi, fds[i].fd, ev, &running);
+        drain(h);
+      }
+    if (!any) return;
+  }
+}
+
+/* The check phase: calls cleared to go are handed to libcurl, after every
+ * answer that arrived meanwhile was read, each taking a last look at its
+ * origin's gate; then libcurl starts them at once. */
+static void flush_ready(cp_http *h) {
+  read_arrived(h);
+  cp_http_call *c;
+  int started = 0;
+  while ((c = h->ready_head) != NULL) {
+    unready(c);
+    if (c->origin && c->origin->paused_until > now_s()) {
+      to_origin(c); /* the answers just read closed the gate */
+      continue;
+    }
+    start_transfer(c);
+    started = 1;
+  }
+  uv_check_stop(&h->check);
+  uv_idle_stop(&h->idle);
+  if (started && h->multi) {
+    int running;
+    cp_curl.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain(h);
+  }
+}
+
+static void on_check(uv_check_t *ch) { flush_ready(ch->data); }
+
+static void on_idle(uv_idle_t *id) { (void)id; }
 
 static void on_call_closed(uv_handle_t *t) {
   cp_http_call *c = t->data;
@@ -688,11 +1153,8 @@ static void on_call_closed(uv_handle_t *t) {
 static void detach(cp_http_call *c) {
   cp_http *h = c->h;
   if (c->st == ST_ACTIVE) cp_curl.multi_remove_handle(h->multi, c->easy);
-  if (c->st == ST_QUEUED) {
-    int was_head = c->lim->head == c;
-    dequeue(c->lim, c);
-    if (was_head) pump(c->lim);
-  }
+  if (c->st == ST_QUEUED || c->st == ST_ORIGIN) unqueue(c);
+  if (c->st == ST_READY) unready(c);
   c->st = ST_CLOSED;
   uv_timer_stop(&c->timer);
   release_slot(c);
@@ -708,6 +1170,8 @@ static void destroy(cp_http_call *c) {
   cp_curl.easy_cleanup(c->easy);
   cp_curl.mime_free(c->mime);
   cp_curl.slist_free_all(c->headers);
+  free_sent_headers(c);
+  cp_http_cred_unref(c->cred);
   free(c->body);
   free(c->method);
   free(c->where);
@@ -793,6 +1257,8 @@ static void finish(cp_http_call *c, cp_http_kind kind, long status,
       .unknown = unknown,
       .attempts = c->attempts,
       .elapsed = (double)(uv_hrtime() - c->started) / 1e9,
+      .cred_gen = c->cred_gen,
+      .cred_missing = kind == CP_HTTP_AUTH && c->cred_missing,
   };
   /* Detached first, so that done may start new calls (the limiter slot is
    * already free) and a cancel of c from inside done is a no-op. */
@@ -882,17 +1348,43 @@ static cp_http_kind classify(CURLcode rc, int *transient) {
   }
 }
 
+/* What an answer says about the client as a whole: a Retry-After on a 429
+ * (or a 503 that carries one) closes the origin's gate for every request,
+ * a 429 slows the rates down, a success lets them recover; an answer other
+ * than 401 proves the credential it carried. */
+static void learn(cp_http_call *c, long status) {
+  double t = now_s(), ra;
+  const char *hdr = find_header(c, "retry-after");
+  if (c->origin && (status == 429 || (status == 503 && hdr)) && hdr &&
+      cp_retry_after_parse(hdr, time(NULL), &ra) == 0)
+    origin_pause(c->origin, ra);
+  if (status == 429) {
+    if (c->lim) cp_limiter_slow_down(&c->lim->lim, t);
+    if (c->origin && c->origin->lim.base_rate > 0)
+      cp_limiter_slow_down(&c->origin->lim, t);
+  } else if (status > 0 && status < 400) {
+    if (c->lim) cp_limiter_speed_up(&c->lim->lim, t);
+    if (c->origin && c->origin->lim.base_rate > 0)
+      cp_limiter_speed_up(&c->origin->lim, t);
+  }
+  if (c->cred && status > 0 && status != 401 && c->cred_gen == c->cred->gen)
+    c->cred->proven = 1;
+}
+
 static void attempt_done(cp_http_call *c, CURLcode rc) {
   cp_http *h = c->h;
   cp_curl.multi_remove_handle(h->multi, c->easy);
+  if (rc == CURLE_ABORTED_BY_CALLBACK && c->prereq_refused) {
+    /* Nothing left: back to the gate, keeping the limiter's slot. */
+    c->prereq_refused = 0;
+    c->attempts--;
+    to_origin(c);
+    return;
+  }
   c->st = ST_BACKOFF; /* not in the multi any more; decided below */
   long status = 0;
   if (rc == CURLE_OK) cp_curl.easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-  if (c->lim) {
-    double t = now_s();
-    if (status == 429) cp_limiter_slow_down(&c->lim->lim, t);
-    else if (rc == CURLE_OK && status < 400) cp_limiter_speed_up(&c->lim->lim, t);
-  }
+  learn(c, status);
   release_slot(c);
 
   cp_http_kind kind = CP_HTTP_OK;
@@ -965,7 +1457,7 @@ static void on_call_timer(uv_timer_t *t) {
       enqueue(c->lim, c);
       pump(c->lim);
     } else {
-      send_attempt(c);
+      to_origin(c);
     }
     break;
   case ST_FAILING:

@@ -29,6 +29,7 @@
 typedef struct cp_http cp_http;
 typedef struct cp_http_call cp_http_call;
 typedef struct cp_http_limiter cp_http_limiter;
+typedef struct cp_http_cred cp_http_cred;
 
 typedef enum cp_http_kind {
   CP_HTTP_OK,      /* an answer below 400 */
@@ -38,7 +39,8 @@ typedef enum cp_http_kind {
   CP_HTTP_TIMEOUT, /* connect or total timeout */
   CP_HTTP_NETWORK, /* connection reset, closed or garbled mid-request */
   CP_HTTP_IO,      /* a local file (multipart part) could not be read */
-  CP_HTTP_USAGE    /* a request libcurl refused (bad URL, bad option) */
+  CP_HTTP_USAGE,   /* a request libcurl refused (bad URL, bad option) */
+  CP_HTTP_AUTH     /* not sent: its credential failed or has no value now */
 } cp_http_kind;
 
 /* Names used as the `kind` of Lua error tables: "http", "connect", ... */
@@ -64,6 +66,11 @@ typedef struct cp_http_result {
   int unknown;         /* the server may or may not have applied it */
   int attempts;        /* requests sent, retries included */
   double elapsed;      /* seconds from start to done, waits included */
+  /* With a credential: the generation the last attempt carried (0 when it
+   * went out with none), and for CP_HTTP_AUTH whether the credential only
+   * lacks a value (set one and send again) rather than having failed. */
+  unsigned cred_gen;
+  int cred_missing;
 } cp_http_result;
 
 typedef void (*cp_http_done_fn)(cp_http_call *c, const cp_http_result *r,
@@ -104,6 +111,9 @@ void cp_http_call_tls(cp_http_call *c, const char *ca_file, int insecure);
 void cp_http_call_retry(cp_http_call *c, const cp_retry_policy *p);
 /* The call waits for l before each attempt; it holds a reference on l. */
 void cp_http_call_limiter(cp_http_call *c, cp_http_limiter *l);
+/* The call takes its credential header from cr at each attempt, when it
+ * goes on the wire (not when it is queued); it holds a reference on cr. */
+void cp_http_call_cred(cp_http_call *c, cp_http_cred *cr);
 /* Records a failure to report instead of sending (e.g. a part's file is
  * missing): the call completes from the loop with that error. Copied. */
 void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg);
@@ -112,6 +122,46 @@ void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data);
 /* Stops and frees a started or unstarted call; done never runs. Not from
  * inside its own done callback. */
 void cp_http_call_cancel(cp_http_call *c);
+
+/* Every request to one origin (scheme, host, port) passes one gate of the
+ * client, whichever tenant or limiter it belongs to: a 429, or a 503 with
+ * Retry-After, closes the gate for every request to that origin until the
+ * time the server named (the platform counts per client, not per request),
+ * and no request goes on the wire before. cp_http_origin_limit adds a
+ * request rate to the gate, or lowers the one it has: tenants that reach
+ * the same origin share it. url names the origin; -1 when it cannot be
+ * parsed. */
+int cp_http_origin_limit(cp_http *h, const char *url, double rate,
+                         double burst);
+/* Seconds until the gate of url's origin opens again (0 when open). */
+double cp_http_origin_paused(cp_http *h, const char *url);
+
+/* Credentials: a header whose value may change while requests wait (an
+ * OAuth2 token refreshed or revoked). Each attempt takes the value current
+ * when it is sent; a call finding no value (never set, invalidated or past
+ * expires_at) or a failed credential completes with CP_HTTP_AUTH without
+ * being sent. Reference counted like limiters. The value is a secret: it is
+ * wiped when replaced and never appears in a message. */
+cp_http_cred *cp_http_cred_new(const char *header);
+void cp_http_cred_unref(cp_http_cred *cr);
+/* A new value (copied) good until expires_at (seconds on now's clock, 0:
+ * no expiry): the generation goes up by one. */
+void cp_http_cred_set(cp_http_cred *cr, const char *value, double expires_at);
+/* Drops the value if gen is still the current generation (a 401 answered
+ * a request that carried it); a newer value is kept. */
+void cp_http_cred_invalidate(cp_http_cred *cr, unsigned gen);
+/* Fails the credential for good: every call using it that is not on the
+ * wire completes with CP_HTTP_AUTH and msg, and later ones at once. */
+void cp_http_cred_fail(cp_http *h, cp_http_cred *cr, const char *msg);
+typedef struct cp_http_cred_state {
+  unsigned gen;   /* 0 before the first value */
+  int has_value;  /* a value that has not expired */
+  int proven;     /* an answer other than 401 came to the current value */
+  int failed;
+} cp_http_cred_state;
+void cp_http_cred_get(const cp_http_cred *cr, cp_http_cred_state *out);
+/* The seconds clock of expires_at and of the limiters. */
+double cp_http_now(void);
 
 /* Limiters, shared by the calls of one tenant. Reference counted: the
  * creator holds one reference, each call using it another. */

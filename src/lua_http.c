@@ -32,10 +32,21 @@
  *   --       elapsed, body_excerpt?}
  *
  * An auth object is any value with a method perform(auth, send, opts): it
- * calls send(opts, headers) -- a request that adds the given headers -- as
- * often as it needs (an OAuth2 replay after a 401) and returns its results.
+ * calls send(opts, headers, credential) -- a request that adds the given
+ * headers, and the credential's header as it stands when the request goes
+ * on the wire -- as often as it needs (a replay after a 401) and returns
+ * its results. Credentials (http.credential{header = "Authorization"}) are
+ * set, invalidated and failed by the auth object; the error of a request
+ * sent with one carries credential_generation, and need_credential = true
+ * when it was not sent because the credential had no value then.
+ *
+ * Every request passes the gate of its origin, shared by the whole runtime:
+ * a 429 (or a 503 with Retry-After) holds back every request to that origin
+ * until the time the server named, and http.origin_limit(url, {rate=,
+ * burst=}) caps the rate of all requests to url's origin together.
  */
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,6 +60,7 @@
 #include "task.h"
 
 #define LIMITER_MT "cogpipe.http.limiter"
+#define CRED_MT "cogpipe.http.credential"
 #define RESPONSE_MT "cogpipe.http.response"
 #define EXCERPT_MAX 256
 #define DEFAULT_TIMEOUT 300.0
@@ -246,6 +258,124 @@ static int limiter_tostring(lua_State *L) {
   return 1;
 }
 
+static int is_token(const char *s) {
+  if (!*s) return 0;
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s)) return 0;
+  return 1;
+}
+
+/* ---- credentials ----------------------------------------------------------------- */
+
+typedef struct cred_box {
+  cp_http_cred *cr; /* one reference; NULL once closed */
+} cred_box;
+
+static cred_box *check_cred(lua_State *L, int idx) {
+  cred_box *box = luaL_checkudata(L, idx, CRED_MT);
+  if (!box->cr) luaL_argerror(L, idx, "credential is closed");
+  return box;
+}
+
+/* http.credential{header = "Authorization"}: a header whose value requests
+ * take when they go on the wire (see http.h). Auth objects own one and
+ * pass it as send's third argument. */
+static int l_credential(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "header");
+  const char *name = luaL_checkstring(L, -1);
+  if (!is_token(name)) luaL_error(L, "http.credential: header must be an HTTP header name");
+  cred_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->cr = NULL;
+  luaL_setmetatable(L, CRED_MT);
+  box->cr = cp_http_cred_new(name); /* box holds the ref */
+  return 1;
+}
+
+/* cred:set(value [, expires_at]): expires_at on cogpipe.now()'s clock. */
+static int cred_set(lua_State *L) {
+  cred_box *box = check_cred(L, 1);
+  size_t n;
+  const char *v = luaL_checklstring(L, 2, &n);
+  if (n == 0 || memchr(v, '\r', n) || memchr(v, '\n', n) || strlen(v) != n)
+    luaL_argerror(L, 2, "a header value without line breaks or NUL expected");
+  double exp = luaL_optnumber(L, 3, 0);
+  cp_http_cred_set(box->cr, v, exp == HUGE_VAL ? 0 : exp);
+  return 0;
+}
+
+/* cred:invalidate(generation): drops the value if it is still that one. */
+static int cred_invalidate(lua_State *L) {
+  cred_box *box = check_cred(L, 1);
+  lua_Integer gen = luaL_checkinteger(L, 2);
+  cp_http_cred_invalidate(box->cr, (unsigned)gen);
+  return 0;
+}
+
+/* cred:fail(message): for good; requests waiting with it end unsent. */
+static int cred_fail(lua_State *L) {
+  cred_box *box = check_cred(L, 1);
+  const char *msg = luaL_checkstring(L, 2);
+  cp_runtime *rt = cp_runtime_from_lua(L);
+  char err[300];
+  cp_http_cred_fail(cp_http_of(rt, err, sizeof err), box->cr, msg);
+  return 0;
+}
+
+/* cred:state() -> {generation, valid, proven, failed}; never the value. */
+static int cred_state(lua_State *L) {
+  cred_box *box = check_cred(L, 1);
+  cp_http_cred_state st;
+  cp_http_cred_get(box->cr, &st);
+  lua_createtable(L, 0, 4);
+  cp_lua_setint(L, "generation", st.gen);
+  cp_lua_setbool(L, "valid", st.has_value);
+  cp_lua_setbool(L, "proven", st.proven);
+  cp_lua_setbool(L, "failed", st.failed);
+  return 1;
+}
+
+static int cred_close(lua_State *L) {
+  cred_box *box = luaL_checkudata(L, 1, CRED_MT);
+  cp_http_cred_unref(box->cr); /* calls still waiting keep their own */
+  box->cr = NULL;
+  return 0;
+}
+
+static int cred_tostring(lua_State *L) {
+  luaL_checkudata(L, 1, CRED_MT);
+  lua_pushliteral(L, "cogpipe.http.credential");
+  return 1;
+}
+
+/* http.origin_limit(url, {rate =, burst =}): requests to url's origin, from
+ * every tenant of the runtime, go no faster than rate (the lowest rate
+ * given for an origin wins). */
+static int l_origin_limit(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  double rate = opt_number_field(L, 2, "rate", 0, 0);
+  double burst = opt_number_field(L, 2, "burst", rate >= 1 ? rate : 1, 1);
+  cp_runtime *rt = cp_runtime_from_lua(L);
+  char err[300];
+  cp_http *h = cp_http_of(rt, err, sizeof err);
+  if (!h) return luaL_error(L, "%s", err);
+  if (cp_http_origin_limit(h, url, rate, burst))
+    return luaL_argerror(L, 1, "not a URL");
+  return 0;
+}
+
+/* http.origin_paused(url) -> seconds until url's origin takes requests. */
+static int l_origin_paused(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  cp_runtime *rt = cp_runtime_from_lua(L);
+  char err[300];
+  cp_http *h = cp_http_of(rt, err, sizeof err);
+  if (!h) return luaL_error(L, "%s", err);
+  lua_pushnumber(L, cp_http_origin_paused(h, url));
+  return 1;
+}
+
 /* ---- responses -------------------------------------------------------------------- */
 
 static int response_json(lua_State *L) {
@@ -290,6 +420,7 @@ static int push_result(lua_State *L, const cp_http_result *r) {
     lua_setfield(L, -2, "body");
     cp_lua_setint(L, "attempts", r->attempts);
     cp_lua_setnum(L, "elapsed", r->elapsed);
+    if (r->cred_gen) cp_lua_setint(L, "credential_generation", r->cred_gen);
     luaL_setmetatable(L, RESPONSE_MT);
     return 1;
   }
@@ -299,6 +430,8 @@ static int push_result(lua_State *L, const cp_http_result *r) {
   if (r->unknown) cp_lua_setstr(L, "outcome", "unknown");
   cp_lua_setint(L, "attempts", r->attempts);
   cp_lua_setnum(L, "elapsed", r->elapsed);
+  if (r->cred_gen) cp_lua_setint(L, "credential_generation", r->cred_gen);
+  if (r->cred_missing) cp_lua_setbool(L, "need_credential", 1);
   if (r->status && r->body_len) {
     push_excerpt(L, r->body, r->body_len);
     lua_setfield(L, -2, "body_excerpt");
@@ -317,12 +450,6 @@ static void on_done(cp_http_call *c, const cp_http_result *r, void *data) {
 
 static void cancel_call(void *op) { cp_http_call_cancel(op); }
 
-static int is_token(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s)) return 0;
-  return 1;
-}
 
 /* Raises unless the table at idx maps header names to strings or numbers
  * that cannot smuggle in another header line. */
@@ -384,6 +511,7 @@ typedef struct spec {
   int insecure;
   cp_retry_policy retry;
   cp_http_limiter *limiter;
+  cp_http_cred *cred;
 } spec;
 
 static int field(lua_State *L, int t, const char *k, int type, const char *tn) {
@@ -596,12 +724,13 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
   }
 }
 
-/* request(opts [, extra_headers]) without auth: checks, builds the call,
- * suspends the task; on_done resumes it with the result. */
-static int send_request(lua_State *L, int opts, int extra) {
+/* request(opts [, extra_headers [, credential]]) without auth: checks,
+ * builds the call, suspends the task; on_done resumes it with the result. */
+static int send_request(lua_State *L, int opts, int extra, int cred) {
   cp_task *t = cp_task_current(L);
   spec s;
   check_spec(L, opts, extra, &s);
+  s.cred = cred ? check_cred(L, cred)->cr : NULL;
 
   cp_runtime *rt = cp_runtime_from_lua(L);
   char err[300];
@@ -629,16 +758,18 @@ static int send_request(lua_State *L, int opts, int extra) {
   cp_http_call_tls(c, s.ca_file, s.insecure);
   cp_http_call_retry(c, &s.retry);
   if (s.limiter) cp_http_call_limiter(c, s.limiter);
+  if (s.cred) cp_http_call_cred(c, s.cred);
   cp_http_call_start(c, on_done, t);
   return cp_task_suspend(L, t, cancel_call, c);
 }
 
-/* send(opts, headers): what auth objects call. */
+/* send(opts [, headers [, credential]]): what auth objects call. */
 static int l_send(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  return send_request(L, 1, lua_isnil(L, 2) ? 0 : 2);
+  if (!lua_isnoneornil(L, 3)) check_cred(L, 3);
+  lua_settop(L, 3);
+  return send_request(L, 1, lua_isnil(L, 2) ? 0 : 2, lua_isnil(L, 3) ? 0 : 3);
 }
 
 static int after_auth(lua_State *L, int status, lua_KContext base) {
@@ -651,7 +782,7 @@ static int l_request(lua_State *L) {
   lua_settop(L, 1);
   if (lua_getfield(L, 1, "auth") == LUA_TNIL) {
     lua_pop(L, 1);
-    return send_request(L, 1, 0);
+    return send_request(L, 1, 0, 0);
   }
   /* auth:perform(send, opts) may yield (a token refresh it waits for) and
    * calls send itself; a continuation hands its results back. */
@@ -669,8 +800,18 @@ static int l_request(lua_State *L) {
 static const luaL_Reg http_fns[] = {{"request", l_request},
                                     {"send", l_send},
                                     {"limiter", l_limiter},
+                                    {"credential", l_credential},
+                                    {"origin_limit", l_origin_limit},
+                                    {"origin_paused", l_origin_paused},
                                     {"form_encode", l_form_encode},
                                     {NULL, NULL}};
+
+static const luaL_Reg cred_methods[] = {{"set", cred_set},
+                                        {"invalidate", cred_invalidate},
+                                        {"fail", cred_fail},
+                                        {"state", cred_state},
+                                        {"close", cred_close},
+                                        {NULL, NULL}};
 
 static const luaL_Reg limiter_methods[] = {
     {"stats", limiter_stats}, {"close", limiter_close}, {NULL, NULL}};
@@ -684,6 +825,17 @@ int luaopen_cogpipe_http(lua_State *L) {
     lua_pushcfunction(L, limiter_close);
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, limiter_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, CRED_MT)) {
+    luaL_newlib(L, cred_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, cred_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, cred_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, cred_tostring);
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);

@@ -13,17 +13,27 @@
 --     basic = false,      -- true: client_secret_basic instead of the body
 --     timeout = 30, ca_file = nil, insecure = nil, limiter = nil,
 --     retry = {tries = 5},  -- for the token request (false: no retry)
+--     observe = function(info) end,  -- after each token request: method,
+--                                    -- url, status, attempts, elapsed, outcome
 --   }
 --   cp.http.request{url = ..., auth = oa}
 --
 -- An oauth2 object fetches a token on first use and again shortly before it
 -- expires. Requests that need a token while one is being fetched wait for
--- that same fetch (one token request however many wait). A request answered
--- 401 drops the token it used and is replayed once with a fresh one.
+-- that same fetch (one token request however many wait). The token lives in
+-- a credential (cp.http.credential) that each request reads when it goes on
+-- the wire, not when it was queued, so a token refreshed meanwhile is the
+-- one sent. A 401 for a token already replaced just replays with the current
+-- one; a 401 for the current token drops it, and the one refresh that
+-- follows serves every request that saw it. Credentials that cannot work
+-- stop at once and for good -- a token request refused, a fresh token
+-- refused (401) before any request succeeded with it, a 403 (a scope is
+-- missing), an API key answered 401 -- and every request still waiting with
+-- them ends unsent with the same error (kind "auth").
 --
 -- Protocol (what cp.http.request expects of `auth`): a method
--- perform(self, send, opts) that calls send(opts, headers) and returns its
--- results.
+-- perform(self, send, opts) that calls send(opts, headers, credential) and
+-- returns its results.
 
 local cp = require "cogpipe"
 local http = require "cogpipe.http"
@@ -102,6 +112,10 @@ local function base64(s)
   return table.concat(out)
 end
 
+-- Replays of one request after 401s: each needs a token newer than the one
+-- refused, so a few are plenty; more means the platform refuses every token.
+local MAX_REPLAYS = 6
+
 local function redact_err(err, secrets)
   if type(err) == "table" then
     err.message = redact(err.message, secrets)
@@ -125,7 +139,14 @@ end
 
 function ApiKey:perform(send, opts)
   local p = private[self]
-  return send(opts, { [self.header] = p.prefix .. p.key })
+  local resp, err = send(opts, nil, p.credential)
+  if not resp and type(err) == "table" and (err.status == 401 or err.status == 403) then
+    -- a key does not get better by asking again: stop every request using it
+    local why = string.format("API key (%s) refused: %s", self.header, redact(tostring(err.message), { p.key }))
+    p.credential:fail(why)
+    err.kind, err.message, err.retryable = "auth", why, false
+  end
+  return resp, err
 end
 
 --- auth.api_key{key =, header = "X-API-Key", prefix = ""}: sends the key
@@ -144,7 +165,9 @@ function auth.api_key(o)
     error("auth.api_key: key contains a line break or NUL", 2)
   end
   local self = setmetatable({ header = header }, ApiKey)
-  private[self] = { key = key, prefix = o.prefix or "" }
+  local credential = http.credential({ header = header })
+  credential:set((o.prefix or "") .. key)
+  private[self] = { key = key, prefix = o.prefix or "", credential = credential }
   return self
 end
 
@@ -190,6 +213,11 @@ local function fetch(self)
     limiter = p.limiter,
     retry = p.retry,
   })
+  if p.observe then
+    local r = resp or err
+    p.observe({ method = "POST", url = self.token_url, status = r.status, attempts = r.attempts,
+      elapsed = r.elapsed, outcome = resp and "ok" or (err.outcome or "failed") })
+  end
   if not resp then
     err = redact_err(err, { p.secret })
     if type(err) == "table" then
@@ -222,20 +250,24 @@ local function fetch(self)
     expires_at = started + expires_in - math.min(p.skew, expires_in / 2)
   end
   p.token, p.token_type, p.expires_at = body.access_token, token_type, expires_at
+  p.credential:set(token_type .. " " .. body.access_token, expires_at)
   return true
 end
 
---- The Authorization header value, fetching a token when there is none or
--- it is about to expire. May suspend the calling task. Returns the value,
--- or nil, err.
-function OAuth2:header()
+-- Makes sure the credential holds a token that is not about to expire,
+-- fetching one when it does not: one fetch (a task of its own) however many
+-- requests wait for it. Returns true, or nil, err.
+local function ensure(self)
   local p = private[self]
-  if p.token and cp.now() < p.expires_at then
-    return p.token_type .. " " .. p.token
+  local st = p.credential:state()
+  if st.failed then
+    return nil, failure({ kind = "auth", retryable = false, message = p.failed or "credentials refused" })
+  end
+  if st.valid and p.token and cp.now() < p.expires_at then
+    return true
   end
   local task = p.refreshing
   if not task then
-    p.token = nil
     task = cp.spawn(function()
       local ok, res, err = pcall(fetch, self)
       if not ok then
@@ -250,12 +282,25 @@ function OAuth2:header()
     p.refreshing = nil
   end
   if not ok then
+    if type(err) == "table" and err.kind == "auth" and not p.failed then
+      -- the token endpoint refused these credentials: nothing will succeed
+      p.failed = err.message
+      p.credential:fail(err.message)
+    end
     return nil, err
   end
-  if not p.token then -- dropped by a 401 since; the caller replays once
-    return nil, failure({ kind = "auth", retryable = true,
-      message = "OAuth2 token was rejected right after it was issued" })
+  return true
+end
+
+--- The Authorization header value, fetching a token when there is none or
+-- it is about to expire. May suspend the calling task. Returns the value,
+-- or nil, err. (Requests do not need this: they read the credential.)
+function OAuth2:header()
+  local ok, err = ensure(self)
+  if not ok then
+    return nil, err
   end
+  local p = private[self]
   return p.token_type .. " " .. p.token
 end
 
@@ -265,6 +310,7 @@ function OAuth2:invalidate(header_value)
   local p = private[self]
   if p.token and (header_value == nil or header_value == p.token_type .. " " .. p.token) then
     p.token = nil
+    p.credential:invalidate(p.credential:state().generation)
   end
 end
 
@@ -278,21 +324,58 @@ function OAuth2:expires_in()
   return p.expires_at - cp.now()
 end
 
+-- Stops these credentials for good with one error that every waiting
+-- request shares.
+local function refuse(self, err, why)
+  local p = private[self]
+  p.failed = p.failed or why
+  p.credential:fail(p.failed)
+  err.kind, err.retryable = "auth", false
+  err.message = p.failed
+  return nil, err
+end
+
 function OAuth2:perform(send, opts)
-  local h, err = self:header()
-  if not h then
-    return nil, err
+  local p = private[self]
+  local resp, err
+  for _ = 1, MAX_REPLAYS do
+    local ok, eerr = ensure(self)
+    if not ok then
+      return nil, eerr
+    end
+    resp, err = send(opts, nil, p.credential)
+    if resp then
+      p.unproven = 0
+      return resp
+    elseif type(err) ~= "table" then
+      return resp, err
+    end
+    if err.status == 403 then
+      return refuse(self, err, "OAuth2 client " .. self.client_id .. " lacks a scope this request needs: "
+        .. tostring(err.message))
+    elseif err.status == 401 then
+      local used, st = err.credential_generation, p.credential:state()
+      if used == st.generation then
+        -- the current token was refused: revoked or expired (it worked
+        -- before), or not good at all (it never did)
+        if st.proven then
+          p.unproven = 0
+        elseif p.unproven_gen ~= used then
+          p.unproven, p.unproven_gen = (p.unproven or 0) + 1, used
+          if p.unproven >= 2 then
+            return refuse(self, err, "OAuth2 tokens from " .. self.token_url
+              .. " are refused by the API right after they are issued (401): " .. tostring(err.message))
+          end
+        end
+        p.token = nil
+        p.credential:invalidate(used)
+      end
+      -- an older token: a newer one is there already, or being fetched
+    elseif not err.need_credential then
+      return resp, err
+    end
   end
-  local resp, rerr = send(opts, { Authorization = h })
-  if resp or type(rerr) ~= "table" or rerr.status ~= 401 then
-    return resp, rerr
-  end
-  self:invalidate(h)
-  h, err = self:header()
-  if not h then
-    return nil, err
-  end
-  return send(opts, { Authorization = h })
+  return resp, err
 end
 
 function auth.oauth2(o)
@@ -319,9 +402,13 @@ function auth.oauth2(o)
   elseif o.retry ~= nil then
     error("auth.oauth2: retry must be false or a table", 2)
   end
+  if o.observe ~= nil and type(o.observe) ~= "function" then
+    error("auth.oauth2: observe must be a function", 2)
+  end
   local self = setmetatable({ token_url = token_url, client_id = client_id, scope = scope,
     skew = skew }, OAuth2)
   private[self] = {
+    credential = http.credential({ header = "Authorization" }),
     secret = secret,
     skew = skew,
     basic = o.basic and true or false,
@@ -331,6 +418,7 @@ function auth.oauth2(o)
     limiter = o.limiter,
     retry = retry,
     expires_at = 0,
+    observe = o.observe,
   }
   return self
 end

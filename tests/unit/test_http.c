@@ -2,7 +2,9 @@
  * test_http.c -- unit tests of http.c against a tiny HTTP/1.1 server that
  * runs on the same libuv loop: answers, retries with Retry-After, the
  * unknown outcome of a POST reset after its body, timeouts, limiters,
- * multipart streaming from a file, cancellation and teardown.
+ * the per-origin gate a Retry-After closes for every request, credentials
+ * taken when a request is sent, multipart streaming from a file,
+ * cancellation and teardown.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,9 @@ static int hits_429, hits_total, hits_reset, hits_503, hits_post_503;
 static int slow_now, slow_max;
 static int accepted; /* connections the server accepted */
 static double first_429_at, retry_429_at;
+static int hits_gate;
+static double gate_429_at, ok_at; /* when /gate answered 429; last /ok */
+static char last_auth[128];       /* Authorization of the last request */
 static size_t last_body_len;
 static cp_buf last_body;
 
@@ -90,11 +95,24 @@ static void on_delay(uv_timer_t *t) {
   reply(c, 200, NULL, "slow", 4);
 }
 
+static double now_s(void) { return (double)uv_hrtime() / 1e9; }
+
 static void answer(conn *c, const char *method, const char *path,
                    const char *body, size_t blen) {
   hits_total++;
   if (strcmp(path, "/ok") == 0) {
+    ok_at = now_s();
     reply(c, 200, "Set-Cookie: a=1\r\n", "{\"hello\":1}", 11);
+  } else if (strcmp(path, "/gate") == 0) {
+    if (hits_gate++ == 0) {
+      gate_429_at = now_s();
+      reply(c, 429, "Retry-After: 1\r\n", "{}", 2);
+    } else {
+      reply(c, 200, NULL, "{}", 2);
+    }
+  } else if (strcmp(path, "/auth") == 0) {
+    if (strcmp(last_auth, "Bearer good") == 0) reply(c, 200, NULL, "{}", 2);
+    else reply(c, 401, NULL, "{}", 2);
   } else if (strcmp(path, "/echo") == 0) {
     last_body_len = blen;
     cp_buf_reset(&last_body);
@@ -151,6 +169,9 @@ static void serve(conn *c) {
     if (c->in.len < head + clen) return;
     char method[16] = "", path[256] = "";
     sscanf(c->in.data, "%15s %255s", method, path);
+    last_auth[0] = '\0';
+    const char *au = strstr(c->in.data, "\r\nAuthorization: ");
+    if (au && au < end) sscanf(au + 17, "%127[^\r]", last_auth);
     char *q = strchr(path, '?');
     if (q) *q = '\0';
     char *body = cp_malloc(clen + 1);
@@ -218,6 +239,9 @@ typedef struct outcome {
   int n_headers;
   int retryable, unknown, attempts;
   double elapsed;
+  unsigned cred_gen;
+  int cred_missing;
+  char auth_seen[128]; /* the server's last Authorization when done */
 } outcome;
 
 static cp_http *client;
@@ -238,6 +262,9 @@ static void on_done(cp_http_call *c, const cp_http_result *r, void *data) {
   o->unknown = r->unknown;
   o->attempts = r->attempts;
   o->elapsed = r->elapsed;
+  o->cred_gen = r->cred_gen;
+  o->cred_missing = r->cred_missing;
+  snprintf(o->auth_seen, sizeof o->auth_seen, "%s", last_auth);
 }
 
 static char *url(const char *path) {
@@ -314,9 +341,23 @@ static void retry_after_honoured(void) {
   CHECK(o.elapsed >= 1.0 && o.elapsed < 3.0);
 }
 
+/* A client of its own, for tests that close an origin's gate for long. */
+static cp_http *other_client(void) {
+  char err[300];
+  cp_http *h = cp_http_new(loop, NULL, err, sizeof err);
+  CHECK(h != NULL);
+  return h;
+}
+
+static void free_client(cp_http *h) {
+  cp_http_free(h);
+  for (int i = 0; i < 5; i++) uv_run(loop, UV_RUN_NOWAIT);
+}
+
 static void retry_after_too_long(void) {
-  outcome o = {0};
-  cp_http_call *c = cp_http_call_new(client, "GET", url("/longwait"));
+  cp_http *h = other_client();
+  outcome o = {0}, later = {0};
+  cp_http_call *c = cp_http_call_new(h, "GET", url("/longwait"));
   cp_http_call_start(c, on_done, &o);
   wait_for(&o, 1);
   CHECK_INT(o.kind, CP_HTTP_STATUS);
@@ -324,6 +365,145 @@ static void retry_after_too_long(void) {
   CHECK_INT(o.attempts, 1);
   CHECK(o.retryable);
   CHECK(strstr(o.message, "max_wait") != NULL);
+  /* the whole origin waits an hour: a later request fails unsent */
+  CHECK(cp_http_origin_paused(h, url("/")) > 3000);
+  int before = hits_total;
+  cp_http_call_start(cp_http_call_new(h, "GET", url("/ok")), on_done, &later);
+  wait_for(&later, 1);
+  CHECK_INT(later.attempts, 0);
+  CHECK_INT(hits_total, before);
+  CHECK(strstr(later.message, "max_wait") != NULL);
+  free_client(h);
+}
+
+/* A 429 with Retry-After closes the gate of the origin for every request
+ * of the client, not only for the one answered. */
+static void origin_gate(void) {
+  cp_http *h = other_client();
+  outcome o[2];
+  memset(o, 0, sizeof o);
+  hits_gate = 0;
+  cp_http_call *c = cp_http_call_new(h, "POST", url("/gate"));
+  cp_http_call_body(c, cp_strdup("x"), 1);
+  cp_http_call_start(c, on_done, &o[0]);
+  while (hits_gate == 0 || cp_http_origin_paused(h, url("/")) == 0)
+    uv_run(loop, UV_RUN_ONCE);
+  /* another request, started once the 429 is in: held until the window
+   * ends, although it was never answered 429 itself */
+  cp_http_call_start(cp_http_call_new(h, "GET", url("/ok")), on_done, &o[1]);
+  wait_for(o, 2);
+  CHECK_INT(o[0].status, 200);
+  CHECK_INT(o[0].attempts, 2);
+  CHECK_INT(o[1].status, 200);
+  CHECK_INT(o[1].attempts, 1);
+  CHECK(ok_at - gate_429_at >= 1.0);
+  free_client(h);
+}
+
+/* Two limiters (two tenants) reaching one origin share its rate. */
+static void origin_rate(void) {
+  cp_http *h = other_client();
+  CHECK_INT(cp_http_origin_limit(h, url("/"), 20, 2), 0);
+  CHECK_INT(cp_http_origin_limit(h, "not a url ::", 1, 1), -1);
+  cp_http_limiter *a = cp_http_limiter_new(1000, 1000, 0);
+  cp_http_limiter *b = cp_http_limiter_new(1000, 1000, 0);
+  outcome o[10];
+  memset(o, 0, sizeof o);
+  uint64_t t0 = uv_hrtime();
+  for (int i = 0; i < 10; i++) {
+    cp_http_call *c = cp_http_call_new(h, "GET", url("/ok"));
+    cp_http_call_limiter(c, i % 2 ? a : b);
+    cp_http_call_start(c, on_done, &o[i]);
+  }
+  wait_for(o, 10);
+  double took = (double)(uv_hrtime() - t0) / 1e9;
+  CHECK(took >= 0.38); /* 2 at once, then 8 at 20/s */
+  for (int i = 0; i < 10; i++) CHECK_INT(o[i].status, 200);
+  cp_http_limiter_unref(a);
+  cp_http_limiter_unref(b);
+  free_client(h);
+}
+
+/* A credential is read when the request goes out: a value set while the
+ * request waited behind its limiter is the one the server sees. */
+static void credential_at_send_time(void) {
+  cp_http_cred *cr = cp_http_cred_new("Authorization");
+  cp_http_cred_set(cr, "Bearer stale", 0);
+  cp_http_limiter *l = cp_http_limiter_new(2, 1, 0);
+  outcome o[2];
+  memset(o, 0, sizeof o);
+  for (int i = 0; i < 2; i++) {
+    cp_http_call *c = cp_http_call_new(client, "GET", url("/auth"));
+    cp_http_call_limiter(c, l);
+    cp_http_call_cred(c, cr);
+    cp_http_call_start(c, on_done, &o[i]);
+  }
+  wait_for(&o[0], 1);
+  CHECK_INT(o[0].status, 401);
+  CHECK_INT(o[0].cred_gen, 1);
+  cp_http_cred_state st;
+  cp_http_cred_get(cr, &st);
+  CHECK(!st.proven); /* a 401 proves nothing */
+  cp_http_cred_invalidate(cr, 1);
+  cp_http_cred_set(cr, "Bearer good", 0);
+  wait_for(&o[1], 1); /* queued before the new value; sent with it */
+  CHECK_INT(o[1].status, 200);
+  CHECK_INT(o[1].cred_gen, 2);
+  CHECK_STR(o[1].auth_seen, "Bearer good");
+  cp_http_cred_get(cr, &st);
+  CHECK(st.proven);
+  /* no value now: the call ends unsent, saying so */
+  cp_http_cred_invalidate(cr, 1); /* an older generation: kept */
+  cp_http_cred_get(cr, &st);
+  CHECK(st.has_value);
+  cp_http_cred_invalidate(cr, 2);
+  outcome m = {0};
+  int before = hits_total;
+  cp_http_call *c = cp_http_call_new(client, "GET", url("/auth"));
+  cp_http_call_cred(c, cr);
+  cp_http_call_start(c, on_done, &m);
+  wait_for(&m, 1);
+  CHECK_INT(m.kind, CP_HTTP_AUTH);
+  CHECK(m.cred_missing);
+  CHECK_INT(m.attempts, 0);
+  CHECK_INT(hits_total, before);
+  /* an expired value counts as none */
+  cp_http_cred_set(cr, "Bearer good", cp_http_now() - 1);
+  cp_http_cred_get(cr, &st);
+  CHECK(!st.has_value);
+  cp_http_limiter_unref(l);
+  cp_http_cred_unref(cr);
+}
+
+/* A failed credential ends every waiting request at once, none sent. */
+static void credential_failed(void) {
+  cp_http_cred *cr = cp_http_cred_new("X-API-Key");
+  cp_http_cred_set(cr, "k", 0);
+  cp_http_limiter *l = cp_http_limiter_new(0.5, 1, 0);
+  outcome o[5];
+  memset(o, 0, sizeof o);
+  for (int i = 0; i < 5; i++) {
+    cp_http_call *c = cp_http_call_new(client, "GET", url("/ok"));
+    cp_http_call_limiter(c, l);
+    cp_http_call_cred(c, cr);
+    cp_http_call_start(c, on_done, &o[i]);
+  }
+  wait_for(&o[0], 1);
+  int before = hits_total;
+  uint64_t t0 = uv_hrtime();
+  cp_http_cred_fail(client, cr, "API key refused: 401");
+  wait_for(o, 5);
+  CHECK((double)(uv_hrtime() - t0) / 1e9 < 0.5); /* not each at its turn */
+  CHECK_INT(hits_total, before);
+  for (int i = 1; i < 5; i++) {
+    CHECK_INT(o[i].kind, CP_HTTP_AUTH);
+    CHECK(!o[i].cred_missing);
+    CHECK_INT(o[i].attempts, 0);
+    CHECK(strstr(o[i].message, "API key refused") != NULL);
+  }
+  CHECK_INT(cp_http_limiter_state(l)->in_flight, 0);
+  cp_http_limiter_unref(l);
+  cp_http_cred_unref(cr);
 }
 
 static void status_5xx(void) {
@@ -589,6 +769,10 @@ int main(void) {
   RUN(post_body);
   RUN(retry_after_honoured);
   RUN(retry_after_too_long);
+  RUN(origin_gate);
+  RUN(origin_rate);
+  RUN(credential_at_send_time);
+  RUN(credential_failed);
   RUN(status_5xx);
   RUN(reset_after_body);
   RUN(connect_refused);
