@@ -1,28 +1,30 @@
 /*
  * lua_audit.c -- the cogpipe.audit module: audit logs as userdata
- * ("cogpipe.audit.log") and chain verification. Every record passes
- * through the runtime's redaction (lua_secrets.c) before audit.c sees it;
- * nothing here writes to the file directly.
+ * ("cogpipe.audit.log"), their head (the anchor a run's summary carries)
+ * and chain verification. Every record passes through the runtime's
+ * redaction (lua_secrets.c) before audit.c sees it; nothing here writes to
+ * the files directly.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "audit.h"
 #include "buf.h"
 #include "lua_json.h"
+#include "lua_offload.h"
 #include "lua_secrets.h"
 #include "lutil.h"
 #include "modules.h"
 #include "runtime.h"
-#include "task.h"
 
 #define LOG_MT "cogpipe.audit.log"
 
 typedef struct laudit {
   cp_audit *a;                      /* NULL once closed */
   char *run_id, *tenant, *pipeline; /* owned; redacted copies */
+  char *path, *head_path;           /* owned; kept for head() after close */
+  cp_audit_head head;               /* where the chain stood at close */
 } laudit;
 
 static laudit *check_log(lua_State *L, int idx) {
@@ -67,6 +69,14 @@ static void free_log(laudit *l) {
   free(l->tenant);
   free(l->pipeline);
   l->run_id = l->tenant = l->pipeline = NULL;
+}
+
+/* Closes the log, remembering where its chain stood for head(). */
+static int close_log(laudit *l, char **err) {
+  cp_audit_head_get(l->a, &l->head);
+  int rc = cp_audit_close(l->a, err);
+  l->a = NULL;
+  return rc;
 }
 
 /* audit.open(path [, {run_id=, tenant=, pipeline=, fsync="batch"|"always"|
@@ -123,6 +133,8 @@ static int l_open(lua_State *L) {
     free_log(l);
     return fail_msg(L, "io", err);
   }
+  l->path = cp_strdup(path);
+  l->head_path = cp_audit_head_path(path);
   return 1;
 }
 
@@ -191,83 +203,45 @@ static int l_record(lua_State *L) {
  */
 
 typedef struct sync_op {
-  uv_fs_t req;
-  cp_task *task; /* NULL once the task was abandoned */
-  cp_runtime *rt;
-  int fd; /* a dup of the log's, owned by the op */
+  cp_audit_sync_job *job; /* NULL once finished */
 } sync_op;
 
-static void sync_done(uv_fs_t *req) {
-  sync_op *op = req->data;
-  ssize_t result = req->result;
-  uv_fs_req_cleanup(req);
-  close(op->fd);
-  cp_runtime_handle_dec(op->rt);
-  cp_task *task = op->task;
-  free(op);
-  if (!task) return;
-  lua_State *co = cp_task_thread(task);
-  if (result < 0) {
-    lua_pushnil(co);
-    cp_lua_push_error(co, "io", "cannot sync audit log: %s",
-                      uv_strerror((int)result));
-    cp_task_resume(task, 2);
-  } else {
-    lua_pushboolean(co, 1);
-    cp_task_resume(task, 1);
-  }
-}
-
-static void sync_cancel(void *data) {
+static void sync_work(void *data) {
   sync_op *op = data;
-  op->task = NULL; /* the fsync still runs; sync_done frees the op */
+  cp_audit_sync_run(op->job);
 }
 
-static int probe_task(lua_State *L) {
-  lua_pushlightuserdata(L, cp_task_current(L));
+static int sync_push(lua_State *L, void *data) {
+  sync_op *op = data;
+  char *err = NULL;
+  int rc = cp_audit_sync_finish(op->job, &err);
+  op->job = NULL;
+  if (rc) return fail_msg(L, "io", err);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
-/* The task running L, or NULL outside one (a plain coroutine). */
-static cp_task *current_task(lua_State *L) {
-  lua_pushcfunction(L, probe_task);
-  cp_task *t = NULL;
-  if (lua_pcall(L, 0, 1, 0) == LUA_OK) t = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return t;
+static void sync_release(void *data) {
+  sync_op *op = data;
+  if (op->job) cp_audit_sync_finish(op->job, NULL); /* abandoned */
+  free(op);
 }
 
-/* log:sync() -> true | nil, err. Inside a task the fsync runs in libuv's
- * thread pool and only the calling task waits for it. */
+/* log:sync() -> true | nil, err. Inside a task the fsyncs run in libuv's
+ * thread pool and only the calling task waits for them. A failure stops
+ * the log: later records and syncs fail too. */
 static int l_sync(lua_State *L) {
   laudit *l = check_open(L, 1);
-  cp_task *task = current_task(L);
   char *err = NULL;
-  if (!task) {
-    if (cp_audit_sync(l->a, &err)) return fail_msg(L, "io", err);
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  int fd = cp_audit_sync_fd(l->a, &err);
-  if (fd < 0) {
+  cp_audit_sync_job *job = cp_audit_sync_start(l->a, &err);
+  if (!job) {
     if (err) return fail_msg(L, "io", err);
     lua_pushboolean(L, 1);
     return 1;
   }
-  cp_runtime *rt = cp_runtime_from_lua(L);
-  sync_op *op = cp_calloc(1, sizeof *op); /* freed by sync_done */
-  op->task = task;
-  op->rt = rt;
-  op->fd = fd;
-  op->req.data = op;
-  int rc = uv_fs_fdatasync(cp_runtime_loop(rt), &op->req, fd, sync_done);
-  if (rc < 0) {
-    close(fd);
-    free(op);
-    return cp_lua_fail(L, "io", "cannot sync audit log: %s", uv_strerror(rc));
-  }
-  cp_runtime_handle_inc(rt);
-  return cp_task_suspend(L, task, sync_cancel, op);
+  sync_op *op = cp_malloc(sizeof *op); /* owned by cp_offload_run */
+  op->job = job;
+  return cp_offload_run(L, op, sync_work, sync_push, sync_release);
 }
 
 /* ---- the rest of the methods ----------------------------------------------
@@ -280,20 +254,46 @@ static int l_close(lua_State *L) {
     return 1;
   }
   char *err = NULL;
-  int rc = cp_audit_close(l->a, &err);
-  l->a = NULL;
+  int rc = close_log(l, &err);
   free_log(l);
   if (rc) return fail_msg(L, "io", err);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-static int l_gc(lua_State *L) {
+/* __close (a to-be-closed log): closes it; head() still answers. */
+static int l_release(lua_State *L) {
   laudit *l = check_log(L, 1);
-  if (l->a) cp_audit_close(l->a, NULL);
-  l->a = NULL;
+  if (l->a) close_log(l, NULL);
   free_log(l);
   return 0;
+}
+
+static int l_gc(lua_State *L) {
+  laudit *l = check_log(L, 1);
+  l_release(L);
+  free(l->path);
+  free(l->head_path);
+  l->path = l->head_path = NULL;
+  return 0;
+}
+
+/* log:head() -> {seq=, hash=, records=, path=, head_path=}: the last record
+ * of the log (hash absent while there is none) and the count of records in
+ * its file, as its head file says; after close, as at close. This is the
+ * anchor a run's summary, metrics and webhook body carry, which `cogpipe
+ * audit verify --head SEQ:HASH` checks the log against. */
+static int l_head(lua_State *L) {
+  laudit *l = check_log(L, 1);
+  cp_audit_head h = l->head;
+  if (l->a) cp_audit_head_get(l->a, &h);
+  lua_createtable(L, 0, 5);
+  cp_lua_setint(L, "seq", (lua_Integer)h.seq);
+  if (h.hash[0]) cp_lua_setstr(L, "hash", h.hash);
+  cp_lua_setint(L, "records", (lua_Integer)h.records);
+  if (l->path) cp_lua_setstr(L, "path", l->path);
+  if (l->head_path) cp_lua_setstr(L, "head_path", l->head_path);
+  return 1;
 }
 
 /* log:add_secret(s) -> boolean: registers s with the runtime's secrets, so
@@ -347,24 +347,73 @@ static int l_tostring(lua_State *L) {
 /* ---- module functions -------------------------------------------------------
  */
 
-/* audit.verify(path, ...) -> report | nil, err (a file cannot be read) */
+/* Reads opts.head ({seq=, hash=}, as log:head() gives it) into *h.
+ * Returns 1 when it is there; raises when it is malformed. */
+static int anchor_opt(lua_State *L, int opts, cp_audit_head *h) {
+  memset(h, 0, sizeof *h);
+  if (lua_getfield(L, opts, "head") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  luaL_argcheck(L, lua_istable(L, -1), opts,
+                "head must be a table {seq=, hash=}");
+  int isnum = 0;
+  lua_getfield(L, -1, "seq");
+  lua_Integer seq = lua_tointegerx(L, -1, &isnum);
+  luaL_argcheck(L, isnum && seq >= 1, opts,
+                "head.seq must be an integer from 1");
+  size_t len = 0;
+  lua_getfield(L, -2, "hash");
+  const char *hash = lua_tolstring(L, -1, &len);
+  int hex = hash && len == 64;
+  for (size_t i = 0; hex && i < len; i++)
+    hex = (hash[i] >= '0' && hash[i] <= '9') ||
+          (hash[i] >= 'a' && hash[i] <= 'f');
+  luaL_argcheck(L, hex, opts, "head.hash must be 64 lower-case hex digits");
+  h->seq = (uint64_t)seq;
+  memcpy(h->hash, hash, 65);
+  h->records = UINT64_MAX;
+  lua_pop(L, 3);
+  return 1;
+}
+
+/* Sets report[k] = {file=, line=, message=} for a note. */
+static void push_note(lua_State *L, int nfiles, const cp_audit_note *nt) {
+  lua_createtable(L, 0, 3);
+  if ((int)nt->file < nfiles)
+    cp_lua_setstr(L, "file", lua_tostring(L, (int)nt->file + 1));
+  cp_lua_setint(L, "line", (lua_Integer)nt->line);
+  cp_lua_setstr(L, "message", nt->message);
+}
+
+/* audit.verify(path, ... [, {head = {seq=, hash=}}]) -> report | nil, err
+ * (a file cannot be read). head is an anchor from a run's summary; the
+ * head file beside the last path is read when it exists. */
 static int l_verify(lua_State *L) {
   int n = lua_gettop(L);
-  luaL_argcheck(L, n >= 1, 1, "at least one file expected");
-  for (int i = 1; i <= n; i++)
+  int opts = n >= 1 && lua_istable(L, n) ? n : 0;
+  int nfiles = opts ? n - 1 : n;
+  luaL_argcheck(L, nfiles >= 1, 1, "at least one file expected");
+  for (int i = 1; i <= nfiles; i++)
     luaL_checkstring(L, i);
-  lua_createtable(L, 0, 8); /* the report, made before C memory exists */
-  const char **paths = cp_calloc((size_t)n, sizeof *paths);
-  for (int i = 1; i <= n; i++)
+  cp_audit_head anchor;
+  int has_anchor = opts && anchor_opt(L, opts, &anchor);
+  lua_settop(L, nfiles);
+  lua_createtable(L, 0, 12); /* the report, made before C memory exists */
+  const char **paths = cp_calloc((size_t)nfiles, sizeof *paths);
+  for (int i = 1; i <= nfiles; i++)
     paths[i - 1] = lua_tostring(L, i);
   cp_audit_report rep;
-  int rc = cp_audit_verify(paths, (size_t)n, &rep);
+  int rc =
+      cp_audit_verify(paths, (size_t)nfiles, has_anchor ? &anchor : NULL, &rep);
   free(paths);
   if (rc < 0) {
     lua_pushnil(L);
     cp_lua_push_error(L, "io", "%s", rep.problem.message);
     if (rep.unreadable)
-      cp_lua_setstr(L, "path", lua_tostring(L, (int)rep.problem.file + 1));
+      cp_lua_setstr(L, "path",
+                    rep.head_path ? rep.head_path
+                                  : lua_tostring(L, (int)rep.problem.file + 1));
     cp_audit_report_free(&rep);
     return 2;
   }
@@ -374,8 +423,8 @@ static int l_verify(lua_State *L) {
   cp_lua_setint(L, "records", (lua_Integer)rep.total_records);
   cp_lua_setint(L, "last_seq", (lua_Integer)rep.last_seq);
   if (rep.last_hash[0]) cp_lua_setstr(L, "last_hash", rep.last_hash);
-  lua_createtable(L, n, 0);
-  for (int i = 0; i < n; i++) {
+  lua_createtable(L, nfiles, 0);
+  for (int i = 0; i < nfiles; i++) {
     lua_createtable(L, 0, 2);
     cp_lua_setstr(L, "path", lua_tostring(L, i + 1));
     cp_lua_setint(L, "records", (lua_Integer)rep.records[i]);
@@ -383,21 +432,47 @@ static int l_verify(lua_State *L) {
   }
   lua_setfield(L, -2, "files");
   if (rep.broken) {
-    lua_createtable(L, 0, 3);
-    cp_lua_setstr(L, "file", lua_tostring(L, (int)rep.problem.file + 1));
-    cp_lua_setint(L, "line", (lua_Integer)rep.problem.line);
-    cp_lua_setstr(L, "message", rep.problem.message);
+    push_note(L, nfiles, &rep.problem);
     lua_setfield(L, -2, "problem");
   }
   lua_createtable(L, (int)rep.n_warnings, 0);
   for (size_t i = 0; i < rep.n_warnings; i++) {
-    lua_createtable(L, 0, 3);
-    cp_lua_setstr(L, "file", lua_tostring(L, (int)rep.warnings[i].file + 1));
-    cp_lua_setint(L, "line", (lua_Integer)rep.warnings[i].line);
-    cp_lua_setstr(L, "message", rep.warnings[i].message);
+    push_note(L, nfiles, &rep.warnings[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "warnings");
+  lua_createtable(L, (int)rep.n_interrupted, 0);
+  for (size_t i = 0; i < rep.n_interrupted; i++) {
+    lua_createtable(L, 0, 3);
+    cp_lua_setstr(L, "run_id", rep.interrupted[i].run_id);
+    cp_lua_setstr(L, "file", lua_tostring(L, (int)rep.interrupted[i].file + 1));
+    cp_lua_setint(L, "line", (lua_Integer)rep.interrupted[i].line);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "interrupted");
+  cp_lua_setbool(L, "end_checked", rep.end_checked);
+  if (rep.head_path) {
+    lua_createtable(L, 0, 4);
+    cp_lua_setstr(L, "path", rep.head_path);
+    if (rep.head.seq) {
+      cp_lua_setint(L, "seq", (lua_Integer)rep.head.seq);
+      cp_lua_setstr(L, "hash", rep.head.hash);
+      if (rep.head.records != UINT64_MAX)
+        cp_lua_setint(L, "records", (lua_Integer)rep.head.records);
+    }
+    lua_setfield(L, -2, "head");
+  }
+  if (has_anchor) {
+    lua_createtable(L, 0, 5);
+    cp_lua_setint(L, "seq", (lua_Integer)anchor.seq);
+    cp_lua_setstr(L, "hash", anchor.hash);
+    if (rep.anchor_line) {
+      cp_lua_setstr(L, "file", lua_tostring(L, (int)rep.anchor_file + 1));
+      cp_lua_setint(L, "line", (lua_Integer)rep.anchor_line);
+      cp_lua_setint(L, "after", (lua_Integer)rep.after_anchor);
+    }
+    lua_setfield(L, -2, "anchor");
+  }
   cp_audit_report_free(&rep);
   return 1;
 }
@@ -447,10 +522,11 @@ static const luaL_Reg log_methods[] = {{"record", l_record},
                                        {"add_secret", l_add_secret},
                                        {"set_context", l_set_context},
                                        {"info", l_info},
+                                       {"head", l_head},
                                        {NULL, NULL}};
 
 static const luaL_Reg log_meta[] = {{"__gc", l_gc},
-                                    {"__close", l_gc},
+                                    {"__close", l_release},
                                     {"__tostring", l_tostring},
                                     {NULL, NULL}};
 

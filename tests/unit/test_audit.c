@@ -1,12 +1,18 @@
 /*
  * test_audit.c -- the audit log: chain continuity across reopen and
- * rotation, every kind of tampering found at the right line, torn last
- * lines tolerated and recovered, several writers on one file.
+ * rotation, every kind of tampering found at the right line (the end of
+ * the chain through the head file), torn last lines tolerated and
+ * recovered, several writers on one file, and writes that fail stopping
+ * the log instead of leaving a torn or silently incomplete chain.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -27,10 +33,18 @@ static cp_audit_record rec(const char *event, const char *fields) {
   return r;
 }
 
+/* Removes the log at name and its head file: a new chain starts there. */
+static void remove_log(const char *name) {
+  char head[600];
+  snprintf(head, sizeof head, "%s.head", path_in(name));
+  unlink(head);
+  unlink(path_in(name));
+}
+
 /* Writes n records "i":1..n to a fresh log at name. */
 static void write_log(const char *name, int n, uint64_t max_bytes) {
   const char *p = path_in(name);
-  unlink(p);
+  remove_log(name);
   cp_audit_options o = {CP_AUDIT_FSYNC_OFF, max_bytes};
   char *err = NULL;
   cp_audit *a = cp_audit_open(p, &o, &err);
@@ -99,7 +113,7 @@ static int verify(cp_audit_report *r, int n, ...) {
     paths[i] = bufs[i];
   }
   va_end(ap);
-  return cp_audit_verify(paths, (size_t)n, r);
+  return cp_audit_verify(paths, (size_t)n, NULL, r);
 }
 
 static int broken_at(const char *name, uint64_t line, const char *why) {
@@ -379,7 +393,8 @@ static int verify_series(cp_audit_report *r, int nfiles, int skip, int swap) {
   for (int i = 1; i <= nfiles; i++) {
     if (i - 1 == skip) continue;
     if (i < nfiles) {
-      int w = snprintf(bufs[n], sizeof bufs[n], "%s.%06d", path_in("rot.log"), i);
+      int w =
+          snprintf(bufs[n], sizeof bufs[n], "%s.%06d", path_in("rot.log"), i);
       if (w < 0 || (size_t)w >= sizeof bufs[n]) return -1; /* path too long */
     } else
       snprintf(bufs[n], sizeof bufs[n], "%s", path_in("rot.log"));
@@ -391,7 +406,7 @@ static int verify_series(cp_audit_report *r, int nfiles, int skip, int swap) {
     paths[0] = paths[1];
     paths[1] = t;
   }
-  return cp_audit_verify(paths, (size_t)n, r);
+  return cp_audit_verify(paths, (size_t)n, NULL, r);
 }
 
 static void test_rotation(void) {
@@ -451,7 +466,7 @@ static void test_rotation(void) {
 }
 
 static void test_two_writers(void) {
-  unlink(path_in("two.log"));
+  remove_log("two.log");
   cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
   char *err = NULL;
   cp_audit *a = cp_audit_open(path_in("two.log"), &o, &err);
@@ -469,7 +484,7 @@ static void test_two_writers(void) {
 }
 
 static void test_bad_text(void) {
-  unlink(path_in("utf.log"));
+  remove_log("utf.log");
   char *err = NULL;
   cp_audit *a = cp_audit_open(path_in("utf.log"), NULL, &err);
   cp_audit_record x = {"run", "\xff\xfe", NULL, "ev", NULL, 0};
@@ -505,6 +520,462 @@ static void test_unreadable(void) {
   cp_audit_report_free(&r);
 }
 
+/* ---- the head file and the end of the chain --------------------------------
+ */
+
+static char *slurp(const char *name) {
+  FILE *f = fopen(path_in(name), "rb");
+  if (!f) return NULL;
+  cp_buf b = CP_BUF_INIT;
+  char chunk[4096];
+  size_t got;
+  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+    cp_buf_add(&b, chunk, got);
+  fclose(f);
+  cp_buf_adds(&b, "");
+  return cp_buf_steal(&b, NULL);
+}
+
+static void test_head_file(void) {
+  write_log("h.log", 4, 0);
+  char *head = slurp("h.log.head");
+  CHECK(head != NULL);
+  lines l;
+  read_lines("h.log", &l);
+  char h[65], want[200];
+  CHECK_INT(cp_audit_sha256_hex(l.items[3], strlen(l.items[3]), h, NULL), 0);
+  snprintf(want, sizeof want, "\"seq\":4,\"hash\":\"%s\",\"records\":4,", h);
+  CHECK(head && strstr(head, want));
+  CHECK(head && strstr(head, "\"run_id\":\"run-1\""));
+  CHECK(head && strstr(head, path_in("h.log")));
+  CHECK(head && head[strlen(head) - 1] == '\n');
+  free(head);
+  /* no temporary file is left beside it */
+  CHECK(access(path_in("h.log.head.tmp"), F_OK) != 0);
+
+  /* the handle says the same, and follows every record */
+  cp_audit_options o = {CP_AUDIT_FSYNC_BATCH, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("h.log"), &o, &err);
+  CHECK(a != NULL);
+  cp_audit_head hd;
+  cp_audit_head_get(a, &hd);
+  CHECK_INT(hd.seq, 4);
+  CHECK_STR(hd.hash, h);
+  CHECK_INT(hd.records, 4);
+  cp_audit_record r = rec("run_end", NULL);
+  CHECK_INT(cp_audit_append(a, &r, &err), 0);
+  cp_audit_head_get(a, &hd);
+  CHECK_INT(hd.seq, 5);
+  head = slurp("h.log.head");
+  CHECK(head && strstr(head, hd.hash) && strstr(head, "\"seq\":5,"));
+  free(head);
+  CHECK_INT(cp_audit_sync(a, &err), 0);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  free_lines(&l);
+  cp_audit_report rep;
+  CHECK_INT(verify(&rep, 1, "h.log"), 0);
+  CHECK(rep.end_checked);
+  CHECK_INT(rep.n_warnings, 0);
+  CHECK_INT(rep.head.seq, 5);
+  cp_audit_report_free(&rep);
+}
+
+/* The log at name, its last `drop` lines removed. */
+static void drop_last(const char *name, int drop) {
+  lines l;
+  read_lines(name, &l);
+  for (int i = 0; i < drop; i++)
+    free(l.items[--l.n]);
+  write_lines(name, &l);
+  free_lines(&l);
+}
+
+static void test_end_tampering(void) {
+  /* the last record edited */
+  write_log("e.log", 10, 0);
+  lines l;
+  read_lines("e.log", &l);
+  char *p = strstr(l.items[9], "example 10");
+  p[8] = '2';
+  write_lines("e.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("e.log", 10, "this record was changed"));
+
+  /* the last record removed */
+  write_log("e.log", 10, 0);
+  drop_last("e.log", 1);
+  CHECK(broken_at("e.log", 10, "ends at record 9, but its head file"));
+
+  /* cut at a line boundary */
+  write_log("e.log", 10, 0);
+  drop_last("e.log", 4);
+  CHECK(broken_at("e.log", 7, "records were removed or the file was cut"));
+
+  /* emptied */
+  write_log("e.log", 10, 0);
+  FILE *f = fopen(path_in("e.log"), "wb");
+  fclose(f);
+  CHECK(broken_at("e.log", 1, "the log has no records"));
+
+  /* a record added past the head */
+  write_log("e.log", 10, 0);
+  read_lines("e.log", &l);
+  char h[65];
+  CHECK_INT(cp_audit_sha256_hex(l.items[9], strlen(l.items[9]), h, NULL), 0);
+  cp_buf b = CP_BUF_INIT;
+  cp_buf_printf(&b,
+                "{\"ts\":\"2024-01-01T00:00:00.000Z\",\"seq\":11,\"run_id\":"
+                "\"run-1\",\"tenant\":\"acme\",\"pipeline\":\"intents\","
+                "\"event\":\"request\",\"prev\":\"%s\"}",
+                h);
+  l.items[l.n++] = cp_buf_steal(&b, NULL);
+  write_lines("e.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("e.log", 11, "goes on past its head file"));
+
+  /* a torn last line is still only a crash when the head agrees */
+  write_log("e.log", 10, 0);
+  f = fopen(path_in("e.log"), "ab");
+  fputs("{\"ts\":\"2024-01-01T00:00:00.000Z\",\"seq\":11,", f);
+  fclose(f);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "e.log"), 0);
+  CHECK_INT(r.n_warnings, 1);
+  CHECK(r.end_checked);
+  cp_audit_report_free(&r);
+  /* ... and not when the record it names is the one that was torn */
+  write_log("e.log", 10, 0);
+  read_lines("e.log", &l);
+  l.items[9][20] = '\0';
+  l.trailing_nl = 0;
+  write_lines("e.log", &l);
+  free_lines(&l);
+  CHECK(broken_at("e.log", 10, "ends at record 9, but its head file"));
+
+  /* a head file that is not one */
+  write_log("e.log", 3, 0);
+  f = fopen(path_in("e.log.head"), "wb");
+  fputs("{\"seq\":\"three\"}\n", f);
+  fclose(f);
+  CHECK(broken_at("e.log", 0, "is not valid"));
+
+  /* no head file: intact, with a warning that the end was not checked */
+  write_log("e.log", 3, 0);
+  unlink(path_in("e.log.head"));
+  drop_last("e.log", 1);
+  CHECK_INT(verify(&r, 1, "e.log"), 0);
+  CHECK(!r.end_checked);
+  CHECK_INT(r.n_warnings, 1);
+  CHECK(r.n_warnings &&
+        strstr(r.warnings[0].message, "end of the chain was not checked"));
+  cp_audit_report_free(&r);
+}
+
+static void test_anchor_given(void) {
+  write_log("an.log", 6, 0);
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("an.log"), &o, &err);
+  cp_audit_head anchor;
+  cp_audit_head_get(a, &anchor);
+  cp_audit_record x = rec("later", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  const char *paths[] = {path_in("an.log")};
+  char path[512];
+  snprintf(path, sizeof path, "%s", paths[0]);
+  paths[0] = path;
+  /* a run's anchor, with later runs after it */
+  cp_audit_report r;
+  CHECK_INT(cp_audit_verify(paths, 1, &anchor, &r), 0);
+  CHECK_INT(r.anchor_line, 6);
+  CHECK_INT(r.after_anchor, 2);
+  cp_audit_report_free(&r);
+  /* the head file gone: the anchor still finds a cut */
+  unlink(path_in("an.log.head"));
+  drop_last("an.log", 3);
+  CHECK_INT(cp_audit_verify(paths, 1, &anchor, &r), 1);
+  CHECK_INT(r.problem.line, 6);
+  CHECK(r.problem.message &&
+        strstr(r.problem.message, "ends at record 5, but the anchor given"));
+  cp_audit_report_free(&r);
+  /* an anchor whose hash is not the record's: that record was changed */
+  cp_audit_head wrong = anchor;
+  wrong.seq = 3;
+  CHECK_INT(cp_audit_verify(paths, 1, &wrong, &r), 1);
+  CHECK_INT(r.problem.line, 3);
+  CHECK(r.problem.message && strstr(r.problem.message, "was changed"));
+  cp_audit_report_free(&r);
+}
+
+static void test_open_refuses_a_cut_log(void) {
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  write_log("c.log", 5, 0);
+  drop_last("c.log", 2);
+  cp_audit *a = cp_audit_open(path_in("c.log"), &o, &err);
+  CHECK(a == NULL);
+  CHECK(err && strstr(err, "ends at record 3, but its head file"));
+  free(err);
+  /* emptied, or removed with its head file left */
+  write_log("c.log", 5, 0);
+  unlink(path_in("c.log"));
+  a = cp_audit_open(path_in("c.log"), &o, &err);
+  CHECK(a == NULL);
+  CHECK(err && strstr(err, "has no records, but its head file"));
+  free(err);
+  /* the last record changed */
+  write_log("c.log", 5, 0);
+  lines l;
+  read_lines("c.log", &l);
+  strstr(l.items[4], "example 5")[8] = '6';
+  write_lines("c.log", &l);
+  free_lines(&l);
+  a = cp_audit_open(path_in("c.log"), &o, &err);
+  CHECK(a == NULL);
+  CHECK(err && strstr(err, "the record was changed"));
+  free(err);
+  /* cut while another handle was writing it: that handle stops too */
+  write_log("c.log", 5, 0);
+  a = cp_audit_open(path_in("c.log"), &o, &err);
+  CHECK(a != NULL);
+  drop_last("c.log", 1);
+  cp_audit_record x = rec("next", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  CHECK(err && strstr(err, "records were removed"));
+  free(err);
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  free(err);
+  CHECK_INT(cp_audit_close(a, &err), -1);
+  free(err);
+}
+
+/* The size of the file at name, or -1. */
+static long long size_of(const char *name) {
+  struct stat st;
+  return stat(path_in(name), &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static void test_write_failure_stops_the_log(void) {
+  write_log("w.log", 3, 0);
+  long long before = size_of("w.log");
+  char *head_before = slurp("w.log.head");
+  cp_audit_options o = {CP_AUDIT_FSYNC_BATCH, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("w.log"), &o, &err);
+  CHECK(a != NULL);
+  /* a file size limit lets part of the record in, then fails the write */
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit old, lim;
+  getrlimit(RLIMIT_FSIZE, &old);
+  lim = old;
+  lim.rlim_cur = (rlim_t)before + 40;
+  CHECK_INT(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  cp_audit_record x = rec("batch", "\"uploaded\":220");
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  setrlimit(RLIMIT_FSIZE, &old);
+  CHECK(err && strstr(err, path_in("w.log")) && strstr(err, strerror(EFBIG)));
+  CHECK(err && strstr(err, "after 40 of the record's"));
+  free(err);
+  /* the partial record was taken back out; the head did not move */
+  CHECK_INT(size_of("w.log"), before);
+  char *head_after = slurp("w.log.head");
+  CHECK(head_before && head_after && strcmp(head_before, head_after) == 0);
+  free(head_after);
+  CHECK_INT(cp_audit_seq(a), 3);
+  /* and nothing after it succeeds, with the first failure in every answer */
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  CHECK(err && strstr(err, "stopped after an earlier failure") &&
+        strstr(err, strerror(EFBIG)));
+  free(err);
+  CHECK_INT(cp_audit_sync(a, &err), -1);
+  CHECK(err && strstr(err, strerror(EFBIG)));
+  free(err);
+  CHECK(cp_audit_sync_start(a, &err) == NULL);
+  CHECK(err && strstr(err, strerror(EFBIG)));
+  free(err);
+  CHECK_INT(cp_audit_close(a, &err), -1);
+  CHECK(err && strstr(err, strerror(EFBIG)));
+  free(err);
+  CHECK_INT(size_of("w.log"), before);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "w.log"), 0);
+  CHECK_INT(r.n_warnings, 0);
+  cp_audit_report_free(&r);
+  /* reopened, the log goes on from what is on disk */
+  a = cp_audit_open(path_in("w.log"), &o, &err);
+  CHECK(a != NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  CHECK_INT(verify(&r, 1, "w.log"), 0);
+  CHECK_INT(r.last_seq, 4);
+  cp_audit_report_free(&r);
+  free(head_before);
+}
+
+static void test_head_failure_takes_the_record_back(void) {
+  write_log("hf.log", 2, 0);
+  long long before = size_of("hf.log");
+  cp_audit_options o = {CP_AUDIT_FSYNC_ALWAYS, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("hf.log"), &o, &err);
+  CHECK(a != NULL);
+  /* the temporary head file cannot be created */
+  CHECK_INT(mkdir(path_in("hf.log.head.tmp"), 0700), 0);
+  cp_audit_record x = rec("batch", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  CHECK(err && strstr(err, "cannot write audit head file") &&
+        strstr(err, "hf.log.head") && strstr(err, strerror(EISDIR)));
+  free(err);
+  CHECK_INT(size_of("hf.log"), before);
+  CHECK_INT(cp_audit_seq(a), 2);
+  rmdir(path_in("hf.log.head.tmp"));
+  CHECK_INT(cp_audit_append(a, &x, &err), -1);
+  CHECK(err && strstr(err, "stopped after an earlier failure"));
+  free(err);
+  CHECK_INT(cp_audit_close(a, &err), -1);
+  free(err);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "hf.log"), 0);
+  CHECK_INT(r.last_seq, 2);
+  cp_audit_report_free(&r);
+}
+
+static void test_cut_lines_whatever_they_hold(void) {
+  /* what is left of a cut line may parse (a number, even a whole record
+   * without its newline): it is still a cut line, before and after the
+   * next writer closes it */
+  const char *cuts[] = {"280", NULL};
+  char whole[400];
+  for (int k = 0; k < 2; k++) {
+    write_log("cut.log", 3, 0);
+    lines l;
+    read_lines("cut.log", &l);
+    if (cuts[k]) {
+      snprintf(whole, sizeof whole, "%s", cuts[k]);
+    } else { /* the last record, its newline lost */
+      snprintf(whole, sizeof whole, "%s", l.items[2]);
+      free(l.items[--l.n]);
+    }
+    free_lines(&l);
+    if (!cuts[k]) drop_last("cut.log", 1);
+    FILE *f = fopen(path_in("cut.log"), "ab");
+    fputs(whole, f);
+    fclose(f);
+    cp_audit_report r;
+    CHECK_INT(verify(&r, 1, "cut.log"), cuts[k] ? 0 : 1);
+    cp_audit_report_free(&r);
+    /* the head named the record whose newline is gone: the writer
+     * refuses; with the head moved aside it closes the line */
+    if (!cuts[k]) {
+      char head[600];
+      snprintf(head, sizeof head, "%s.head", path_in("cut.log"));
+      unlink(head);
+    }
+    cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+    char *err = NULL;
+    cp_audit *a = cp_audit_open(path_in("cut.log"), &o, &err);
+    CHECK(a != NULL);
+    free(err);
+    if (!a) continue;
+    cp_audit_record x = rec("batch", NULL);
+    CHECK_INT(cp_audit_append(a, &x, &err), 0);
+    CHECK_INT(cp_audit_close(a, &err), 0);
+    CHECK_INT(verify(&r, 1, "cut.log"), 0);
+    CHECK_INT(r.n_warnings, 1);
+    CHECK(r.n_warnings &&
+          strstr(r.warnings[0].message, "accounted for by the audit."));
+    cp_audit_report_free(&r);
+  }
+}
+
+static void test_sync_job(void) {
+  remove_log("job.log");
+  cp_audit_options o = {CP_AUDIT_FSYNC_BATCH, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("job.log"), &o, &err);
+  CHECK(cp_audit_sync_start(a, &err) == NULL && err == NULL); /* clean */
+  cp_audit_record x = rec("batch", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  cp_audit_sync_job *j = cp_audit_sync_start(a, &err);
+  CHECK(j != NULL);
+  cp_audit_sync_run(j);
+  CHECK_INT(cp_audit_sync_finish(j, &err), 0);
+  /* a job may outlive the handle's close */
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  j = cp_audit_sync_start(a, &err);
+  CHECK(j != NULL);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  cp_audit_sync_run(j);
+  CHECK_INT(cp_audit_sync_finish(j, &err), 0);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "job.log"), 0);
+  CHECK_INT(r.total_records, 2);
+  cp_audit_report_free(&r);
+}
+
+static void test_interrupted_runs(void) {
+  remove_log("runs.log");
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("runs.log"), &o, &err);
+  const char *ids[] = {"run-a", "run-b", "run-c"};
+  for (int i = 0; i < 3; i++) {
+    cp_audit_record s = {ids[i], "acme", "intents", "run_start", NULL, 0};
+    CHECK_INT(cp_audit_append(a, &s, &err), 0);
+    cp_audit_record b = {ids[i], "acme", "intents", "batch", NULL, 0};
+    CHECK_INT(cp_audit_append(a, &b, &err), 0);
+    if (i != 1) {
+      cp_audit_record e = {ids[i], "acme", "intents", "run_end", NULL, 0};
+      CHECK_INT(cp_audit_append(a, &e, &err), 0);
+    }
+  }
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 1, "runs.log"), 0);
+  CHECK_INT(r.n_interrupted, 1);
+  if (r.n_interrupted) {
+    CHECK_STR(r.interrupted[0].run_id, "run-b");
+    CHECK_INT(r.interrupted[0].line, 4);
+  }
+  cp_audit_report_free(&r);
+}
+
+static void test_rotation_cut_short(void) {
+  /* a rotation that moved the full file aside and stopped before the new
+   * file's first record: the next writer continues from the moved file */
+  char name[64];
+  for (int i = 1; i < 8; i++) {
+    snprintf(name, sizeof name, "rc.log.%06d", i);
+    unlink(path_in(name));
+  }
+  write_log("rc.log", 3, 0);
+  char moved[600];
+  snprintf(moved, sizeof moved, "%s.000001", path_in("rc.log"));
+  CHECK_INT(rename(path_in("rc.log"), moved), 0);
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 0};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(path_in("rc.log"), &o, &err);
+  CHECK(a != NULL);
+  free(err);
+  if (!a) return;
+  CHECK_INT(cp_audit_seq(a), 3);
+  cp_audit_record x = rec("batch", NULL);
+  CHECK_INT(cp_audit_append(a, &x, &err), 0);
+  CHECK_INT(cp_audit_close(a, &err), 0);
+  lines l;
+  read_lines("rc.log", &l);
+  CHECK(l.n == 2 && strstr(l.items[0], "\"previous_file\":\"rc.log.000001\""));
+  free_lines(&l);
+  cp_audit_report r;
+  CHECK_INT(verify(&r, 2, "rc.log.000001", "rc.log"), 0);
+  CHECK_INT(r.total_records, 5);
+  CHECK(r.end_checked);
+  cp_audit_report_free(&r);
+}
+
 static void cleanup(void) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -535,6 +1006,16 @@ int main(void) {
   RUN(test_bad_text);
   RUN(test_fsync_parse);
   RUN(test_unreadable);
+  RUN(test_head_file);
+  RUN(test_end_tampering);
+  RUN(test_anchor_given);
+  RUN(test_open_refuses_a_cut_log);
+  RUN(test_write_failure_stops_the_log);
+  RUN(test_head_failure_takes_the_record_back);
+  RUN(test_cut_lines_whatever_they_hold);
+  RUN(test_sync_job);
+  RUN(test_interrupted_runs);
+  RUN(test_rotation_cut_short);
   cleanup();
   DONE();
 }
