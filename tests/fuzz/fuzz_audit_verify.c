@@ -79,6 +79,17 @@ static int check(const char *const *paths, size_t n, const cp_audit_head *an,
   return rc;
 }
 
+/* The files the target writes, removed when the fuzzer exits. */
+static void remove_files(void) {
+  char p[200];
+  snprintf(p, sizeof p, "%s.tmp", head_b);
+  unlink(p);
+  unlink(head_b);
+  unlink(path_a);
+  unlink(path_b);
+  rmdir(dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!dir[0]) {
     const char *tmp = getenv("TMPDIR");
@@ -88,6 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     snprintf(path_a, sizeof path_a, "%s/a.log", dir);
     snprintf(path_b, sizeof path_b, "%s/b.log", dir);
     snprintf(head_b, sizeof head_b, "%s/b.log.head", dir);
+    atexit(remove_files);
   }
   if (size < 4) return 0;
   unsigned flags = data[0];
