@@ -83,9 +83,26 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* fsync of the directory holding path, so that a rename into it survives
+ * a crash too. Returns 0 or an errno. */
+static int sync_parent(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir = slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path))
+                    : cp_strdup(".");
+  int err = 0;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) err = errno;
+  else {
+    if (fsync(fd) != 0 && errno != EINVAL) err = errno;
+    close(fd);
+  }
+  free(dir);
+  return err;
+}
+
 /* fs.write_atomic(path, data): write to a temporary file beside path, fsync,
- * rename over path; readers see the old or the new content, never a torn
- * one. */
+ * rename over path and fsync its directory; readers see the old or the new
+ * content, never a torn one, and after a crash the new one. */
 static int l_write_atomic(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   size_t len;
@@ -111,6 +128,7 @@ static int l_write_atomic(lua_State *L) {
     if (close(fd) != 0 && !err) err = errno;
     if (!err && rename(tmp.data, path) != 0) err = errno;
     if (err) unlink(tmp.data);
+    else err = sync_parent(path);
   }
   cp_buf_free(&tmp);
   if (err) return cp_lua_fail(L, "io", "write %s: %s", path, strerror(err));

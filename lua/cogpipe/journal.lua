@@ -2,7 +2,10 @@
 -- the state directory so that a re-run sends nothing twice. Each batch is
 -- written as "pending" (and synced) before it is sent, then "committed" or
 -- "unknown" after; a pending or unknown batch found at the next start is one
--- whose outcome nobody saw, and the sink reconciles it before sending.
+-- whose outcome nobody saw, and the sink reconciles it before sending. A
+-- write that fails (a full disk, an I/O error) is returned as nil, err and
+-- given to the opener's on_error: a batch whose "pending" is not on disk
+-- must not be sent, and nothing after it either.
 local cp = require "cogpipe"
 local json = cp.json
 
@@ -18,15 +21,16 @@ local function safe(name)
   return (name:gsub("[^%w_.-]", "_"))
 end
 
--- Opens (creating) the journal of one pipeline for one tenant and replays it.
-function M.open(state_dir, tenant, pipeline)
+-- Opens (creating) the journal of one pipeline for one tenant and replays
+-- it. on_error(err), when given, hears of the first write that fails.
+function M.open(state_dir, tenant, pipeline, on_error)
   local dir = state_dir .. "/journal/" .. safe(tenant)
   local ok, err = cp.fs.mkdir(dir)
   if not ok then
     return nil, err
   end
   local path = dir .. "/" .. safe(pipeline) .. ".jsonl"
-  local self = setmetatable({ path = path, committed = {}, batches = {}, torn = 0 }, Journal)
+  local self = setmetatable({ path = path, committed = {}, batches = {}, torn = 0, on_error = on_error }, Journal)
   local f = io.open(path, "r")
   if f then
     for line in f:lines() do
@@ -41,7 +45,7 @@ function M.open(state_dir, tenant, pipeline)
   end
   local fh, oerr = io.open(path, "a")
   if not fh then
-    return nil, { kind = "io", message = oerr }
+    return nil, { kind = "io", message = "journal " .. tostring(oerr) }
   end
   self.file = fh
   return self
@@ -50,7 +54,7 @@ end
 function Journal:_apply(rec)
   if rec.op == "pending" then
     self.batches[rec.batch] = { state = "pending", items = rec.items, info = rec.info, ts = rec.ts }
-  elseif rec.op == "committed" or rec.op == "unknown" or rec.op == "failed" then
+  elseif rec.op == "committed" or rec.op == "unknown" or rec.op == "failed" or rec.op == "resent" then
     local b = self.batches[rec.batch] or { items = rec.items or {} }
     b.state = rec.op
     self.batches[rec.batch] = b
@@ -71,17 +75,29 @@ function Journal:_apply(rec)
 end
 
 function Journal:_write(rec, sync)
+  if self.broken then
+    return nil, self.broken
+  end
   rec.ts = os.time()
-  self.file:write(json.encode(rec), "\n")
-  if sync then
-    local ok, err = cp.fs.sync(self.file)
-    if not ok then
-      error("journal " .. self.path .. ": " .. err.message)
+  local ok, err = self.file:write(json.encode(rec), "\n")
+  if ok then
+    if sync then
+      ok, err = cp.fs.sync(self.file)
+    else
+      ok, err = self.file:flush()
     end
-  else
-    self.file:flush()
+  end
+  if not ok then
+    -- what follows must not count on this record: no more writes either
+    self.broken = { kind = "io", message = string.format("journal %s: %s", self.path,
+      type(err) == "table" and tostring(err.message) or tostring(err)) }
+    if self.on_error then
+      self.on_error(self.broken)
+    end
+    return nil, self.broken
   end
   self:_apply(rec)
+  return true
 end
 
 -- Was this item (an opaque key the sink chose) committed by an earlier run?
@@ -102,25 +118,32 @@ function Journal:open_batches()
   return list
 end
 
+-- Each returns true, or nil, err when the record is not on disk.
 function Journal:pending(batch, items, info)
-  self:_write({ op = "pending", batch = batch, items = json.array(items), info = info }, true)
+  return self:_write({ op = "pending", batch = batch, items = json.array(items), info = info }, true)
 end
 
 function Journal:committed_batch(batch)
-  self:_write({ op = "committed", batch = batch }, true)
+  return self:_write({ op = "committed", batch = batch }, true)
 end
 
 function Journal:unknown(batch)
-  self:_write({ op = "unknown", batch = batch }, true)
+  return self:_write({ op = "unknown", batch = batch }, true)
 end
 
 function Journal:failed(batch)
-  self:_write({ op = "failed", batch = batch }, false)
+  return self:_write({ op = "failed", batch = batch }, false)
+end
+
+-- An open batch the user chose to send again (its outcome stays unknown;
+-- what is sent now is a batch of its own).
+function Journal:resent(batch)
+  return self:_write({ op = "resent", batch = batch }, true)
 end
 
 -- After reading the platform: these keys of an open batch are there.
 function Journal:reconciled(batch, present)
-  self:_write({ op = "reconciled", batch = batch, present = json.array(present) }, true)
+  return self:_write({ op = "reconciled", batch = batch, present = json.array(present) }, true)
 end
 
 function Journal:close()

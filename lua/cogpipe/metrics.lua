@@ -326,6 +326,8 @@ function M.webhook_body(summary, tenant)
     latency_ms = { p50 = latency.p50, p95 = latency.p95, max = latency.max },
     parsing_success_rate = t.parsing_success_rate or null,
     training = t.training or null,
+    -- where the audit chain stood when this was sent (audit verify --head)
+    audit = summary.audit or null,
     -- both original workflows
     status = status,
     timestamp = summary.finished_at or cp.audit.timestamp(),
@@ -459,6 +461,11 @@ function M.prometheus_text(summary)
   family("cogpipe_tenant_last_run_success", "gauge", "1 when the tenant's part of the last run succeeded.")
   for _, t in ipairs(summary.tenants) do
     sample("cogpipe_tenant_last_run_success", { "pipeline", p, "tenant", t.tenant }, t.status == "ok" and 1 or 0)
+  end
+  if summary.audit and summary.audit.seq then
+    family("cogpipe_audit_head_seq", "gauge",
+      "Records in the audit chain when the last run wrote this; the hash label is the last record's SHA-256.")
+    sample("cogpipe_audit_head_seq", { "pipeline", p, "hash", summary.audit.hash or "" }, summary.audit.seq)
   end
   family("cogpipe_last_run_duration_seconds", "gauge", "Wall time of the last run.")
   sample("cogpipe_last_run_duration_seconds", { "pipeline", p }, summary.duration_s or 0)

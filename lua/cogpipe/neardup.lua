@@ -31,10 +31,11 @@ end
 
 M.DEFAULT_THRESHOLD = 0.8
 
--- Index options from opts (threshold, shingle, perms, bands, rows, seed).
 -- Calls fn(text, intent) for every text of the existing corpus
--- (existing[intent].texts), intents in name order so that what a filter
--- keeps does not depend on table order. Shared with semdup.
+-- (existing[intent].texts), intents in name order and texts sorted within
+-- each: the platform lists them in an order of its own (newest first, or
+-- as concurrent uploads landed), and what a filter keeps, and which
+-- earlier text it names, must not depend on that order. Shared with semdup.
 function M.each_existing(existing, fn)
   local intents = {}
   for intent in pairs(existing) do
@@ -42,7 +43,9 @@ function M.each_existing(existing, fn)
   end
   table.sort(intents)
   for _, intent in ipairs(intents) do
-    for _, text in ipairs(existing[intent].texts or {}) do
+    local texts = table.move(existing[intent].texts or {}, 1, #(existing[intent].texts or {}), 1, {})
+    table.sort(texts)
+    for _, text in ipairs(texts) do
       fn(text, intent)
     end
   end

@@ -134,21 +134,23 @@ function M.exact(opts)
   return step("exact", function(ctx, records)
     local norm = cp.dedupe.normalize
     local first = {} -- key -> first record
-    local intents_of = {} -- key -> set of intents
+    local intents_of = {} -- key -> intents in the order they first appear
     for _, r in ipairs(records) do
       r.key = norm(r.text, mode)
-      local set = intents_of[r.key]
-      if not set then
-        set = {}
-        intents_of[r.key] = set
+      local list = intents_of[r.key]
+      if not list then
+        list = {}
+        intents_of[r.key] = list
       end
-      set[r.intent] = true
+      if not list[r.intent] then
+        list[#list + 1] = r.intent
+        list[r.intent] = true
+      end
     end
     local kept = {}
     for _, r in ipairs(records) do
-      local set = intents_of[r.key]
-      local other
-      for intent in pairs(set) do
+      local other -- the first other intent in file order, the same on every run
+      for _, intent in ipairs(intents_of[r.key]) do
         if intent ~= r.intent then
           other = intent
           break

@@ -79,6 +79,8 @@ function M.tenant(def, ctx)
     training = ctx.training,
     dry_run = ctx.dry_run,
     rejections = json.array({ table.unpack(ctx.rejections, 1, math.min(#ctx.rejections, 200)) }),
+    left_out = ctx.left_out,
+    unknown_entries = ctx.unknown_entries and json.array(ctx.unknown_entries) or nil,
   }
   if ctx.dry_run and ctx.accepted then
     t.would_send = per_intent(ctx.accepted)
@@ -159,9 +161,17 @@ function M.print(summary, ctxs)
     for _, n in ipairs(t.notes) do
       out:write(string.format("%s: note: %s\n", t.tenant, n))
     end
-    if t.unknown > 0 then
+    if t.unknown > 0 and t.unknown_entries then
+      out:write(string.format("%s: %d example(s) have an unknown outcome (journal entr%s %s); they are not sent "
+        .. "again by themselves: check the platform, then run with --resend-unknown to send them again\n",
+        t.tenant, t.unknown, #t.unknown_entries == 1 and "y" or "ies", table.concat(t.unknown_entries, ", ")))
+    elseif t.unknown > 0 then
       out:write(string.format("%s: %d example(s) have an unknown outcome (the platform may or may not have "
         .. "stored them); the next run reconciles them before sending\n", t.tenant, t.unknown))
+    end
+    for _, l in ipairs(t.left_out or {}) do
+      out:write(string.format("%s: over the flow's cap, left out of intent %s: %d (kept %d)\n", t.tenant,
+        l.intent, l.left_out, l.kept))
     end
     if t.would_send then
       out:write(string.format("%s: would send, per intent:\n", t.tenant))

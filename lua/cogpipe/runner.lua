@@ -2,7 +2,9 @@
 -- its own task, token, limiter, journal and results, and one tenant's failure
 -- does not stop the others. Owns the order of a run (config, source, steps,
 -- send, train, notify) and the exit status; what is sent and how belongs to
--- the sinks, what is dropped and why to the steps.
+-- the sinks, what is dropped and why to the steps. Whatever must be on disk
+-- (audit log, journal, outbox, metrics file) and could not be written stops
+-- the sending and fails the run: a run never says ok with a record lost.
 local cp = require "cogpipe"
 local json = cp.json
 local tenant_mod = require "cogpipe.tenant"
@@ -16,6 +18,13 @@ local M = {}
 
 local REASONS = { "invalid", "duplicate", "conflict", "near", "semantic", "over_limit" }
 M.REASONS = REASONS
+
+-- Training that ended so fails the run. "triggered" (the platform took the
+-- job; the contract defines no way to follow it), "unavailable" (the
+-- tenant's status URL answered 404) and "skipped" (an upload of the run
+-- failed, so the locale was not trained; the upload's failure is what
+-- fails the run) do not.
+M.TRAINING_FAILED = { error = true, cancelled = true, timeout = true }
 
 -- ---- the per-tenant context ----------------------------------------------------
 
@@ -98,6 +107,63 @@ function Context:sync()
   end
 end
 
+-- ---- the audit log of a run ---------------------------------------------------------
+
+-- The run's audit log as the run writes it: the first record or sync that
+-- fails stops every tenant (nothing more is sent) and fails the run; later
+-- records are not attempted, so the log ends at the last record that is
+-- whole on disk.
+local Audit = {}
+Audit.__index = Audit
+
+local function guard_audit(log, shared)
+  return setmetatable({ log = log, shared = shared }, Audit)
+end
+
+function Audit:failed(err)
+  if self.error then
+    return
+  end
+  self.error = { kind = "io", message = "audit log " .. tostring(err and err.message or err) }
+  for _, ctx in ipairs(self.shared.ctxs) do
+    ctx:stop(self.error)
+  end
+end
+
+function Audit:record(name, fields, meta)
+  if self.error then
+    return nil, self.error
+  end
+  local ok, err = self.log:record(name, fields, meta)
+  if not ok then
+    self:failed(err)
+  end
+  return ok, err
+end
+
+function Audit:sync()
+  if self.error then
+    return nil, self.error
+  end
+  local ok, err = self.log:sync()
+  if not ok then
+    self:failed(err)
+  end
+  return ok, err
+end
+
+function Audit:head()
+  return self.log:head()
+end
+
+function Audit:close()
+  local ok, err = self.log:close()
+  if not ok then
+    self:failed(err)
+  end
+  return self.error == nil, self.error
+end
+
 function Context:set_progress(fields)
   if self.progress then
     self.progress:update(self.tenant.name, fields)
@@ -110,11 +176,55 @@ function Context:advance(n)
   end
 end
 
+-- An error of the tenant's run. A request the tenant never sent because
+-- it had stopped (see Context:stop) adds nothing: its cause is reported once.
 function Context:fail(err)
+  if type(err) == "table" and (err.kind == "stopped" or (err.kind == "auth" and self.stopped)) then
+    return
+  end
   self.errors[#self.errors + 1] = type(err) == "table" and (err.message or tostring(err)) or tostring(err)
 end
 
+-- The tenant cannot go on (its credentials were refused): one error, and
+-- no request of the tenant is sent from now on.
+function Context:stop(err)
+  if self.stopped then
+    return
+  end
+  self:fail(err)
+  self.stopped = err
+  self:event("stopped", { kind = err.kind, message = err.message })
+end
+
+-- A request failed: the error, unless it is the stop already reported.
+function Context:request_failed(what, err)
+  if err.kind == "stopped" or (err.kind == "auth" and self.stopped) then
+    return
+  end
+  self:fail(string.format("%s: %s", what, tostring(err.message)))
+end
+
 -- ---- one tenant ------------------------------------------------------------------
+
+-- Runs one step, whose function the pipeline file wrote: an error in it, or
+-- a result that is not a list of records, names the step and where the
+-- pipeline defines it.
+function M.run_step(step, ctx, records)
+  local ok, kept = xpcall(step.run, debug.traceback, ctx, records)
+  local info = debug.getinfo(step.run, "S")
+  local where = string.format("%s:%d", info.short_src, info.linedefined)
+  if not ok then
+    if type(kept) == "table" then
+      error(kept, 0) -- an error value a step raised on purpose (err.kind)
+    end
+    error(string.format("step '%s' (%s) failed: %s", step.name, where, tostring(kept)), 0)
+  end
+  if type(kept) ~= "table" then
+    error(string.format("step '%s' (%s) returned %s: a step returns the list of records it keeps", step.name,
+      where, type(kept)), 0)
+  end
+  return kept
+end
 
 local function copy_records(records)
   local out = {}
@@ -148,7 +258,9 @@ local function run_tenant(def, ctx, records, invalid)
     ctx:reject({ line = p.line, file = p.file }, "invalid", { column = p.column, problem = p.reason, kind = p.kind })
   end
   ctx:set_progress({ phase = "reading", total = #records, done = 0 })
-  local jr, jerr = journal_mod.open(ctx.state_dir, ctx.tenant.name, def.name)
+  local jr, jerr = journal_mod.open(ctx.state_dir, ctx.tenant.name, def.name, function(err)
+    ctx:stop(err) -- what is sent must be in the journal first
+  end)
   if not jr then
     ctx:fail(jerr)
     return
@@ -157,6 +269,8 @@ local function run_tenant(def, ctx, records, invalid)
   local ok, err = pcall(function()
     local opened, oerr = sink:open(ctx)
     if not opened then
+      -- a tenant setting this target cannot work with: nothing was sent
+      ctx.config_error = type(oerr) == "table" and oerr.kind == "config"
       ctx:fail(oerr)
       return
     end
@@ -170,7 +284,7 @@ local function run_tenant(def, ctx, records, invalid)
     local kept = records
     for _, s in ipairs(def.steps) do
       ctx:set_progress({ phase = s.name })
-      kept = s.run(ctx, kept)
+      kept = M.run_step(s, ctx, kept)
     end
     ctx.stats.accepted = #kept
     ctx.accepted = kept
@@ -180,6 +294,9 @@ local function run_tenant(def, ctx, records, invalid)
     ctx.plan = plan
     if ctx.dry_run then
       ctx:set_progress({ phase = "planned", total = #kept, done = #kept })
+      return
+    end
+    if ctx.stopped then
       return
     end
     ctx:set_progress({ phase = "uploading", total = #kept, done = 0 })
@@ -199,7 +316,7 @@ local function run_tenant(def, ctx, records, invalid)
   if ctx.stats.failed > 0 or ctx.stats.unknown > 0 then
     ctx.remote_failure = true
   end
-  if ctx.training and ctx.training.status ~= "done" then
+  if ctx.training and M.TRAINING_FAILED[ctx.training.status] then
     ctx.remote_failure = true
   end
   ctx:set_progress({ phase = (#ctx.errors > 0 or ctx.remote_failure) and "failed" or "done" })
@@ -229,11 +346,24 @@ local function flush_outbox(shared, t)
   end
 end
 
+-- A failure of the run as a whole (a file it had to write): every tenant's
+-- status says so, and so does the exit status.
+local function fail_run(summary, message)
+  summary.status = "failed"
+  summary.errors = summary.errors or json.array()
+  summary.errors[#summary.errors + 1] = message
+  for _, t in ipairs(summary.tenants) do
+    t.status = "failed"
+    t.errors[#t.errors + 1] = message
+  end
+  io.stderr:write("cogpipe: ", message, "\n")
+end
+
 local function notify(def, shared, summary, ctxs)
   if not wants_webhooks(def) or shared.dry_run then
     return
   end
-  local tasks = {}
+  local tasks, lost = {}, {}
   for i, ctx in ipairs(ctxs) do
     local t = ctx.tenant
     if t.webhooks and #t.webhooks > 0 then
@@ -246,6 +376,10 @@ local function notify(def, shared, summary, ctxs)
             summary.tenants[i].webhooks_pending = (summary.tenants[i].webhooks_pending or 0) + 1
             io.stderr:write(string.format("cogpipe: %s: webhook to %s not delivered (%s)%s\n", t.name,
               tostring(r.url), tostring(r.error or r.outcome), r.queued and "; kept for the next run" or ""))
+            if r.outcome == "retry" and not r.queued then
+              lost[#lost + 1] = string.format("%s: a webhook delivery could not be kept in the outbox (%s)",
+                t.name, tostring(r.error))
+            end
           end
         end
       end)
@@ -254,6 +388,9 @@ local function notify(def, shared, summary, ctxs)
   if #tasks > 0 then
     cp.wait(table.unpack(tasks))
   end
+  for _, message in ipairs(lost) do
+    fail_run(summary, message)
+  end
 end
 
 local function open_audit(opts, run_id, def)
@@ -261,6 +398,17 @@ local function open_audit(opts, run_id, def)
     return true
   end
   return cp.audit.open(opts.audit, { run_id = run_id, pipeline = def.name, fsync = opts.audit_fsync or "batch" })
+end
+
+-- The point the audit chain has reached, for the summary, the metrics and
+-- the webhook body: whoever keeps them can tell later whether records were
+-- cut from the end of the log.
+local function anchor(shared)
+  if not shared.audit then
+    return nil
+  end
+  local h = shared.audit:head()
+  return h and { path = h.path, head_path = h.head_path, seq = h.seq, hash = h.hash, records = h.records } or nil
 end
 
 -- Runs def for every tenant in opts.tenants (default: sandbox). Returns the
@@ -282,29 +430,39 @@ function M.run(def, opts, script_path)
   end
 
   local run_id = cp.audit.run_id()
-  local audit, aerr = open_audit(opts, run_id, def)
-  if not audit then
+  local log, aerr = open_audit(opts, run_id, def)
+  if not log then
     io.stderr:write("cogpipe: audit log: ", aerr.message, "\n")
     return 2
   end
-  audit = audit ~= true and audit or nil
   local shared = {
     run_id = run_id,
     state_dir = require("cogpipe.state").dir(opts.state_dir),
     progress = progress_mod.new({ disabled = opts.no_progress }),
-    audit = audit,
     dry_run = opts.dry_run,
+    ctxs = {},
   }
+  local audit = log ~= true and guard_audit(log, shared) or nil
+  shared.audit = audit
   local names = {}
   for i, t in ipairs(tenants) do
     names[i] = t.name
   end
   if audit then
-    audit:record("run_start", {
+    local ok, err = audit:record("run_start", {
       script = script_path, tenants = json.array(names),
       options = { dry_run = opts.dry_run or false, audit_fsync = opts.audit_fsync or "batch" },
       input = { path = def.source.path, sha256 = cp.audit.sha256_file(def.source.path) },
     })
+    if ok then
+      ok, err = audit:sync()
+    end
+    if not ok then
+      -- nothing was done yet: nothing is done at all
+      io.stderr:write("cogpipe: audit log ", tostring(err.message), "; nothing was sent\n")
+      log:close()
+      return 1
+    end
   end
 
   local source, problems = def.source.read({ pipeline = def, opts = opts })
@@ -323,18 +481,22 @@ function M.run(def, opts, script_path)
       invalid = #(source.invalid or {}), lines = source.stats.lines })
   end
 
+  local started = cp.now()
+  local tasks, ctxs = {}, shared.ctxs
+  for i, t in ipairs(tenants) do
+    local ctx = new_context(def, t, opts, shared)
+    ctx.parsing = source.stats
+    ctxs[i] = ctx
+    if audit and audit.error then
+      ctx:stop(audit.error) -- the log failed before the tenant started
+    end
+  end
   if not opts.dry_run then
     for _, t in ipairs(tenants) do
       flush_outbox(shared, t)
     end
   end
-
-  local started = cp.now()
-  local tasks, ctxs = {}, {}
-  for i, t in ipairs(tenants) do
-    local ctx = new_context(def, t, opts, shared)
-    ctx.parsing = source.stats
-    ctxs[i] = ctx
+  for i, ctx in ipairs(ctxs) do
     tasks[i] = cp.spawn(run_tenant, def, ctx, copy_records(source.records), source.invalid or {})
   end
   for i, task in ipairs(tasks) do
@@ -349,21 +511,38 @@ function M.run(def, opts, script_path)
     run_id = shared.run_id, dry_run = opts.dry_run and true or false,
     duration = cp.now() - started, source = source.stats,
   })
-  notify(def, shared, summary, ctxs)
+  if audit and audit.error then
+    fail_run(summary, audit.error.message)
+  end
+  -- Written in this order so that each carries the anchor of the audit
+  -- chain as far as it goes when it is written.
+  summary.audit = anchor(shared)
   if opts.metrics_file then
     local ok, merr = metrics.write_prometheus(opts.metrics_file, summary)
     if not ok then
-      io.stderr:write("cogpipe: metrics file: ", tostring(merr and merr.message or merr), "\n")
+      fail_run(summary, "metrics file " .. opts.metrics_file .. ": " .. tostring(merr and merr.message or merr))
     end
   end
+  notify(def, shared, summary, ctxs)
   if audit then
+    local was_ok = audit.error == nil
     audit:record("run_end", { status = summary.status, summary = summary })
+    local final = anchor(shared)
     audit:close()
+    if was_ok and audit.error then
+      fail_run(summary, audit.error.message)
+    end
+    summary.audit = final or summary.audit
   end
   if opts.json then
     io.stdout:write(json.encode(cp.secrets.redact(summary)), "\n")
   else
     report.print(cp.secrets.redact(summary), ctxs)
+  end
+  for _, ctx in ipairs(ctxs) do
+    if ctx.config_error then
+      return 2
+    end
   end
   return summary.status == "ok" and 0 or 1
 end

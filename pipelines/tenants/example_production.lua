@@ -19,7 +19,7 @@ return {
     flow_id = env("COGNIGY_FLOW_ID"),
     locale_id = env("COGNIGY_LOCALE_ID"),
     auth = { api_key = env("COGNIGY_API_KEY") },
-    json_body_max = 60 * 1024, -- the platform's limit on JSON request bodies
+    json_body_max = 60000,     -- the platform's "60 kB" of JSON request body
     flow_cap = 10000,          -- example sentences per flow
   },
   -- The per-intent cap is documented both as 200 and as 2,000.

@@ -136,7 +136,9 @@ class Pipelines(unittest.TestCase):
         # the one blank record is counted as a blank line, the rest submitted
         self.assertEqual(tenant["submitted"] + summary["source"]["blank_lines"], sum(1 for _ in open(SAMPLE)))
         self.assertEqual(tenant["submitted"], tenant["accepted"] + tenant["rejected"] + tenant["present"])
-        self.assertEqual(tenant["training"]["status"], "done")
+        # the platform took the retraining jobs; the contract has no way to follow them
+        self.assertEqual(tenant["training"]["status"], "triggered")
+        self.assertIn(tenant["training"]["retrain_job_id"], self.state()["jobs"])
         self.assertEqual(sorted(stored), sorted({i for _, i in all_texts}))
         # the second run finds everything there and sends nothing
         before = len(self.emu.requests())
@@ -160,7 +162,8 @@ class Pipelines(unittest.TestCase):
         expected = {casefold_key(t) for t, _ in expected_intent_examples()}
         for line in ds["lines"]:
             self.assertIn(casefold_key(line), expected)
-        self.assertEqual(tenant["training"]["status"], "done")
+        self.assertEqual(tenant["training"]["status"], "triggered")
+        self.assertEqual(tenant["training"]["retrain_job_id"], ds["retrainJobId"])
         self.assertEqual(st["dataset_uploads"]["sandbox-intents"], 1)
         # re-run: the journal knows this content was committed
         r2, s2 = self.runner.run("dataset_upload.lua")
@@ -301,6 +304,58 @@ class Pipelines(unittest.TestCase):
         r2, _ = self.runner.run("intent_examples.lua", "--dry-run", "--json")
         self.assertEqual(r2.returncode, 0)
         self.assertEqual(tenant["uploaded"], 0)
+
+
+class StepErrors(unittest.TestCase):
+    """A step of the user's pipeline that fails or returns something else
+    than records is named with the pipeline file and line that defines it."""
+
+    def run_pipeline(self, step_body):
+        d = tempfile.mkdtemp(prefix="cogpipe-step-")
+        try:
+            path = os.path.join(d, "mine.lua")
+            with open(path, "w") as f:
+                f.write(f"""local pipeline = require "cogpipe.pipeline"
+return pipeline.new {{
+  name = "mine",
+  source = pipeline.source {{ path = {json.dumps(SAMPLE)} }},
+  steps = {{
+    pipeline.normalize "collapse",
+    {{ name = "mine", run = function(ctx, records)
+{step_body}
+    end }},
+  }},
+  sink = pipeline.sink.intent_batches {{}},
+}}
+""")
+            emu = Emulator()
+            try:
+                sandbox = os.path.join(PIPELINES, "tenants", "sandbox.lua")
+                r = subprocess.run([BIN, "run", path, "--tenant", sandbox, "--json", "--state-dir",
+                                    os.path.join(d, "state")], capture_output=True, text=True, timeout=120,
+                                   env=dict(os.environ, COGPIPE_EMULATOR_URL=emu.base))
+                posts = [q for q in emu.requests() if q["method"] == "POST" and "/batch" in q["path"]]
+            finally:
+                emu.stop()
+            self.assertTrue(r.stdout.startswith("{"), r.stderr)
+            return path, r, json.loads(r.stdout), posts
+        finally:
+            shutil.rmtree(d)
+
+    def test_a_step_returning_a_number(self):
+        path, r, summary, posts = self.run_pipeline("      return #records")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        err = summary["tenants"][0]["errors"][0]
+        self.assertIn(f"step 'mine' ({path}:7) returned number", err)
+        self.assertEqual(posts, [])
+
+    def test_a_step_that_raises(self):
+        path, r, summary, posts = self.run_pipeline("      local n = nil\n      return n.field")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        err = summary["tenants"][0]["errors"][0]
+        self.assertIn(f"step 'mine' ({path}:7) failed", err)
+        self.assertIn(f"{path}:9: attempt to index a nil value", err)
+        self.assertEqual(posts, [])
 
 
 @unittest.skipUnless(shutil.which("sh"), "needs sh")

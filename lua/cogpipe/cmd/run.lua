@@ -15,6 +15,9 @@ options (for pipelines):
   --audit-fsync MODE     always | batch (default) | off
   --metrics-file FILE    write Prometheus text-format metrics to FILE
   --state-dir DIR        journals and pending webhooks (default $XDG_STATE_HOME/cogpipe)
+  --resend-unknown       send again, once, an upload whose outcome an earlier run
+                         could not learn (targets that cannot be asked what they
+                         hold: the dataset upload); without it such a run stops
   --no-progress          no progress bar even on a terminal
 
 exit status: 0 all good; 1 something failed remotely; 2 usage or config error;
@@ -30,6 +33,7 @@ local flags = {
   ["--metrics-file"] = { key = "metrics_file", value = true },
   ["--state-dir"] = { key = "state_dir", value = true },
   ["--no-progress"] = { key = "no_progress" },
+  ["--resend-unknown"] = { key = "resend_unknown" },
 }
 
 -- Returns script, options, script arguments; or nil, message.

@@ -1,10 +1,13 @@
 -- The dataset upload target (DESIGN 4.1): the accepted examples become one
 -- utterance file and a metadata payload, validated first and sent in one
--- atomic multipart POST, with autoRetrain when asked and the retraining job
--- followed. The platform cannot be asked what it holds, so the run journal
--- decides: the same content already committed is not sent again. An upload
--- with the same datasetIdReference replaces the dataset, which makes a
--- re-send after an unknown outcome safe.
+-- atomic multipart POST, with autoRetrain when asked (the job reported as
+-- triggered, followed only where the tenant names a status URL). The
+-- platform cannot be asked what it holds, and may keep a second upload
+-- with the same datasetIdReference as a second dataset, so the run journal
+-- decides: content already committed is not sent again, and an upload whose
+-- outcome is unknown (a timeout or reset after the body, a 5xx, a crash
+-- while it was pending) is never sent again by itself -- the run reports
+-- it and says how to send it again on purpose (--resend-unknown).
 local cp = require "cogpipe"
 local json = cp.json
 local client_mod = require "cogpipe.cognigy.client"
@@ -30,15 +33,21 @@ function Sink:open(ctx)
   if not client then
     return nil, err
   end
+  local _, uerr = client_mod.status_url(ctx, ctx.tenant.dataset, client.base, "x")
+  if uerr then
+    return nil, uerr
+  end
   ctx.target = { client = client, jobs = {} }
   return true
 end
 
--- Nothing to read: the dataset API has no listing.
+-- Nothing to read: the dataset API has no listing. What the journal does
+-- not know the outcome of is found here, before anything is planned.
 function Sink:prepare(ctx, intents)
   for _, label in ipairs(intents) do
     ctx.existing[label] = { keys = {}, texts = {}, active = 0 }
   end
+  self.open_uploads = ctx.journal:open_batches()
   return true
 end
 
@@ -86,8 +95,42 @@ function Sink:plan(ctx, records)
   return plan
 end
 
+-- Uploads of an earlier run whose outcome nobody saw: the platform may hold
+-- them, and cannot be asked. They block this upload until the user says
+-- what to do; --resend-unknown sends the current content once and closes
+-- them. Returns true when the upload may go.
+function Sink:settle_unknown(ctx, plan)
+  local open = self.open_uploads or {}
+  if #open == 0 then
+    return true
+  end
+  local ids = {}
+  for i, b in ipairs(open) do
+    ids[i] = b.id
+  end
+  if ctx.opts.resend_unknown then
+    for _, b in ipairs(open) do
+      ctx.journal:resent(b.id)
+      ctx:event("resend", { entry = b.id, was = b.state })
+    end
+    ctx:note(string.format("sent again on purpose (--resend-unknown) after an unknown outcome: journal %s "
+      .. "entr%s %s", ctx.journal.path, #ids == 1 and "y" or "ies", table.concat(ids, ", ")))
+    return true
+  end
+  ctx.stats.unknown = plan.total
+  ctx.unknown_entries = ids
+  for _, b in ipairs(open) do
+    ctx:event("unknown", { entry = b.id, was = b.state })
+  end
+  ctx:fail(string.format("an earlier upload's outcome is unknown (journal %s, entr%s %s): the platform may "
+    .. "hold it and would keep a second upload as a second dataset, so nothing was sent. Check the platform; "
+    .. "to send the dataset again on purpose, run again with --resend-unknown", ctx.journal.path,
+    #ids == 1 and "y" or "ies", table.concat(ids, ", ")))
+  return false
+end
+
 function Sink:send(ctx, plan)
-  if plan.skip then
+  if plan.skip or not self:settle_unknown(ctx, plan) then
     return
   end
   local ok, problems = cp.validate.dataset_payload(plan.payload)
@@ -103,11 +146,22 @@ function Sink:send(ctx, plan)
   end
   -- The file goes from disk: the platform takes up to 50 MiB.
   local dir = ctx.state_dir .. "/tmp"
-  assert(cp.fs.mkdir(dir))
   local path = string.format("%s/%s-%s.txt", dir, ctx.tenant.name:gsub("[^%w_.-]", "_"), plan.key)
-  assert(cp.fs.write_atomic(path, plan.content))
+  local wrote, werr = cp.fs.mkdir(dir)
+  if wrote then
+    wrote, werr = cp.fs.write_atomic(path, plan.content)
+  end
+  if not wrote then
+    ctx.stats.failed = plan.total
+    ctx:stop(werr)
+    return
+  end
   local id = plan.payload.datasetIdReference .. "@" .. plan.key
-  ctx.journal:pending(id, { plan.key }, { reference = plan.payload.datasetIdReference })
+  if not ctx.journal:pending(id, { plan.key }, { reference = plan.payload.datasetIdReference }) then
+    os.remove(path)
+    ctx.stats.failed = plan.total -- not sent: the journal could not say it was about to be
+    return
+  end
   local resp, err = ctx.target.client:request({
     method = "POST",
     path = "/datasets/upload",
@@ -123,11 +177,15 @@ function Sink:send(ctx, plan)
     if err.outcome == "unknown" then
       ctx.journal:unknown(id)
       ctx.stats.unknown = n
+      ctx.unknown_entries = { id }
+      ctx:fail(string.format("dataset upload: %s. Its outcome is unknown (journal %s, entry %s); it is not sent "
+        .. "again by itself: check the platform, and to send it again on purpose run again with --resend-unknown",
+        err.message, ctx.journal.path, id))
     else
       ctx.journal:failed(id)
       ctx.stats.failed = n
+      ctx:request_failed("dataset upload", err)
     end
-    ctx:fail("dataset upload: " .. err.message)
     ctx:event("batch", { dataset = plan.payload.datasetIdReference, examples = n, outcome = err.outcome or "failed" })
     return
   end
@@ -149,19 +207,13 @@ function Sink:train(ctx)
     return
   end
   local job = ctx.target.jobs[1]
-  ctx.training = { dataset_id = ctx.target.dataset_id }
   if not job then
-    ctx.training.status = "error"
+    ctx.training = { status = "error", dataset_id = ctx.target.dataset_id }
     ctx:fail("the platform answered the upload without a retrain job id")
     return
   end
-  ctx.training.retrain_job_id = job
-  local status, info = ctx.target.client:follow("/jobs/" .. client_mod.segment(job), client_mod.job_state)
-  ctx.training.status = status
-  ctx:event("training", { job = job, status = status, info = info })
-  if status ~= "done" then
-    ctx:fail(string.format("retraining job %s: %s %s", job, status, tostring(info or "")))
-  end
+  local training = ctx.target.client:retraining(ctx.tenant.dataset, { { id = job } })
+  training.dataset_id = ctx.target.dataset_id
 end
 
 return M

@@ -1,9 +1,10 @@
 -- The intent example batch target (DESIGN 4.2): reads what each intent holds,
 -- sends accepted examples in atomic batches of at most 100 with the run
--- journal around each, triggers retraining on an intent's last batch and
--- follows the jobs. A batch answered success:false is a failure even with
--- status 200; a batch whose outcome is unknown is recorded so, never counted
--- as uploaded, and reconciled by the next run before anything is re-sent.
+-- journal around each, and triggers retraining on an intent's last batch
+-- (reported as triggered; followed only where the tenant names a status
+-- URL). A batch answered success:false is a failure even with status 200; a
+-- batch whose outcome is unknown is recorded so, never counted as uploaded,
+-- and reconciled by the next run before anything is re-sent.
 local cp = require "cogpipe"
 local json = cp.json
 local client_mod = require "cogpipe.cognigy.client"
@@ -42,6 +43,10 @@ function Sink:open(ctx)
   })
   if not client then
     return nil, err
+  end
+  local _, uerr = client_mod.status_url(ctx, ctx.tenant.intents, client.base, "x")
+  if uerr then
+    return nil, uerr
   end
   ctx.target = { client = client, jobs = {} }
   return true
@@ -88,16 +93,12 @@ function Sink:prepare(ctx, intents)
     ctx:note(string.format("waited %d s for the requests of an interrupted run to settle", wait))
     cp.sleep(wait)
   end
-  local tasks = {}
-  for i, label in ipairs(intents) do
-    tasks[i] = cp.spawn(read_intent, ctx, label)
+  local read, err = client_mod.read_intents(ctx, intents, read_intent)
+  if not read then
+    return nil, err
   end
-  for i, task in ipairs(tasks) do
-    local have, err = cp.wait(task)
-    if not have then
-      return nil, err
-    end
-    ctx.existing[intents[i]] = have
+  for _, label in ipairs(intents) do
+    ctx.existing[label] = read[label]
   end
   -- The journal's committed examples count as present even if they have
   -- since been deleted on the platform: a person may have removed them.
@@ -182,7 +183,10 @@ function Sink:send_batch(ctx, b)
     examples[i] = example(r)
   end
   local n = #b.records
-  journal:pending(id, keys, { intent = b.intent })
+  if not journal:pending(id, keys, { intent = b.intent }) then
+    stats.failed = stats.failed + n -- not sent: the journal could not say it was about to be
+    return false
+  end
   local retrain = self.retrain and b.last
   local resp, err = client:request({
     method = "POST",
@@ -198,7 +202,7 @@ function Sink:send_batch(ctx, b)
     else
       journal:failed(id)
       stats.failed = stats.failed + n
-      ctx:fail(string.format("intent %s batch %d: %s", b.intent, b.seq, err.message))
+      ctx:request_failed(string.format("intent %s batch %d", b.intent, b.seq), err)
     end
     ctx:event("batch", { intent = b.intent, batch = id, examples = n, outcome = err.outcome or "failed" })
     return false
@@ -240,7 +244,7 @@ function Sink:send(ctx, plan)
   for i, intent in ipairs(order) do
     tasks[i] = cp.spawn(function()
       for _, b in ipairs(by_intent[intent]) do
-        if failures >= STOP_AFTER then
+        if failures >= STOP_AFTER or ctx.stopped then
           -- the platform keeps failing: stop, and say what was not sent
           ctx.stats.failed = ctx.stats.failed + #b.records
         elseif self:send_batch(ctx, b) then
@@ -260,29 +264,9 @@ function Sink:send(ctx, plan)
 end
 
 function Sink:train(ctx)
-  local jobs = ctx.target.jobs
-  if #jobs == 0 then
-    return
+  if #ctx.target.jobs > 0 then
+    ctx.target.client:retraining(ctx.tenant.intents, ctx.target.jobs)
   end
-  local training = { jobs = json.array(), status = "done" }
-  ctx.training = training
-  local tasks = {}
-  for i, job in ipairs(jobs) do
-    training.jobs[i] = job.id
-    tasks[i] = cp.spawn(function()
-      return ctx.target.client:follow("/api/v1/jobs/" .. client_mod.segment(job.id), client_mod.job_state)
-    end)
-  end
-  for i, task in ipairs(tasks) do
-    local status, info = cp.wait(task)
-    ctx:event("training", { job = jobs[i].id, intent = jobs[i].intent, status = status, info = info })
-    if status ~= "done" then
-      training.status = status or "error"
-      ctx:fail(string.format("retraining job %s (intent %s): %s %s", jobs[i].id, jobs[i].intent, tostring(status),
-        tostring(info or "")))
-    end
-  end
-  training.retrain_job_id = jobs[#jobs].id
 end
 
 return M

@@ -1,10 +1,13 @@
 -- The Cognigy.AI REST API v2.0 target (DESIGN 4.3): reads each intent's
 -- sentences through every page of the cursor, creates the missing ones in
 -- bulk (PATCH operations, chunked so that no request body exceeds the
--- platform's JSON limit), one by one (POST) or through the intent import,
--- then trains per locale and follows the task. The platform can be asked
--- what it holds, so an unknown outcome is reconciled by reading the intent
--- again before anything is re-sent: nothing is lost and nothing doubled.
+-- platform's 60,000-byte JSON limit, and split in two on a 413), one by one
+-- (POST) or through the intent import, then trains the locale and follows
+-- the task -- only when every upload of the run succeeded, unless the
+-- tenant asks for training anyway. The flow's sentence cap is shared
+-- round-robin across intents. The platform can be asked what it holds, so
+-- an unknown outcome is reconciled by reading the intent again before
+-- anything is re-sent: nothing is lost and nothing doubled.
 local cp = require "cogpipe"
 local json = cp.json
 local client_mod = require "cogpipe.cognigy.client"
@@ -14,7 +17,7 @@ local Sink = {}
 Sink.__index = Sink
 
 local PAGE = 100 -- the platform's largest page
-local JSON_BODY_MAX = 60 * 1024
+local JSON_BODY_MAX = 60000 -- the platform's "60 kB" of request body
 local FLOW_CAP = 10000
 
 function M.sink(opts)
@@ -90,18 +93,14 @@ local function read_intent(ctx, label)
 end
 
 function Sink:prepare(ctx, intents)
-  local tasks = {}
-  for i, label in ipairs(intents) do
-    tasks[i] = cp.spawn(read_intent, ctx, label)
+  local read, err = client_mod.read_intents(ctx, intents, read_intent)
+  if not read then
+    return nil, err
   end
   local total = 0
-  for i, task in ipairs(tasks) do
-    local have, err = cp.wait(task)
-    if not have then
-      return nil, err
-    end
-    ctx.existing[intents[i]] = have
-    total = total + have.active
+  for _, label in ipairs(intents) do
+    ctx.existing[label] = read[label]
+    total = total + read[label].active
   end
   ctx.target.flow_count = total
   return true
@@ -111,23 +110,65 @@ local function sentence(ctx, r)
   return { text = r.text, localeId = conf(ctx).locale_id, slots = json.array() }
 end
 
+-- How many of each intent's records fit in room, shared round-robin: one
+-- record of each intent in turn (intents in name order), so every intent
+-- gets an equal share of the room, or all it has when that is less.
+local function share_room(order, by_intent, room)
+  local take, left = {}, {}
+  local open = {}
+  for _, intent in ipairs(order) do
+    take[intent], left[intent] = 0, #by_intent[intent]
+    if left[intent] > 0 then
+      open[#open + 1] = intent
+    end
+  end
+  table.sort(open)
+  while room > 0 and #open > 0 do
+    local still = {}
+    for _, intent in ipairs(open) do
+      if room > 0 then
+        take[intent], left[intent], room = take[intent] + 1, left[intent] - 1, room - 1
+      end
+      if left[intent] > 0 then
+        still[#still + 1] = intent
+      end
+    end
+    open = still
+  end
+  return take
+end
+
 -- Operations grouped per intent into chunks whose encoded body stays under
 -- the limit (counted in bytes of the JSON actually sent).
 function Sink:plan(ctx, records)
   local cap = conf(ctx).flow_cap or FLOW_CAP
-  local room = cap - (ctx.target.flow_count or 0)
+  local room = math.max(0, cap - (ctx.target.flow_count or 0))
   local by_intent, order = {}, {}
   for _, r in ipairs(records) do
-    if room <= 0 then
-      ctx:reject(r, "over_limit", { cap = cap, scope = "flow" })
-    else
-      room = room - 1
-      if not by_intent[r.intent] then
-        by_intent[r.intent] = {}
-        order[#order + 1] = r.intent
-      end
-      table.insert(by_intent[r.intent], r)
+    if not by_intent[r.intent] then
+      by_intent[r.intent] = {}
+      order[#order + 1] = r.intent
     end
+    table.insert(by_intent[r.intent], r)
+  end
+  local take = share_room(order, by_intent, room)
+  local left_out, dropped = json.array(), 0
+  for _, intent in ipairs(order) do
+    local list, n = by_intent[intent], take[intent]
+    for i = n + 1, #list do
+      ctx:reject(list[i], "over_limit", { cap = cap, scope = "flow" })
+    end
+    if #list > n then
+      left_out[#left_out + 1] = { intent = intent, left_out = #list - n, kept = n }
+      dropped = dropped + #list - n
+    end
+    by_intent[intent] = { table.unpack(list, 1, n) }
+  end
+  if #left_out > 0 then
+    table.sort(left_out, function(a, b) return a.intent < b.intent end)
+    ctx.left_out = left_out
+    ctx:note(string.format("the flow's cap of %d sentences left out %d sentence(s) of %d intent(s), shared "
+      .. "round-robin (left_out lists them per intent)", cap, dropped, #left_out))
   end
   local chunks, total = {}, 0
   local envelope = #'{"operations":[]}'
@@ -193,20 +234,48 @@ local function rebuild(ctx, intent, records)
   return chunk
 end
 
--- Sends one chunk (or one sentence); on an unknown outcome reads the intent
--- and sends what is missing, once.
-local function send_unit(ctx, unit, send)
+local function failed(ctx, unit, n, err)
+  ctx.stats.failed = ctx.stats.failed + n
+  ctx:request_failed("intent " .. unit.intent, err)
+  return false
+end
+
+local send_unit
+
+-- A 413: the platform's limit is lower than the tenant's setting. Each half
+-- goes on its own, down to one sentence; only a sentence too large alone
+-- fails.
+local function split(ctx, unit, send, err)
   local n = #unit.records
+  if n < 2 then
+    return failed(ctx, unit, n, err)
+  end
+  ctx:event("split", { intent = unit.intent, operations = n })
+  local half = n // 2
+  local a = send_unit(ctx, rebuild(ctx, unit.intent, { table.unpack(unit.records, 1, half) }), send)
+  local b = send_unit(ctx, rebuild(ctx, unit.intent, { table.unpack(unit.records, half + 1, n) }), send)
+  return a and b
+end
+
+-- Sends one chunk (or one sentence); a 413 splits it; on an unknown outcome
+-- reads the intent and sends what is missing, once.
+send_unit = function(ctx, unit, send)
+  local n = #unit.records
+  if ctx.stopped then
+    ctx.stats.failed = ctx.stats.failed + n -- not sent: the tenant stopped
+    return false
+  end
   local resp, err = send(ctx, unit)
   if resp then
     ctx.stats.uploaded = ctx.stats.uploaded + n
     ctx:advance(n)
     return true
   end
+  if err.status == 413 then
+    return split(ctx, unit, send, err)
+  end
   if err.outcome ~= "unknown" then
-    ctx.stats.failed = ctx.stats.failed + n
-    ctx:fail(string.format("intent %s: %s", unit.intent, err.message))
-    return false
+    return failed(ctx, unit, n, err)
   end
   local present, missing = reconcile(ctx, unit.intent, unit.records)
   if not present then
@@ -227,13 +296,15 @@ local function send_unit(ctx, unit, send)
     ctx:advance(#missing)
     return true
   end
+  if err2.status == 413 then
+    return split(ctx, again, send, err2)
+  end
   if err2.outcome == "unknown" then
     ctx.stats.unknown = ctx.stats.unknown + #missing
-  else
-    ctx.stats.failed = ctx.stats.failed + #missing
+    ctx:fail(string.format("intent %s: %s", unit.intent, err2.message))
+    return false
   end
-  ctx:fail(string.format("intent %s: %s", unit.intent, err2.message))
-  return false
+  return failed(ctx, again, #missing, err2)
 end
 
 function Sink:send_import(ctx, plan)
@@ -246,9 +317,16 @@ function Sink:send_import(ctx, plan)
     intents[i] = { name = intent_id(ctx, intent), sentences = texts }
   end
   local dir = ctx.state_dir .. "/tmp"
-  assert(cp.fs.mkdir(dir))
   local path = string.format("%s/import-%s.json", dir, ctx.run_id)
-  assert(cp.fs.write_atomic(path, json.encode(intents)))
+  local wrote, werr = cp.fs.mkdir(dir)
+  if wrote then
+    wrote, werr = cp.fs.write_atomic(path, json.encode(intents))
+  end
+  if not wrote then
+    ctx.stats.failed = plan.total
+    ctx:stop(werr)
+    return
+  end
   local resp, err = ctx.target.client:request({
     method = "POST",
     path = flow_path(ctx) .. "/intents/import",
@@ -319,6 +397,15 @@ function Sink:train(ctx)
   if not self.retrain then
     return
   end
+  local s = ctx.stats
+  if (s.failed > 0 or s.unknown > 0 or ctx.stopped) and not conf(ctx).train_after_failure then
+    -- a model trained on part of the data would go live as if it were all
+    ctx.training = { status = "skipped" }
+    ctx:note(string.format("locale %s not trained: %d sentence(s) failed and %d have an unknown outcome in this "
+      .. "run (v2.train_after_failure = true trains anyway)", tostring(conf(ctx).locale_id), s.failed, s.unknown))
+    ctx:event("training", { status = "skipped", failed = s.failed, unknown = s.unknown })
+    return
+  end
   local resp, err = ctx.target.client:request({
     method = "POST",
     path = flow_path(ctx) .. "/intents/train",
@@ -326,7 +413,7 @@ function Sink:train(ctx)
   })
   ctx.training = { status = "error" }
   if not resp then
-    ctx:fail("training: " .. err.message)
+    ctx:request_failed("training", err)
     return
   end
   local task = resp:json() or {}

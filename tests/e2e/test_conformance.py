@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""The platform contract (DESIGN 4.1-4.4) where a platform may behave
+otherwise than a lenient emulator: the three pipelines against the
+emulator's strict mode, which takes the harsher reading wherever the
+contract leaves room (no job endpoint, a second dataset upload stored as a
+second dataset, lists in an order of the platform's own, 60,000-byte JSON
+bodies, Retry-After kept per client with every early request recorded,
+tokens revoked at any time). Every assertion is on what the emulator holds
+and saw, not on cogpipe's summary of itself; where a run under faults is
+judged, it is judged against what a clean run stores."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from http_emulator import BIN, SRC, Emulator  # noqa: E402
+
+PIPELINES = os.path.join(SRC, "pipelines")
+SHARED = os.environ.get("COGPIPE_SHARED_DIR", os.path.join(SRC, "..", "shared"))
+CLINC = os.path.join(SHARED, "data", "clinc150", "data_full.json")
+# Requests a run makes to the platform; embeddings and the webhook sink are
+# other services that the emulator happens to serve too.
+PLATFORM = ("/api/", "/oauth/", "/datasets/", "/jobs/", "/new/v2.0/", "/auth/")
+
+
+def key(text):
+    return unicodedata.normalize("NFKC", " ".join(text.split())).casefold()
+
+
+def platform_requests(reqs):
+    return [q for q in reqs if q["path"].startswith(PLATFORM)]
+
+
+def tenant_lua(name, **settings):
+    """A tenant file for the emulator at $COGPIPE_EMULATOR_URL; settings
+    (Lua expressions) replace or add to the defaults."""
+    values = {
+        "name": json.dumps(name),
+        "base_url": "base",
+        "auth": "{ client_id = 'cogpipe-sandbox', client_secret = 'sandbox-secret' }",
+        "dataset": "{ reference = 'conformance' }",
+        "v2": "{ flow_id = 'sandbox-flow', locale_id = 'en-US', auth = { api_key = 'sandbox-api-key' } }",
+        "embeddings": "{ url = base, model = 'emulator-embed-8' }",
+        "limits": "{ rate = 50, burst = 100, max_in_flight = 16 }",
+        "webhooks": "{ { url = base .. '/_sink/webhooks/" + name + "',"
+                    " secret = 'whsec_c2FuZGJveC13ZWJob29rLXNlY3JldC0wMDAx' } }",
+    }
+    values.update(settings)
+    body = "".join(f"  {k} = {v},\n" for k, v in values.items())
+    return "local base = env('COGPIPE_EMULATOR_URL')\nreturn {\n" + body + "}\n"
+
+
+class Strict:
+    """A strict emulator and a state directory; runs pipelines against it."""
+
+    def __init__(self, workdir, *args):
+        self.emu = Emulator("--strict", "--seed", "7", *args)
+        self.dir = tempfile.mkdtemp(prefix="run-", dir=workdir)
+        self.state_dir = os.path.join(self.dir, "state")
+
+    def stop(self):
+        self.emu.stop()
+
+    def tenant(self, name, **kw):
+        path = os.path.join(self.dir, name + ".lua")
+        with open(path, "w") as f:
+            f.write(tenant_lua(name, **kw))
+        return path
+
+    def cmd(self, pipeline, *args, tenants=None, data=None):
+        cmd = [BIN, "run", os.path.join(PIPELINES, pipeline)]
+        for t in tenants or [self.tenant("t1")]:
+            cmd += ["--tenant", t]
+        cmd += ["--state-dir", self.state_dir, "--json", "--no-progress", *args]
+        if data:
+            cmd += ["--", data]
+        return cmd
+
+    def env(self):
+        return dict(os.environ, COGPIPE_EMULATOR_URL=self.emu.base)
+
+    def run(self, pipeline, *args, tenants=None, data=None, timeout=900):
+        r = subprocess.run(self.cmd(pipeline, *args, tenants=tenants, data=data), capture_output=True,
+                           text=True, timeout=timeout, env=self.env())
+        summary = None
+        if r.stdout.strip():
+            try:
+                summary = json.loads(r.stdout)
+            except ValueError:
+                pass
+        return r, summary
+
+    def state(self):
+        return self.emu.control("GET", "state?lines=1")
+
+    def faults(self, *faults):
+        self.emu.control("POST", "faults", {"faults": list(faults)})
+
+    def config(self, **cfg):
+        self.emu.control("POST", "config", cfg)
+
+    # what the platform holds ----------------------------------------------
+    def examples(self):
+        """(intent, key) -> count over the intent examples API."""
+        out = {}
+        for iid, v in self.state()["intents"].items():
+            for e in v["examples"]:
+                k = (iid, key(e["text"]))
+                out[k] = out.get(k, 0) + 1
+        return out
+
+    def sentences(self, flow="sandbox-flow"):
+        out = {}
+        flows = self.state()["flows"]
+        for iid, v in flows.get(flow, {"intents": {}})["intents"].items():
+            for s in v["sentences"]:
+                k = (iid, key(s["text"]))
+                out[k] = out.get(k, 0) + 1
+        return out
+
+    def datasets(self):
+        st = self.state()
+        return list(st["datasets"].values()), st["dataset_uploads"]
+
+
+def stored(kind, s, **kw):
+    return {"intent": s.examples, "v2": s.sentences}[kind](**kw)
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="cogpipe-conf-")
+        self.runs = []
+
+    def tearDown(self):
+        for s in self.runs:
+            s.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def strict(self, *args):
+        s = Strict(self.work, *args)
+        self.runs.append(s)
+        return s
+
+    def assert_once(self, holdings):
+        doubled = {k: n for k, n in holdings.items() if n > 1}
+        self.assertEqual(doubled, {}, "stored more than once")
+
+
+# ---- retraining: no job endpoint in the contract --------------------------------
+
+
+class Retraining(Base):
+    def test_triggered_without_a_job_endpoint(self):
+        s = self.strict()
+        for pipeline in ("intent_examples.lua", "dataset_upload.lua"):
+            r, summary = s.run(pipeline)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            t = summary["tenants"][0]
+            self.assertEqual(t["status"], "ok")
+            self.assertEqual(t["training"]["status"], "triggered")
+            jobs = s.state()["jobs"]
+            self.assertTrue(t["training"]["retrain_job_id"])
+            self.assertIn(t["training"]["retrain_job_id"], jobs)
+        # nothing asked for an endpoint the contract does not define
+        self.assertEqual([q for q in s.emu.requests() if "/jobs/" in q["path"]], [])
+        # the webhooks say so too
+        sinks = s.state()["webhooks"]["t1"]["deliveries"]
+        self.assertEqual(len(sinks), 2)
+        for d in sinks:
+            self.assertEqual(d["body"]["status"], "ok")
+            self.assertEqual(d["body"]["training"]["status"], "triggered")
+            self.assertIn(d["body"]["training"]["retrain_job_id"], s.state()["jobs"])
+        self.assertIn(sinks[0]["body"]["retrain_job_id"], s.state()["jobs"])
+
+    def test_status_url_answering_404_is_not_a_failure(self):
+        s = self.strict()
+        s.config(jobs={"endpoint": "not_found"})
+        t = s.tenant("t1", retrain_status_url="'{tenant_url}/api/v1/jobs/{id}'")
+        r, summary = s.run("intent_examples.lua", tenants=[t])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(summary["tenants"][0]["training"]["status"], "unavailable")
+        polled = [q for q in s.emu.requests() if q["path"].startswith("/api/v1/jobs/")]
+        self.assertTrue(polled)
+        self.assertTrue(all(q["status"] == 404 for q in polled))
+
+    def test_status_url_followed_when_the_platform_has_one(self):
+        s = self.strict()
+        s.config(jobs={"endpoint": "present"})
+        t = s.tenant("t1", dataset="{ reference = 'conformance', retrain_status_url = '{api_base}/jobs/{id}' }")
+        r, summary = s.run("dataset_upload.lua", tenants=[t])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(summary["tenants"][0]["training"]["status"], "done")
+        jobs = s.state()["jobs"]
+        self.assertEqual([j["status"] for j in jobs.values()], ["completed"])
+
+    def test_status_url_off_the_platform_is_a_config_error(self):
+        s = self.strict()
+        t = s.tenant("t1", retrain_status_url="'https://elsewhere.example/jobs/{id}'")
+        r, summary = s.run("intent_examples.lua", tenants=[t])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("retrain_status_url", summary["tenants"][0]["errors"][0])
+        self.assertEqual(platform_requests(s.emu.requests()), [], "sent before the config was checked")
+
+
+# ---- the dataset upload is not idempotent -----------------------------------------
+
+
+class DatasetUnknown(Base):
+    def test_killed_while_the_upload_was_pending_then_rerun(self):
+        s = self.strict()
+        # the platform stores the upload but answers late; the client dies
+        s.faults({"match": {"method": "POST", "path": "^/datasets/upload$"}, "action": "hold_answer",
+                  "delay_ms": 60000})
+        p = subprocess.Popen(s.cmd("dataset_upload.lua"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=s.env())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not s.state()["datasets"]:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        datasets, uploads = s.datasets()
+        self.assertEqual(len(datasets), 1)
+        s.emu.control("DELETE", "faults")
+        # the re-run cannot know: it sends nothing and says how to
+        r, summary = s.run("dataset_upload.lua")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        t = summary["tenants"][0]
+        self.assertEqual(t["status"], "failed")
+        self.assertGreater(t["unknown"], 0)
+        self.assertEqual(t["uploaded"], 0)
+        self.assertTrue(t["unknown_entries"])
+        self.assertIn("--resend-unknown", " ".join(t["errors"]))
+        datasets, uploads = s.datasets()
+        self.assertEqual(len(datasets), 1, "sent again by itself")
+        self.assertEqual(uploads, {"conformance": 1})
+        # on purpose: sent once more, and only once
+        r, summary = s.run("dataset_upload.lua", "--resend-unknown")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(s.datasets()[1], {"conformance": 2})
+        r, summary = s.run("dataset_upload.lua")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(summary["tenants"][0]["uploaded"], 0)
+        datasets, uploads = s.datasets()
+        self.assertEqual(uploads, {"conformance": 2})
+        self.assertEqual(len(datasets), 2)
+        self.assertEqual(datasets[0]["lines_sha256"], datasets[1]["lines_sha256"])
+
+    def test_stored_then_reset_is_not_sent_again(self):
+        s = self.strict()
+        s.faults({"match": {"method": "POST", "path": "^/datasets/upload$"}, "action": "reset_after_body"})
+        r, summary = s.run("dataset_upload.lua")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertGreater(summary["tenants"][0]["unknown"], 0)
+        self.assertEqual(summary["tenants"][0]["uploaded"], 0)
+        s.emu.control("DELETE", "faults")
+        for _ in range(2):
+            r, summary = s.run("dataset_upload.lua")
+            self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(s.datasets()[1], {"conformance": 1})
+
+
+# ---- 60,000-byte bodies --------------------------------------------------------------
+
+
+def long_sentences(path, n=1500, intent="long_reads"):
+    """n distinct sentences of 300-500 characters, one intent, from a seeded
+    draw of words (CLINC150's when available)."""
+    words = []
+    if os.path.exists(CLINC):
+        with open(CLINC, encoding="utf-8") as f:
+            for text, _ in json.load(f)["train"]:
+                words.extend(text.split())
+    if len(words) < 1000:
+        words = [f"word{i}" for i in range(5000)]
+    rng = random.Random(1500)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            target = rng.randint(300, 500)
+            parts = [f"note {i}:"]
+            while len(" ".join(parts)) < target:
+                parts.append(rng.choice(words))
+            text = " ".join(parts)[:target].strip()
+            f.write(json.dumps({"text": text, "intent": intent}) + "\n")
+    return path
+
+
+class BodyLimit(Base):
+    def check_long(self, s):
+        data = long_sentences(os.path.join(self.work, "long.jsonl"))
+        # the shipped sandbox tenant: the default settings, no json_body_max
+        r, summary = s.run("cognigy_v2_sentences.lua", tenants=["sandbox"], data=data)
+        self.assertEqual(r.returncode, 0, r.stderr + json.dumps((summary or {}).get("tenants", [{}])[0].get(
+            "errors", [])))
+        held = s.sentences()
+        self.assert_once(held)
+        self.assertEqual(sum(held.values()), 1500)
+        patches = [q for q in s.emu.requests() if q["method"] == "PATCH"]
+        return patches
+
+    def test_1500_long_sentences_all_stored_within_60000_bytes(self):
+        s = self.strict()
+        patches = self.check_long(s)
+        self.assertLessEqual(max(q["body_bytes"] for q in patches), 60000)
+        self.assertEqual([q for q in patches if q["status"] == 413], [])
+        # close to the limit, not far under it: about 40 sentences a request
+        self.assertLess(len(patches), 1500 * 420 // 60000 + 8)
+
+    def test_a_lower_limit_than_the_tenant_thinks_splits_on_413(self):
+        s = self.strict()
+        s.config(v2={"json_body_max": 25000})
+        patches = self.check_long(s)
+        self.assertTrue([q for q in patches if q["status"] == 413])
+        self.assertLessEqual(max(q["body_bytes"] for q in patches if q["status"] == 200), 25000)
+
+
+# ---- Retry-After per client, shared by tenants ------------------------------------------
+
+
+STORM = {"match": {"path": "^/(?!_emulator)"}, "action": "status", "status": 429, "retry_after": "1",
+         "share": 0.2}
+
+
+@unittest.skipUnless(os.path.exists(CLINC), f"needs CLINC150 at {CLINC}")
+class Clinc(Base):
+    """CLINC150 (15,000 utterances) through each pipeline: a clean run on one
+    strict emulator is the reference for a faulted run on another."""
+
+    reference = {}
+
+    def clean(self, pipeline, kind):
+        if pipeline not in Clinc.reference:
+            s = self.strict()
+            r, summary = s.run(pipeline, data=CLINC)
+            self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+            held = s.datasets()[0][0]["lines"] if kind == "dataset" else stored(kind, s)
+            Clinc.reference[pipeline] = (held, summary["tenants"][0])
+        return Clinc.reference[pipeline]
+
+    def reasons(self, t):
+        return t["rejected_by_reason"], [(r["reason"], r.get("line")) for r in t["rejections"]]
+
+    def storm(self, pipeline, kind):
+        ref, ref_t = self.clean(pipeline, kind)
+        s = self.strict()
+        # a fifth of all requests, and the first of each kind of write, so
+        # that a run of few requests (one upload) meets a 429 too
+        first = {"match": {"method": "POST", "path": "/(upload|batch|sentences)$"}, "action": "status",
+                 "status": 429, "retry_after": "1", "first": 1}
+        s.faults(first, STORM)
+        r, summary = s.run(pipeline, data=CLINC)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        st = s.state()
+        self.assertEqual(st["early_requests"]["count"], 0, st["early_requests"]["items"][:5])
+        self.assertGreater(st["requests"]["by_status"].get("429", 0), 0)
+        if kind == "dataset":
+            datasets, uploads = s.datasets()
+            self.assertEqual(uploads, {"conformance": 1})
+            self.assertEqual(datasets[0]["lines"], ref)
+        else:
+            held = stored(kind, s)
+            self.assert_once(held)
+            self.assertEqual(held, ref, "lost or added under faults")
+        # the same input, the same reasons, whatever the timing
+        self.assertEqual(self.reasons(summary["tenants"][0]), self.reasons(ref_t))
+        return s, summary
+
+    def test_429_storm_intent_examples(self):
+        self.storm("intent_examples.lua", "intent")
+
+    def test_429_storm_dataset_upload(self):
+        self.storm("dataset_upload.lua", "dataset")
+
+    def test_429_storm_v2_and_the_flow_cap_shared_round_robin(self):
+        s, summary = self.storm("cognigy_v2_sentences.lua", "v2")
+        held = s.sentences()
+        per = {}
+        for (iid, _), n in held.items():
+            per[iid] = per.get(iid, 0) + n
+        self.assertEqual(sum(per.values()), 10000)
+        left = {x["intent"]: x["left_out"] for x in summary["tenants"][0]["left_out"]}
+        # every intent got sentences; those cut by the cap got an equal share
+        self.assertEqual(len(per), 150)
+        cut = [per[i] for i in left]
+        self.assertTrue(cut)
+        self.assertLessEqual(max(cut) - min(cut), 1)
+        self.assertTrue(all(per[i] <= max(cut) for i in per))
+        for i, n in left.items():
+            self.assertGreater(n, 0)
+
+    def test_tokens_revoked_every_50_requests(self):
+        ref, _ = self.clean("intent_examples.lua", "intent")
+        s = self.strict()
+        s.config(tokens={"revoke_every": 50})
+        r, summary = s.run("intent_examples.lua", data=CLINC)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        held = s.examples()
+        self.assertEqual(held, ref)
+        st = s.state()
+        issued = st["tokens_issued"].get("/api/v1/auth/token", 0)
+        self.assertGreater(st["tokens_revoked"], 3)
+        self.assertLessEqual(issued, st["tokens_revoked"] + 1, "more than one token request per revocation")
+
+
+class SharedOrigin(Base):
+    def test_three_tenants_one_client_limit_no_early_request(self):
+        s = self.strict()
+        s.config(client_rate_limit={"requests": 40, "window_s": 10})
+        tenants = [s.tenant(f"t{i}", v2=f"{{ flow_id = 'flow-{i}', locale_id = 'en-US', "
+                            "auth = { api_key = 'sandbox-api-key' } }") for i in range(3)]
+        r, summary = s.run("cognigy_v2_sentences.lua", tenants=tenants)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        st = s.state()
+        self.assertGreater(st["requests"]["by_status"].get("429", 0), 0, "the limit was never reached")
+        self.assertEqual(st["early_requests"]["count"], 0, st["early_requests"]["items"][:5])
+        counts = [sum(s.sentences(flow=f"flow-{i}").values()) for i in range(3)]
+        self.assertEqual(len(set(counts)), 1)
+        self.assertGreater(counts[0], 0)
+        for i in range(3):
+            self.assert_once(s.sentences(flow=f"flow-{i}"))
+
+
+# ---- timeouts count from the wire; auth stops once ----------------------------------------
+
+
+class Timeouts(Base):
+    def test_every_upload_answered_after_the_timeout(self):
+        s = self.strict()
+        s.faults({"match": {"method": "POST", "path": "/examples/batch$"}, "action": "hold_answer",
+                  "delay_ms": 2500})
+        t = s.tenant("t1", limits="{ rate = 50, burst = 100, max_in_flight = 4, timeout = 1 }")
+        r, summary = s.run("intent_examples.lua", tenants=[t])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        tenant = summary["tenants"][0]
+        seen = platform_requests(s.emu.requests())
+        self.assertEqual(tenant["requests"], len(seen), "a request reported that the platform never saw")
+        batches = [q for q in seen if q["path"].endswith("/examples/batch")]
+        self.assertEqual(tenant["unknown"] + tenant["uploaded"], tenant["accepted"])
+        self.assertGreater(len(batches), 0)
+        for e in tenant["errors"]:
+            self.assertNotIn("resolve", e)
+        # the answers were late, not lost: the next run finds every batch
+        # stored and sends nothing twice
+        first = s.examples()
+        s.emu.control("DELETE", "faults")
+        r, summary = s.run("intent_examples.lua", tenants=[t])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_once(s.examples())
+        self.assertEqual(s.examples(), first)
+
+    def test_a_wrong_api_key_stops_the_tenant_with_one_error(self):
+        s = self.strict()
+        t = s.tenant("t1", v2="{ flow_id = 'f', locale_id = 'en-US', auth = { api_key = 'wrong-key' } }")
+        r, summary = s.run("cognigy_v2_sentences.lua", tenants=[t])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        tenant = summary["tenants"][0]
+        self.assertEqual(len(tenant["errors"]), 1, tenant["errors"])
+        self.assertIn("API key", tenant["errors"][0])
+        self.assertNotIn("wrong-key", r.stdout + r.stderr)
+        refused = [q for q in s.emu.requests() if q["status"] == 401]
+        # those already on the wire (16 at most) and one let through as the
+        # first answer came back; nothing after
+        self.assertLessEqual(len(refused), 17, "requests went on after the key was refused")
+        self.assertEqual(tenant["requests"], len(platform_requests(s.emu.requests())))
+        self.assertEqual([q for q in s.emu.requests() if q["method"] == "PATCH"], [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
