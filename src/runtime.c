@@ -150,6 +150,8 @@ static void set_package_path(lua_State *L, const char *dir) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_cogpipe_core);
   lua_setfield(L, -2, "cogpipe.core");
+  lua_pushcfunction(L, luaopen_cogpipe_sandbox);
+  lua_setfield(L, -2, "cogpipe._sandbox");
   lua_pop(L, 2);
 }
 
