@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +38,11 @@
  * a long run of its own first byte, nested .- captures) ran for under 0.1 s
  * on a 2-core build machine. */
 #define MATCH_STEPS 2e8
+
+/* table.sort without a comparator runs in C from start to end: about n
+ * log2 n comparisons, allowed up to this (a quarter of a second or so; a
+ * comparator written in Lua is interrupted like any Lua code). */
+#define SORT_STEPS 1e7
 
 /* How deep the returned table may nest (a tenant table has 3 or 4 levels),
  * which also bounds the C recursion of the copy. */
@@ -463,6 +469,19 @@ static int g_move(lua_State *L) {
   return call_real(L);
 }
 
+static int g_sort(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_isnoneornil(L, 2)) {
+    double n = (double)luaL_len(L, 1);
+    if (n > 1 && n * log2(n) > SORT_STEPS)
+      return fail(L,
+                  "table.sort of %.0f elements refused: without a comparator "
+                  "a config may sort about %.0f",
+                  n, SORT_STEPS / 20);
+  }
+  return call_real(L);
+}
+
 /* ---- the environment ---------------------------------------------------- */
 
 /* env("NAME") reads a variable, which becomes a secret; a missing one is an
@@ -574,6 +593,7 @@ static int setup(lua_State *L) {
   keep_originals(L, "table");
   guard(L, "concat", g_concat);
   guard(L, "move", g_move);
+  guard(L, "sort", g_sort);
   lua_setfield(L, env, "table");
 
   open_lib(L, luaopen_math);

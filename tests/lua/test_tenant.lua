@@ -127,17 +127,23 @@ local trimmed = url:match("^%s*(.-)%s*$")
 local host = trimmed:match("^https?://([^/]+)")
 local parts = {}
 for p in ("a,b,,c"):gmatch("([^,]*)") do parts[#parts + 1] = p end
+local order = { 3, 1, 2 }
+table.sort(order)
+table.sort(parts, function(x, y) return x > y end)
 return {
   base_url = trimmed:gsub("/+$", ""),
   name = host:gsub("%.", "-"),
   intent_ids = parts,
+  limits = { rate = order[1], burst = order[3] },
   dataset = { reference = ("x"):rep(3, "-") .. string.format("%05d", 42) .. table.concat({ 1, 2 }, "+") },
 }
 ]])
   t.ok(cfg, err and err.message)
   t.eq(cfg.base_url, "https://api.example.com/v2")
   t.eq(cfg.name, "api-example-com")
-  t.same(cfg.intent_ids, { "a", "b", "", "c" })
+  t.same(cfg.intent_ids, { "c", "b", "a", "" })
+  t.eq(cfg.limits.rate, 1)
+  t.eq(cfg.limits.burst, 3)
   t.eq(cfg.dataset.reference, "x-x-x000421+2")
 end)
 
@@ -166,6 +172,9 @@ t.test("loops hidden in one C call are refused or cut short", function()
   t.eq(cfg.name, "x")
   t.ok(took < 1, "took " .. took .. " s")
   refused("local t = {}\ntable.move(t, 1, 1 << 50, 2)\n", 2, "table.move")
+  refused("local u, t = {}, {}\nfor i = 1, 1000 do u[i] = -i end\n" ..
+    "for j = 0, 999 do table.move(u, 1, 1000, j * 1000 + 1, t) end\ntable.sort(t)\n", 4,
+    "table.sort of 1000000 elements refused")
 end)
 
 t.test("memory freed does not count against the limit", function()
