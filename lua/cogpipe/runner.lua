@@ -101,6 +101,23 @@ function Context:event(name, fields)
   end
 end
 
+-- A file a request sends from disk (a dataset, an import), in the state
+-- directory's tmp/: its path, or nil when it could not be written, which
+-- stops the tenant (what was to be sent is not on disk).
+function Context:temp_file(name, content)
+  local dir = self.state_dir .. "/tmp"
+  local path = dir .. "/" .. name
+  local ok, err = cp.fs.mkdir(dir)
+  if ok then
+    ok, err = cp.fs.write_atomic(path, content)
+  end
+  if not ok then
+    self:stop(err)
+    return nil
+  end
+  return path
+end
+
 function Context:sync()
   if self.audit then
     self.audit:sync()

@@ -90,12 +90,10 @@ class Strict:
     def run(self, pipeline, *args, tenants=None, data=None, timeout=900):
         r = subprocess.run(self.cmd(pipeline, *args, tenants=tenants, data=data), capture_output=True,
                            text=True, timeout=timeout, env=self.env())
-        summary = None
-        if r.stdout.strip():
-            try:
-                summary = json.loads(r.stdout)
-            except ValueError:
-                pass
+        try:
+            summary = json.loads(r.stdout)
+        except ValueError:
+            raise AssertionError(f"no summary (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
         return r, summary
 
     def state(self):

@@ -145,15 +145,10 @@ function Sink:send(ctx, plan)
     return
   end
   -- The file goes from disk: the platform takes up to 50 MiB.
-  local dir = ctx.state_dir .. "/tmp"
-  local path = string.format("%s/%s-%s.txt", dir, ctx.tenant.name:gsub("[^%w_.-]", "_"), plan.key)
-  local wrote, werr = cp.fs.mkdir(dir)
-  if wrote then
-    wrote, werr = cp.fs.write_atomic(path, plan.content)
-  end
-  if not wrote then
+  local path = ctx:temp_file(string.format("%s-%s.txt", ctx.tenant.name:gsub("[^%w_.-]", "_"), plan.key),
+    plan.content)
+  if not path then
     ctx.stats.failed = plan.total
-    ctx:stop(werr)
     return
   end
   local id = plan.payload.datasetIdReference .. "@" .. plan.key

@@ -316,15 +316,9 @@ function Sink:send_import(ctx, plan)
     end
     intents[i] = { name = intent_id(ctx, intent), sentences = texts }
   end
-  local dir = ctx.state_dir .. "/tmp"
-  local path = string.format("%s/import-%s.json", dir, ctx.run_id)
-  local wrote, werr = cp.fs.mkdir(dir)
-  if wrote then
-    wrote, werr = cp.fs.write_atomic(path, json.encode(intents))
-  end
-  if not wrote then
+  local path = ctx:temp_file(string.format("import-%s.json", ctx.run_id), json.encode(intents))
+  if not path then
     ctx.stats.failed = plan.total
-    ctx:stop(werr)
     return
   end
   local resp, err = ctx.target.client:request({
