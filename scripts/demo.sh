@@ -8,9 +8,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+step() { printf '== %s\n' "$*" >&2; }
+
+step "packages (installed once; a few minutes the first time)"
 sh scripts/deps.sh build
+step "build (about 1 minute on 2 cores the first time, seconds after)"
 cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build/plain -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
+cmake --build build/plain -j "$(nproc 2>/dev/null || echo 2)" >&2
+step "starting the local Cognigy emulator"
 
 work=$(mktemp -d)
 python3 tests/emulator/cognigy_emulator.py --port 0 --port-file "$work/port" --quiet >"$work/emulator.log" 2>&1 &
@@ -28,6 +33,7 @@ done
 COGPIPE_EMULATOR_URL="http://127.0.0.1:$(cat "$work/port")"
 export COGPIPE_EMULATOR_URL
 
+step "uploading with pipelines/intent_examples.lua for the sandbox tenant (a few seconds)"
 status=0
 build/plain/cogpipe run pipelines/intent_examples.lua --tenant sandbox \
 	--state-dir "$work/state" "$@" || status=$?

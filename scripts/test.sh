@@ -6,20 +6,28 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "packages (installed once; a few minutes the first time)"
 sh scripts/deps.sh test
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
+step "luacheck"
 # shellcheck disable=SC2046
 luacheck -q lua tests/lua $(ls -d pipelines bench examples 2>/dev/null)
 
+step "plain build (about 1 minute on 2 cores the first time)"
 cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build/plain -j "$jobs" >/dev/null
-ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install)'
+cmake --build build/plain -j "$jobs"
+step "tests on the plain build: the command, install, out of memory (about 1 minute)"
+ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install|oom)'
 
+step "sanitizer build (about 2 minutes on 2 cores the first time)"
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	-DCOGPIPE_SANITIZE=ON -DCOGPIPE_FUZZ=ON >/dev/null
-cmake --build build/asan -j "$jobs" >/dev/null
+cmake --build build/asan -j "$jobs"
+step "the whole suite under AddressSanitizer and UndefinedBehaviorSanitizer (about 10 minutes on 2 cores)"
 ASAN_OPTIONS=detect_leaks=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build/asan --output-on-failure -j "$jobs"

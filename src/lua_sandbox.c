@@ -63,6 +63,7 @@ typedef struct sandbox {
   const char *src;   /* its text (caller's string) */
   size_t src_len;
   int secrets; /* S's registry: the list of values env() returned */
+  int missing; /* S's registry: {name, line} of each variable not set */
   char short_src[LUA_IDSIZE]; /* how Lua abbreviates path in messages */
 } sandbox;
 
@@ -484,9 +485,14 @@ static int g_sort(lua_State *L) {
 
 /* ---- the environment ---------------------------------------------------- */
 
-/* env("NAME") reads a variable, which becomes a secret; a missing one is an
- * error naming it. env("NAME", default) falls back to the default, which is
- * not a secret. */
+/* env("NAME") reads a variable, which becomes a secret. env("NAME",
+ * default) falls back to the default, which is not a secret. A variable
+ * that is not set (and has no default) is not an error yet: it is noted,
+ * with its line, and stands as a marker string (CP_ENV_MISSING, the name,
+ * CP_ENV_MISSING) wherever the file puts it, so that the caller can tell
+ * which of the missing ones the pipeline at hand reads, and name them all
+ * at once. */
+#define CP_ENV_MISSING "\x01cogpipe-env-missing\x01"
 static int l_env(lua_State *L) {
   if (lua_type(L, 1) != LUA_TSTRING || lua_rawlen(L, 1) == 0)
     return fail(L, "env() needs a variable name");
@@ -497,7 +503,15 @@ static int l_env(lua_State *L) {
       lua_settop(L, 2);
       return 1;
     }
-    return fail(L, "environment variable %s is not set", var);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, box_of(L)->missing);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, tenant_line(L));
+    lua_setfield(L, -2, "line");
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pushfstring(L, CP_ENV_MISSING "%s" CP_ENV_MISSING, var);
+    return 1;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, box_of(L)->secrets);
   lua_pushstring(L, v);
@@ -567,6 +581,8 @@ static int setup(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_newtable(L);
   box_of(L)->secrets = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  box_of(L)->missing = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_newtable(L); /* the tenant's globals */
   int env = lua_gettop(L);
@@ -867,6 +883,32 @@ static void push_config_error(lua_State *L, const sandbox *b) {
   lua_remove(L, -3);
 }
 
+/* Pushes onto L the list {name, line} of the variables env() found unset. */
+static void push_missing(lua_State *L, const sandbox *b) {
+  lua_State *S = b->L;
+  lua_newtable(L);
+  if (lua_rawgeti(S, LUA_REGISTRYINDEX, b->missing) == LUA_TTABLE) {
+    lua_Integer n = (lua_Integer)lua_rawlen(S, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      if (lua_rawgeti(S, -1, i) == LUA_TTABLE) {
+        lua_createtable(L, 0, 2);
+        if (lua_getfield(S, -1, "name") == LUA_TSTRING) {
+          lua_pushstring(L, lua_tostring(S, -1));
+          lua_setfield(L, -2, "name");
+        }
+        lua_pop(S, 1);
+        lua_getfield(S, -1, "line");
+        lua_pushinteger(L, lua_tointeger(S, -1));
+        lua_setfield(L, -2, "line");
+        lua_pop(S, 1);
+        lua_rawseti(L, -2, i);
+      }
+      lua_pop(S, 1);
+    }
+  }
+  lua_pop(S, 1);
+}
+
 /* Pushes onto L the list of the values env() returned in S. */
 static void push_secrets(lua_State *L, const sandbox *b) {
   lua_State *S = b->L;
@@ -920,14 +962,16 @@ static int push_result(lua_State *L, sandbox *b) {
   return 0;
 }
 
-/* sandbox.eval(source, path) -> table, secrets, line
- *                             | nil, err, secrets
+/* sandbox.eval(source, path) -> table, secrets, line, missing
+ *                             | nil, err, secrets, missing
  * Evaluates the text of a tenant file named path (used in messages) in a
  * fresh bounded state. On success: a copy of the table it returned, the
  * values it read through env(), and the line it returned at. Any error of
  * the file is a config error whose message starts "<path>:<line>: " (the
  * line when there is one); the secrets read before it let the caller
- * redact the message. */
+ * redact the message. missing lists {name, line} of the variables env()
+ * found unset; each stands in the result as a marker (sandbox.MISSING, the
+ * name, sandbox.MISSING) for the caller to resolve. */
 static int l_eval(lua_State *L) {
   size_t len;
   const char *src = luaL_checklstring(L, 1, &len);
@@ -995,8 +1039,9 @@ static int l_eval(lua_State *L) {
   }
   push_secrets(L, b);
   if (ok) lua_pushinteger(L, b->return_line);
+  push_missing(L, b);
   lua_closeslot(L, 3);
-  return 3;
+  return 4;
 }
 
 static const luaL_Reg sandbox_fns[] = {{"eval", l_eval}, {NULL, NULL}};
@@ -1009,5 +1054,7 @@ int luaopen_cogpipe_sandbox(lua_State *L) {
   lua_setfield(L, -2, "TIME_LIMIT");
   lua_pushinteger(L, SANDBOX_INSTRUCTIONS);
   lua_setfield(L, -2, "INSTRUCTION_LIMIT");
+  lua_pushliteral(L, CP_ENV_MISSING);
+  lua_setfield(L, -2, "MISSING");
   return 1;
 }

@@ -428,13 +428,17 @@ local function anchor(shared)
   return h and { path = h.path, head_path = h.head_path, seq = h.seq, hash = h.hash, records = h.records } or nil
 end
 
--- Runs def for every tenant in opts.tenants (default: sandbox). Returns the
--- exit status.
+-- Runs def for every tenant in opts.tenants. Returns the exit status.
 function M.run(def, opts, script_path)
-  local specs = #opts.tenants > 0 and opts.tenants or { "sandbox" }
+  if #opts.tenants == 0 then
+    -- no silent default: a run against the wrong platform is worse than none
+    io.stderr:write("cogpipe: run: a pipeline needs --tenant NAME|FILE (e.g. --tenant sandbox for the local ",
+      "emulator; cogpipe init writes a tenant file)\n")
+    return 2
+  end
   local tenants = {}
-  for _, spec in ipairs(specs) do
-    local t, secrets = tenant_mod.load(spec, script_path)
+  for _, spec in ipairs(opts.tenants) do
+    local t, secrets = tenant_mod.load(spec, script_path, def)
     if not t then
       io.stderr:write("cogpipe: ", tostring(secrets.message or secrets), "\n")
       return 2

@@ -8,6 +8,7 @@
 -- can show it.
 local cp = require "cogpipe"
 local sandbox = require "cogpipe._sandbox"
+local schema = require "cogpipe.tenant_schema"
 
 local M = {}
 
@@ -53,61 +54,6 @@ function M.resolve(spec, pipeline_path)
   return nil, config_error("tenant '%s' not found (looked in %s)", spec, table.concat(dirs, ", "))
 end
 
--- `where` is "<file>:<line>" of the statement that returned the table.
-local function check_type(where, path, v, want, optional)
-  if v == nil and optional then
-    return
-  end
-  if type(v) ~= want then
-    error(config_error("%s: %s must be a %s, not %s", where, path, want, type(v)), 0)
-  end
-end
-
-local function check_url(where, path, v, optional)
-  check_type(where, path, v, "string", optional)
-  if v ~= nil and not v:match("^https?://[^/]+") then
-    error(config_error("%s: %s must be an http(s) URL, got '%s'", where, path, v), 0)
-  end
-end
-
--- Checks what the runner relies on, so a typo fails before anything is sent.
-local function check(t, where)
-  check_type(where, "the config", t, "table")
-  check_type(where, "name", t.name, "string", true)
-  check_url(where, "base_url", t.base_url, true)
-  for _, section in ipairs({ "dataset", "intents", "v2" }) do
-    check_type(where, section, t[section], "table", true)
-    if t[section] then
-      check_url(where, section .. ".base_url", t[section].base_url, true)
-    end
-  end
-  check_type(where, "auth", t.auth, "table", true)
-  if t.auth then
-    local a = t.auth
-    if a.api_key == nil and (a.client_id == nil or a.client_secret == nil) then
-      error(config_error("%s: auth needs api_key, or client_id and client_secret", where), 0)
-    end
-    check_type(where, "auth.api_key", a.api_key, "string", true)
-    check_type(where, "auth.client_id", a.client_id, "string", true)
-    check_type(where, "auth.client_secret", a.client_secret, "string", true)
-  end
-  check_type(where, "limits", t.limits, "table", true)
-  if t.limits then
-    for _, k in ipairs({ "rate", "burst", "max_in_flight", "timeout" }) do
-      check_type(where, "limits." .. k, t.limits[k], "number", true)
-    end
-  end
-  check_type(where, "intent_cap", t.intent_cap, "number", true)
-  check_type(where, "dedupe", t.dedupe, "table", true)
-  check_type(where, "intent_ids", t.intent_ids, "table", true)
-  check_type(where, "embeddings", t.embeddings, "table", true)
-  check_type(where, "webhooks", t.webhooks, "table", true)
-  for i, w in ipairs(t.webhooks or {}) do
-    check_type(where, "webhooks[" .. i .. "]", w, "table")
-    check_url(where, "webhooks[" .. i .. "].url", w.url)
-  end
-end
-
 -- A message may quote what the file read through env(): those values are
 -- secrets from the moment they are read, whether or not the file loads.
 local function redacted(err, secrets)
@@ -139,9 +85,105 @@ local function read(path)
   return src
 end
 
+-- The line of the source where path (limits.rate) is set, for messages:
+-- each key of the path looked for from the line of the one before it. A
+-- good guess; the return line when it finds nothing.
+local function line_of(src, path, fallback)
+  local lines = {}
+  for line in (src .. "\n"):gmatch("([^\n]*)\n") do
+    lines[#lines + 1] = line
+  end
+  local at, found = 1, nil
+  for key in path:gmatch("[%a_][%w_]*") do
+    for n = at, #lines do
+      if lines[n]:find("%f[%w_]" .. key .. "%s*=") then
+        at, found = n, n
+        break
+      end
+    end
+  end
+  return found or fallback
+end
+
+-- Every place in t whose string holds a missing variable's marker: a list
+-- of {path, name}, and a function that removes one.
+local function markers(t)
+  local found = {}
+  local mark = sandbox.MISSING:gsub("%p", "%%%0")
+  local function walk(v, path, parent, key)
+    if type(v) == "string" then
+      for name in v:gmatch(mark .. "(.-)" .. mark) do
+        found[#found + 1] = { path = path, name = name, parent = parent, key = key }
+      end
+    elseif type(v) == "table" then
+      local keys = {}
+      for k in pairs(v) do
+        keys[#keys + 1] = k
+      end
+      table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+      for _, k in ipairs(keys) do
+        local p = math.type(k) == "integer" and string.format("%s[%d]", path, k)
+          or (path == "" and tostring(k) or path .. "." .. tostring(k))
+        walk(v[k], p, v, k)
+      end
+    end
+  end
+  walk(t, "", nil, nil)
+  return found
+end
+
+local function plural(n, one, many)
+  return n == 1 and one or many
+end
+
+-- Variables the file read but are not set: an error listing those the
+-- pipeline (needs, from tenant_schema.needs) reads, all at once; the others
+-- are dropped from t, since nothing will read them. Without needs every
+-- one counts.
+local function resolve_missing(t, missing, needs, where)
+  if #missing == 0 then
+    return true
+  end
+  local lines = {}
+  for _, m in ipairs(missing) do
+    lines[m.name] = lines[m.name] or m.line
+  end
+  local wanted, seen, first = {}, {}, nil
+  for _, f in ipairs(markers(t)) do
+    if not needs or schema.reads(needs, t, f.path) then
+      if not seen[f.name] then
+        seen[f.name] = true
+        wanted[#wanted + 1] = { name = f.name, what = f.path, line = lines[f.name] or 0 }
+        first = math.min(first or math.huge, lines[f.name] or math.huge)
+      end
+    else
+      t[f.path:match("^([^.%[]+)")] = nil -- this pipeline never reads that setting
+    end
+  end
+  if #wanted > 0 then
+    return nil, M.unset(where:match("^(.-):%d+$") or where, wanted, first)
+  end
+  return true
+end
+
+-- The error naming every variable in list ({name, what?, line}) at once.
+function M.unset(path, list, line)
+  local names = {}
+  for i, m in ipairs(list) do
+    names[i] = m.what and string.format("%s (%s, line %d)", m.name, m.what, m.line)
+      or string.format("%s (line %d)", m.name, m.line)
+  end
+  local err = config_error("%s:%d: environment %s not set: %s", path, line or list[1].line,
+    plural(#list, "variable", "variables"), table.concat(names, ", "))
+  err.unset, err.file, err.line = list, path, line or list[1].line
+  return err
+end
+
 -- Loads a tenant; returns the config table and the list of secret values
--- read through env(), or nil and a config error.
-function M.load(spec, pipeline_path)
+-- read through env(), or nil and a config error. def, the pipeline the
+-- tenant is for (optional), says which settings and variables it needs:
+-- only those must be there.
+function M.load(spec, pipeline_path, def)
   local path, rerr = M.resolve(spec, pipeline_path)
   if not path then
     return nil, rerr
@@ -150,20 +192,85 @@ function M.load(spec, pipeline_path)
   if not src then
     return nil, ferr
   end
-  local t, secrets, line = sandbox.eval(src, path)
+  local t, secrets, line, missing = sandbox.eval(src, path)
   if not t then
-    -- nil, the error, and the secrets read before it
-    return nil, redacted(secrets, line)
+    -- nil, the error, the secrets read before it, the missing variables
+    local err, read_secrets, unset = secrets, line, missing
+    if unset and #unset > 0 then
+      -- what failed next most likely failed for want of them
+      local cause = err.message
+      err = M.unset(path, unset)
+      err.message = err.message .. "\n  (and then: " .. cause .. ")"
+    end
+    return nil, redacted(err, read_secrets)
   end
-  local cok, cerr = pcall(check, t, line > 0 and path .. ":" .. line or path)
-  if not cok then
-    cerr = type(cerr) == "table" and cerr or config_error("%s", tostring(cerr))
-    cerr.file, cerr.line = path, line > 0 and line or nil
-    return nil, redacted(cerr, secrets)
+  local where = line > 0 and path .. ":" .. line or path
+  local needs = def and schema.needs(def) or nil
+  local ok, merr = resolve_missing(t, missing, needs, where)
+  if not ok then
+    return nil, redacted(merr, secrets)
+  end
+  local problems = schema.check(t)
+  if #problems == 0 then
+    -- what a receiver needs of a secret (whsec_<base64>, 24 bytes and more)
+    for i, w in ipairs(t.webhooks or {}) do
+      local path_i = string.format("webhooks[%d]", i)
+      local usable, werr = require("cogpipe.webhook").check_target(w, path_i)
+      if not usable then
+        local why = werr.message:gsub("^" .. path_i:gsub("%p", "%%%0") .. "[:.]?%s*", "")
+        problems[#problems + 1] = { path = path_i, message = "is not usable: " .. why }
+      end
+    end
+  end
+  if #problems > 0 then
+    local parts = {}
+    for _, p in ipairs(problems) do
+      p.line = line_of(src, p.path, line)
+    end
+    table.sort(problems, function(a, b)
+      if a.line ~= b.line then
+        return a.line < b.line
+      end
+      return a.path < b.path
+    end)
+    for i, p in ipairs(problems) do
+      parts[i] = string.format("%s:%d: %s %s", path, p.line, p.path, p.message)
+    end
+    local err = config_error("%s", table.concat(parts, "\n"))
+    err.file, err.line, err.problems = path, problems[1].line, problems
+    return nil, redacted(err, secrets)
+  end
+  if needs then
+    local gaps = M.gaps(t, needs)
+    if #gaps > 0 then
+      return nil, redacted(config_error("%s: %s", where, table.concat(gaps, "; ")), secrets)
+    end
   end
   t.name = t.name or path:match("([^/]+)%.lua$") or path
   t.path = path
   return t, secrets
+end
+
+-- What a pipeline needs that the tenant does not say (a base URL, the
+-- credentials, a v2 flow): a list of messages, empty when nothing lacks.
+function M.gaps(t, needs)
+  local gaps = {}
+  local target = needs.target
+  if target then
+    local section = type(t[target]) == "table" and t[target] or {}
+    if not (section.base_url or t.base_url) then
+      gaps[#gaps + 1] = string.format("base_url (or %s.base_url) is needed by the %s target", target, target)
+    end
+    local a = section.auth or t.auth
+    if type(a) ~= "table" or not (a.client_id or (target == "v2" and a.api_key)) then
+      gaps[#gaps + 1] = string.format("auth (or %s.auth) with %s is needed by the %s target", target,
+        target == "v2" and "api_key or client_id and client_secret" or "client_id and client_secret", target)
+    end
+    if target == "v2" and not (section.flow_id and section.locale_id) then
+      gaps[#gaps + 1] = "v2.flow_id and v2.locale_id are needed by the v2 target"
+    end
+  end
+  return gaps
 end
 
 return M

@@ -14,23 +14,6 @@
 
 static const char *progname = "cogpipe";
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: %s COMMAND [ARGS]\n"
-          "\n"
-          "commands:\n"
-          "  run SCRIPT.lua [OPTIONS] [-- ARGS]  run a pipeline or any script\n"
-          "  check FILE... [OPTIONS]             validate and dedupe, no network\n"
-          "  audit verify FILE...                check an audit log's hash chain\n"
-          "\n"
-          "  --version                           print the version\n"
-          "  --help                              this text\n"
-          "\n"
-          "exit status: 0 all good; 1 the run finished but something failed;\n"
-          "2 usage or configuration error; 3 input rejected by validation.\n",
-          progname);
-}
-
 static cp_runtime *new_runtime(void) {
   cp_runtime *rt = cp_runtime_new(NULL);
   if (!rt) fprintf(stderr, "%s: cannot create a runtime\n", progname);
@@ -51,10 +34,14 @@ static const char dispatch[] =
     "local ok, mod = pcall(require, 'cogpipe.cmd.' .. name)\n"
     "if not ok then\n"
     "  if tostring(mod):find(\"module 'cogpipe.cmd.\" .. name .. \"' not found\", 1, true) then\n"
-    "    io.stderr:write('cogpipe: unknown command \\'' .. name .. '\\' (see cogpipe --help)\\n')\n"
+    "    io.stderr:write('cogpipe: unknown command \\'' .. name .. '\\' (see cogpipe help)\\n')\n"
     "    return 2\n"
     "  end\n"
     "  error(mod, 0)\n"
+    "end\n"
+    "if (arg[1] == '--help' or arg[1] == '-h') and mod.usage then\n"
+    "  io.stdout:write(mod.usage)\n"
+    "  return 0\n"
     "end\n"
     "return mod.main(arg)\n";
 
@@ -67,7 +54,7 @@ static int valid_command(const char *name) {
 
 static int cmd_module(const char *name, int argc, char **argv) {
   if (!valid_command(name)) {
-    fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", progname,
+    fprintf(stderr, "%s: unknown command '%s' (see %s help)\n", progname,
             name, progname);
     return CP_EUSAGE;
   }
@@ -92,23 +79,21 @@ static int cmd_module(const char *name, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    usage(stderr);
-    return CP_EUSAGE;
-  }
+  /* The usage texts live with the commands (cogpipe.cmd.help gathers
+   * them), so that help, --help and the README cannot drift apart. */
+  static char usage_error[] = "--usage-error";
+  if (argc < 2) return cmd_module("help", 1, (char *[]){usage_error});
   const char *cmd = argv[1];
   if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
     printf("cogpipe %s (%s, libuv %s)\n", cp_version(), LUA_RELEASE,
            uv_version_string());
     return CP_OK;
   }
-  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-    usage(stdout);
-    return CP_OK;
-  }
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+    return cmd_module("help", 0, argv + 2);
   if (cmd[0] == '-') {
-    fprintf(stderr, "%s: unknown option '%s'\n", progname, cmd);
-    usage(stderr);
+    fprintf(stderr, "%s: unknown option '%s' (see %s help)\n", progname, cmd,
+            progname);
     return CP_EUSAGE;
   }
   return cmd_module(cmd, argc - 2, argv + 2);

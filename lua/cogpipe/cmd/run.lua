@@ -4,14 +4,22 @@
 local M = {}
 
 M.usage = [[
-usage: cogpipe run SCRIPT.lua [OPTIONS] [-- ARGS]
+usage: cogpipe run PIPELINE.lua --tenant NAME|FILE... [--dry-run] [--json]
+                   [--audit FILE] [--audit-fsync always|batch|off]
+                   [--metrics-file FILE] [--state-dir DIR]
+                   [--resend-unknown] [--no-progress] [-- ARGS]
+       cogpipe run SCRIPT.lua [-- ARGS]
+
+Runs a pipeline (a script that returns pipeline.new{...}) for each tenant,
+concurrently; any other script just runs, and sees ARGS in `arg`.
 
 options (for pipelines):
   --tenant NAME|FILE     a tenant config (repeat for several, run concurrently);
-                         NAME is looked up in tenants/ beside the pipeline
+                         NAME is looked up in tenants/ beside the pipeline;
+                         required: there is no default tenant
   --dry-run              validate, dedupe and plan; write nothing to the platform
   --json                 print the summary as one JSON document
-  --audit FILE           append the audit log to FILE
+  --audit FILE           append the audit log to FILE (FILE.head anchors it)
   --audit-fsync MODE     always | batch (default) | off
   --metrics-file FILE    write Prometheus text-format metrics to FILE
   --state-dir DIR        journals and pending webhooks (default $XDG_STATE_HOME/cogpipe)
@@ -20,8 +28,8 @@ options (for pipelines):
                          hold: the dataset upload); without it such a run stops
   --no-progress          no progress bar even on a terminal
 
-exit status: 0 all good; 1 something failed remotely; 2 usage or config error;
-3 input rejected by validation (nothing was sent)
+exit status: 0 all good; 1 something failed (remotely, or a write); 2 usage
+or config error; 3 input rejected by validation (nothing was sent)
 ]]
 
 local flags = {
