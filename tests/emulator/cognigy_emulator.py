@@ -494,6 +494,13 @@ class Request:
             return self.fault.fail_reason
         return None
 
+    def drops(self):
+        """True when the next sentence or example this request creates is to be
+        left out although the answer says it was stored (a drop_creates fault)."""
+        if self.fault is not None and self.fault.action == "drop_creates":
+            return self.fault.drop_next()
+        return False
+
 
 # --------------------------------------------------------------------------
 # state
@@ -955,13 +962,14 @@ class State:
 
 
 class Fault:
-    ACTIONS = ("status", "reset_after_body", "reset_before_body", "delay", "hold_answer", "fail_task")
+    ACTIONS = ("status", "reset_after_body", "reset_before_body", "delay", "hold_answer", "fail_task",
+               "drop_creates")
 
     def __init__(self, spec, index):
         if not isinstance(spec, dict):
             raise ConfigError(f"faults[{index}] must be an object")
         known = {"match", "action", "status", "retry_after", "retry_after_date_s", "body",
-                 "headers", "share", "every", "first", "delay_ms", "fail_reason"}
+                 "headers", "share", "every", "first", "delay_ms", "fail_reason", "drop_every"}
         unknown = set(spec) - known
         if unknown:
             raise ConfigError(f"faults[{index}]: unknown field(s) {sorted(unknown)}")
@@ -991,6 +999,11 @@ class Fault:
         if self.action in ("delay", "hold_answer") and not self.delay_ms:
             raise ConfigError(f"faults[{index}]: {self.action} needs delay_ms")
         self.fail_reason = spec.get("fail_reason") or "training failed (injected fault)"
+        self.drop_every = spec.get("drop_every", 100)
+        if not (is_int(self.drop_every) and self.drop_every >= 1):
+            raise ConfigError(f"faults[{index}].drop_every must be a positive integer")
+        self.creates_seen = 0
+        self.dropped = 0
         selectors = [k for k in ("share", "every", "first") if spec.get(k) is not None]
         if len(selectors) > 1:
             raise ConfigError(f"faults[{index}]: give at most one of share, every, first")
@@ -1027,6 +1040,15 @@ class Fault:
             self.fired += 1
         return fire
 
+    def drop_next(self):
+        """Counts one create the fault's requests make; True for every
+        drop_every-th, counted across all of them (the caller holds the lock)."""
+        self.creates_seen += 1
+        if self.creates_seen % self.drop_every == 0:
+            self.dropped += 1
+            return True
+        return False
+
     def response_headers(self):
         headers = [(str(k), str(v)) for k, v in self.headers.items()]
         if self.retry_after is not None:
@@ -1041,7 +1063,10 @@ class Fault:
         return {"index": self.index, "action": self.action, "status": self.status}
 
     def view(self):
-        return dict(self.spec, matched=self.matched, fired=self.fired)
+        view = dict(self.spec, matched=self.matched, fired=self.fired)
+        if self.action == "drop_creates":
+            view["dropped"] = self.dropped
+        return view
 
 
 class Faults:
@@ -1506,6 +1531,8 @@ class IntentTarget(Target):
             self.state.intent_batches[intent_id] += 1
             batch_no = self.state.intent_batches[intent_id]
             for ex in examples:
+                if req.drops():
+                    continue
                 stored.append({
                     "id": "ex_" + self.state.hex_id(),
                     "text": ex["text"],
@@ -1758,6 +1785,40 @@ class V2Target(Target):
             }
         return Response(200, body)
 
+    def list_intents(self, req):
+        """The intents of a flow in name order, with cursor pages like the
+        sentences'; an intent exists once something was written to it."""
+        self.authenticate(req)
+        raw = req.arg("limit")
+        page_max = self.limits["page_max"]
+        limit = self.limits["page_default"]
+        if raw is not None:
+            if not re.fullmatch(r"\d+", raw) or not 1 <= int(raw) <= page_max:
+                self.fail(400, "validation_error", f"limit must be an integer from 1 to {page_max}",
+                          [{"path": "limit", "message": f"must be 1..{page_max}"}])
+            limit = int(raw)
+        nxt = req.arg("next")
+        after = None
+        if nxt:
+            try:
+                text = base64.urlsafe_b64decode(nxt + "=" * (-len(nxt) % 4)).decode()
+            except (ValueError, UnicodeDecodeError):
+                text = ""
+            if not text.startswith("i|"):
+                self.fail(400, "invalid_cursor", "cursor is not valid for this list")
+            after = text[2:]
+        flow_id = req.params["flowId"]
+        with self.state.lock:
+            flow = self.state.flows.get(flow_id, {})
+            names = sorted(flow)
+            start = bisect.bisect_right(names, after) if after is not None else 0
+            page = names[start:start + limit]
+            items = [{"_id": n, "name": n, "flowId": flow_id, "sentenceCount": len(flow[n])} for n in page]
+            more = start + limit < len(names)
+        cursor = base64.urlsafe_b64encode(f"i|{page[-1]}".encode()).decode().rstrip("=") if page and more else None
+        return Response(200, {"items": items, "total": len(names), "nextCursor": cursor,
+                              "previousCursor": None})
+
     def create_sentence(self, req):
         self.authenticate(req)
         body = self.json_body(req)
@@ -1834,8 +1895,12 @@ class V2Target(Target):
             created_ids = []
             for text, slots, locale in creates:
                 sentence = self.state.v2_new_sentence(flow_id, intent_id, text, slots, locale)
-                sentences.append(sentence)
                 created_ids.append(sentence.doc["_id"])
+                if req.drops():
+                    # answered as stored, kept nowhere
+                    self.state.sentence_index.pop(sentence.doc["_id"], None)
+                    continue
+                sentences.append(sentence)
         answer = {"created": len(creates), "updated": len(updates), "deleted": len(deleted)}
         if not counts_only:
             answer["createdIds"] = created_ids
@@ -2316,6 +2381,7 @@ class Emulator:
             Route("GET", "/api/v1/intents/{intentId}/examples", self.intent, self.intent.list_examples, small),
             Route("GET", "/api/v1/jobs/{jobId}", self.intent, self.intent.get_job, small, present=jobs),
             Route("POST", "/auth/oauth2/token", self.oauth, lambda r: self.oauth.token(r, "v2"), small),
+            Route("GET", flow + "/intents", self.v2, self.v2.list_intents, v2_json),
             Route("GET", sentences, self.v2, self.v2.list_sentences, v2_json),
             Route("POST", sentences, self.v2, self.v2.create_sentence, v2_json),
             Route("PATCH", sentences, self.v2, self.v2.patch_sentences, v2_json),

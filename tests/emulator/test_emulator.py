@@ -690,6 +690,33 @@ class V2Test(EmulatorTest):
     def patch(self, *ops):
         return self.c.call("PATCH", self.base, json_body={"operations": list(ops)}, headers=self.V2)
 
+    def test_list_intents_of_a_flow(self):
+        names = [f"intent_{i:03d}" for i in range(130)]
+        self.ctl("POST", "/_emulator/seed", {"v2": {"f1": {n: [f"{n} says hi"] * (i % 3) for i, n in
+                                                            enumerate(reversed(names))}}})
+        got, cursor, pages = [], None, 0
+        while True:
+            path = "/new/v2.0/flows/f1/intents?limit=100" + (f"&next={cursor}" if cursor else "")
+            status, body, _ = self.c.call("GET", path, headers=self.V2)
+            self.assertEqual((status, body["total"]), (200, 130))
+            pages += 1
+            got += body["items"]
+            cursor = body["nextCursor"]
+            if cursor is None:
+                break
+        self.assertEqual(pages, 2)
+        self.assertEqual([i["_id"] for i in got], names)
+        self.assertTrue(all(i["name"] == i["_id"] for i in got))
+        by = {i["_id"]: i["sentenceCount"] for i in got}
+        self.assertEqual(by["intent_129"], 0)
+        self.assertEqual(by["intent_128"], 1)
+        self.assertEqual(self.c.call("GET", "/new/v2.0/flows/none/intents", headers=self.V2)[1]["items"], [])
+        self.assertEqual(self.c.call("GET", "/new/v2.0/flows/f1/intents")[0], 401)
+        for query in ("?limit=101", "?limit=0", "?next=garbage"):
+            self.assertEqual(self.c.call("GET", "/new/v2.0/flows/f1/intents" + query, headers=self.V2)[0], 400,
+                             query)
+
+
     def test_patch_contract_form_and_counts(self):
         self.ctl("POST", "/_emulator/seed", {"v2": {"f1": {"i1": ["a", "b", "c", "d"]}}})
         ids = [s["_id"] for s in self.c.call("GET", self.base, headers=self.V2)[1]["items"]]
@@ -923,6 +950,37 @@ class FaultTest(EmulatorTest):
         self.faults({"match": {"path": ""}, "status": 500})
         self.assertEqual(self.c.call("GET", "/_emulator/state")[0], 200)
         self.assertEqual(self.c.call("POST", "/_emulator/faults", json_body=[{"action": "explode"}])[0], 400)
+
+    def test_drop_creates_answers_as_stored_and_keeps_one_in_n_out(self):
+        # 1 in 100 creates is lost, counted across requests; every answer says all were stored
+        self.faults({"match": {"method": "PATCH", "path": "sentences$"}, "action": "drop_creates"})
+        answers = []
+        for chunk in range(3):
+            ops = [{"op": "create", "value": {"text": f"s{chunk * 90 + i:03d}", "slots": []}} for i in range(90)]
+            status, body, _ = self.c.call("PATCH", self.path, json_body={"operations": ops}, headers=self.V2)
+            self.assertEqual(status, 200)
+            answers.append(body["created"])
+        self.assertEqual(answers, [90, 90, 90])
+        held = [s["text"] for s in self.state()["flows"]["ff"]["intents"]["i"]["sentences"]]
+        self.assertEqual(len(held), 268)
+        self.assertEqual(sorted({f"s{i:03d}" for i in range(270)} - set(held)), ["s099", "s199"])
+        # listing agrees with the state: the lost ones are not there
+        status, body, _ = self.c.call("GET", self.path + "?limit=100", headers=self.V2)
+        self.assertEqual(body["total"], 268)
+        self.assertEqual(self.ctl("GET", "/_emulator/faults")["faults"][0]["dropped"], 2)
+        # the intent batch API loses examples the same way, with drop_every
+        self.faults({"match": {"path": "/examples/batch$"}, "action": "drop_creates", "drop_every": 3})
+        tok = self.token("/api/v1/auth/token", INTENT_SCOPE)
+        examples = [{"text": f"example {i}", "annotations": [], "is_active": True} for i in range(9)]
+        status, body, _ = self.c.call("POST", "/api/v1/intents/lossy/examples/batch",
+                                      json_body={"examples": examples}, headers=self.bearer(tok))
+        self.assertEqual((status, body["success"], body["uploaded_count"]), (200, True, 9))
+        kept = [e["text"] for e in self.state()["intents"]["lossy"]["examples"]]
+        self.assertEqual(kept, [f"example {i}" for i in range(9) if i % 3 != 2])
+        for bad in (0, "2", 1.5):
+            status, _, _ = self.c.call("POST", "/_emulator/faults",
+                                       json_body=[{"action": "drop_creates", "drop_every": bad}])
+            self.assertEqual(status, 400, bad)
 
     def test_reset_clears_state_and_faults(self):
         self.faults({"match": {"path": "nothing"}, "status": 500})
