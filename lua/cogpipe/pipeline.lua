@@ -66,19 +66,93 @@ end
 
 -- ---- sources ---------------------------------------------------------------
 
+local function bad_slots(slots, text)
+  if type(slots) ~= "table" or not cp.json.is_array(slots) then
+    return '"slots" must be an array ([] when there are none)'
+  end
+  local len = utf8.len(text) or #text
+  for i, slot in ipairs(slots) do
+    if type(slot) ~= "table" or cp.json.is_array(slot) then
+      return string.format("slots[%d] must be an object", i - 1)
+    end
+    local a, b = slot.start, slot["end"]
+    if a ~= nil or b ~= nil then
+      if math.type(a) ~= "integer" or math.type(b) ~= "integer" or a < 0 or b <= a then
+        return string.format("slots[%d] needs integers 0 <= start < end", i - 1)
+      elseif b > len then
+        return string.format("slots[%d] ends at %d, past the text (%d characters)", i - 1, b, len)
+      end
+    end
+  end
+end
+
+-- The v2 slots and locale of JSON Lines records (an export of the v2 API
+-- has them), which the native reader does not carry: read from the lines
+-- that name them. A bad one makes its record invalid, with where and why.
+local function add_slots(result, path)
+  local by_line = {}
+  for i, r in ipairs(result.records) do
+    by_line[r.line] = i
+  end
+  local f = io.open(path, "rb")
+  if not f then
+    return result
+  end
+  local drop, n = {}, 0
+  for text in f:lines() do
+    n = n + 1
+    local i = by_line[n]
+    if i and (text:find('"slots"', 1, true) or text:find('"locale"', 1, true)) then
+      local r, doc = result.records[i], cp.json.decode(text)
+      local problem
+      if type(doc) == "table" then
+        if doc.slots ~= nil then
+          problem = bad_slots(doc.slots, r.text)
+          r.slots = doc.slots
+        end
+        if doc.locale ~= nil and (type(doc.locale) ~= "string" or doc.locale == "") then
+          problem = problem or '"locale" must be a non-empty string'
+        end
+        r.locale = doc.locale
+      end
+      if problem then
+        drop[i] = true
+        result.invalid[#result.invalid + 1] = { file = path, line = n, column = 1, reason = problem, kind = "field" }
+      end
+    end
+  end
+  f:close()
+  if next(drop) then
+    local kept = {}
+    for i, r in ipairs(result.records) do
+      if not drop[i] then
+        kept[#kept + 1] = r
+      end
+    end
+    result.records = kept
+  end
+  return result
+end
+
 -- pipeline.source{path=, format="lines"|"jsonl"|"csv"|"pairs", intent=}
 -- format defaults from the extension (.jsonl, .csv, .json = [text, intent]
 -- pairs as CLINC150 ships them, else lines); a lines file has no intents, so
--- `intent` names the one its examples belong to.
+-- `intent` names the one its examples belong to. A JSON Lines record may
+-- carry v2 `slots` and a `locale` (as cogpipe export writes them).
 function M.source(opts)
   if type(opts) ~= "table" or type(opts.path) ~= "string" then
     error("pipeline.source: path expected", 2)
   end
   local src = require "cogpipe.source"
+  local jsonl = opts.format == "jsonl" or (opts.format == nil and opts.path:match("%.jsonl$") ~= nil)
   return {
     path = opts.path,
     read = function(ctx)
-      return src.read(opts, ctx)
+      local result, problems = src.read(opts, ctx)
+      if result and jsonl then
+        result = add_slots(result, opts.path)
+      end
+      return result, problems
     end,
   }
 end

@@ -1,6 +1,9 @@
 -- What a run tells its user: the summary (one table per tenant, also the
--- --json document and the webhook body), the human table printed at the
--- end, and validation problems. Computes nothing about the data itself.
+-- --json document and the webhook body), with the per-intent table of what
+-- was there, added, rejected, over the cap and pruned (a dry run's plan
+-- lists the texts too), the human table printed at the end, the plan of a
+-- dry run, the read-back, and validation problems. Computes nothing about
+-- the data itself.
 local cp = require "cogpipe"
 local json = cp.json
 
@@ -53,6 +56,122 @@ local function per_intent(records)
   return list
 end
 
+local function grouped(records)
+  local by = {}
+  for _, r in ipairs(records or {}) do
+    by[r.intent] = by[r.intent] or {}
+    table.insert(by[r.intent], r)
+  end
+  return by
+end
+
+-- What the run meant to send per intent: the sink's plan where it groups
+-- records, else what the steps accepted.
+local function planned(ctx)
+  local plan = ctx.plan
+  if plan and plan.by_intent then
+    return plan.by_intent
+  end
+  return grouped(ctx.accepted)
+end
+
+local function count(list)
+  return list and #list or 0
+end
+
+-- One row per intent of the source or of the prune: on the platform
+-- before (existing), to add, already there (present), rejected by reason,
+-- over the cap, to prune; after a run also what was added and pruned.
+local function intent_rows(ctx)
+  local adds = planned(ctx)
+  local prune = {}
+  for _, p in ipairs(ctx.prune_plan or {}) do
+    prune[p.intent] = p.items
+  end
+  local labels, seen = {}, {}
+  local function add(label)
+    if label and label ~= "?" and not seen[label] then
+      seen[label] = true
+      labels[#labels + 1] = label
+    end
+  end
+  for label in pairs(ctx.existing or {}) do
+    add(label)
+  end
+  for label in pairs(ctx.by_intent or {}) do
+    add(label)
+  end
+  for label in pairs(adds) do
+    add(label)
+  end
+  for label in pairs(prune) do
+    add(label)
+  end
+  table.sort(labels)
+  local rows = json.array()
+  for i, label in ipairs(labels) do
+    local held = (ctx.held or ctx.existing or {})[label]
+    local c = (ctx.by_intent or {})[label] or { present = 0, rejected = {} }
+    local rejected, total = {}, 0
+    for reason, n in pairs(c.rejected) do
+      if reason ~= "over_limit" then
+        rejected[reason] = n
+        total = total + n
+      end
+    end
+    local row = {
+      intent = label,
+      existing = held and (held.items and #held.items or held.active) or 0,
+      add = count(adds[label]),
+      present = c.present,
+      rejected = total,
+      rejected_by_reason = rejected,
+      over_cap = c.rejected.over_limit or 0,
+      prune = count(prune[label]),
+    }
+    if not ctx.dry_run then
+      row.added = count(ctx.sent and ctx.sent[label])
+      row.pruned = count(ctx.pruned_items and ctx.pruned_items[label])
+    end
+    rows[i] = row
+  end
+  return rows
+end
+
+-- A dry run's plan in full: per intent the texts to add and the sentences
+-- to delete.
+local function changes(ctx)
+  local adds = planned(ctx)
+  local prune = {}
+  for _, p in ipairs(ctx.prune_plan or {}) do
+    prune[p.intent] = p.items
+  end
+  local labels = {}
+  for label in pairs(adds) do
+    labels[#labels + 1] = label
+  end
+  for label in pairs(prune) do
+    if not adds[label] then
+      labels[#labels + 1] = label
+    end
+  end
+  table.sort(labels)
+  local out = json.array()
+  for _, label in ipairs(labels) do
+    local add, del = json.array(), json.array()
+    for i, r in ipairs(adds[label] or {}) do
+      add[i] = r.text
+    end
+    for i, item in ipairs(prune[label] or {}) do
+      del[i] = { id = item.id, text = item.text }
+    end
+    if #add > 0 or #del > 0 then
+      out[#out + 1] = { intent = label, add = add, prune = del }
+    end
+  end
+  return out
+end
+
 -- The summary of one tenant's run.
 function M.tenant(def, ctx)
   local s = ctx.stats
@@ -78,12 +197,24 @@ function M.tenant(def, ctx)
     parsing_success_rate = parsing.parsing_success_rate,
     training = ctx.training,
     dry_run = ctx.dry_run,
-    rejections = json.array({ table.unpack(ctx.rejections, 1, math.min(#ctx.rejections, 200)) }),
+    -- a plan shows every rejection; a run's summary travels (webhook, audit)
+    rejections = json.array(table.move(ctx.rejections, 1, ctx.dry_run and #ctx.rejections
+      or math.min(#ctx.rejections, 200), 1, {})),
     left_out = ctx.left_out,
     unknown_entries = ctx.unknown_entries and json.array(ctx.unknown_entries) or nil,
+    intents = intent_rows(ctx),
+    read_back = ctx.readback,
   }
+  if ctx.prune_plan then
+    local n = 0
+    for _, p in ipairs(ctx.prune_plan) do
+      n = n + #p.items
+    end
+    t.prune = { planned = n, pruned = s.pruned, failed = s.prune_failed, refused = ctx.prune_refused ~= nil }
+  end
   if ctx.dry_run and ctx.accepted then
     t.would_send = per_intent(ctx.accepted)
+    t.changes = changes(ctx)
   end
   return t
 end
@@ -113,19 +244,67 @@ local function pad(s, n)
   return s .. string.rep(" ", math.max(0, n - utf8.len(s)))
 end
 
-local function first_examples(records, n)
-  local by = {}
-  for _, r in ipairs(records or {}) do
-    local list = by[r.intent] or {}
-    if #list < n then
-      list[#list + 1] = r.text
-    end
-    by[r.intent] = list
+local function quoted(text, n)
+  text = tostring(text or "")
+  if utf8.len(text) and utf8.len(text) > n then
+    text = text:sub(1, utf8.offset(text, n + 1) - 1) .. "..."
   end
-  return by
+  return (string.format("%q", text):gsub("\\\n", "\\n"))
 end
 
-function M.print(summary, ctxs)
+-- Why a record was rejected, in a few words: the nearest text and score,
+-- the other intent of a conflict, the problem found.
+function M.why(r)
+  if r.reason == "conflict" then
+    return "also under intent " .. tostring(r.other_intent or r.nearest_intent or "?") ..
+      (r.nearest and (" as " .. quoted(r.nearest, 60)) or "")
+  elseif r.nearest then
+    return string.format("%s %s%s", r.score and string.format("%.2f", r.score) or "", quoted(r.nearest, 60),
+      r.nearest_intent and r.nearest_intent ~= r.intent and (" (intent " .. r.nearest_intent .. ")") or "")
+  elseif r.first_line then
+    return "first at line " .. tostring(r.first_line)
+  elseif r.cap then
+    return string.format("cap %d%s", r.cap, r.scope and (" per " .. r.scope) or " per intent")
+  end
+  return tostring(r.problem or "")
+end
+
+local SHOWN = 20
+
+-- A dry run's plan: one line per intent, then the rejections.
+local function print_plan(out, t)
+  out:write(string.format("%s: plan, per intent%s\n", t.tenant, t.prune and " (with --prune)" or ""))
+  local cols = { "intent", "platform", "add", "present", "rejected", "over cap", "prune" }
+  local w = { 28, 9, 7, 8, 9, 9, 7 }
+  local function row(values)
+    local cells = {}
+    for i, v in ipairs(values) do
+      cells[i] = i == 1 and pad(v, w[i]) or string.rep(" ", math.max(0, w[i] - #tostring(v))) .. tostring(v)
+    end
+    out:write("  ", table.concat(cells, " "), "\n")
+  end
+  row(cols)
+  local totals = { 0, 0, 0, 0, 0, 0 }
+  for _, r in ipairs(t.intents or {}) do
+    local v = { r.existing, r.add, r.present, r.rejected, r.over_cap, r.prune }
+    for i, x in ipairs(v) do
+      totals[i] = totals[i] + x
+    end
+    row({ r.intent, table.unpack(v) })
+  end
+  row({ "total", table.unpack(totals) })
+  local list = t.rejections or {}
+  for i = 1, math.min(#list, SHOWN) do
+    local r = list[i]
+    out:write(string.format("  %-10s %s:%s %s %s %s\n", r.reason, tostring(r.file or "?"), tostring(r.line or "?"),
+      tostring(r.intent or "?"), quoted(r.text, 60), M.why(r)))
+  end
+  if #list > SHOWN then
+    out:write(string.format("  ... and %d more rejection(s) (--json or --html shows them all)\n", #list - SHOWN))
+  end
+end
+
+function M.print(summary)
   local out = io.stdout
   local cols = { "tenant", "status", "submitted", "accepted", "rejected", "present", "uploaded", "failed",
     "unknown", "p50 ms", "p95 ms", "training" }
@@ -145,7 +324,7 @@ function M.print(summary, ctxs)
     end
     out:write(table.concat(row, " "), "\n")
   end
-  for i, t in ipairs(summary.tenants) do
+  for _, t in ipairs(summary.tenants) do
     local reasons = {}
     for _, r in ipairs(require("cogpipe.runner").REASONS) do
       if (t.rejected_by_reason[r] or 0) > 0 then
@@ -173,13 +352,17 @@ function M.print(summary, ctxs)
       out:write(string.format("%s: over the flow's cap, left out of intent %s: %d (kept %d)\n", t.tenant,
         l.intent, l.left_out, l.kept))
     end
-    if t.would_send then
-      out:write(string.format("%s: would send, per intent:\n", t.tenant))
-      local firsts = first_examples(ctxs[i].accepted, 2)
-      for _, w in ipairs(t.would_send) do
-        out:write(string.format("  %-24s %5d  e.g. %s\n", w.intent, w.count,
-          table.concat(firsts[w.intent] or {}, " | ")))
-      end
+    if t.prune and not summary.dry_run then
+      out:write(string.format("%s: pruned %d of %d sentence(s)%s\n", t.tenant, t.prune.pruned, t.prune.planned,
+        t.prune.failed > 0 and string.format(", %d failed", t.prune.failed) or ""))
+    end
+    for _, rb in ipairs(t.read_back or {}) do
+      out:write(string.format("%s: intent %s: platform holds %d of %d sent%s\n", t.tenant, rb.intent, rb.held,
+        rb.sent, rb.pruned > 0 and string.format(", %d of %d pruned gone", rb.pruned - #rb.still_there, rb.pruned)
+        or ""))
+    end
+    if summary.dry_run and t.intents then
+      print_plan(out, t)
     end
   end
 end

@@ -1,10 +1,14 @@
 -- Runs a pipeline for each tenant concurrently on the loop: each tenant has
 -- its own task, token, limiter, journal and results, and one tenant's failure
--- does not stop the others. Owns the order of a run (config, source, steps,
--- send, train, notify) and the exit status; what is sent and how belongs to
--- the sinks, what is dropped and why to the steps. Whatever must be on disk
--- (audit log, journal, outbox, metrics file) and could not be written stops
--- the sending and fails the run: a run never says ok with a record lost.
+-- does not stop the others. Owns the order of a run (config, source, what
+-- to prune, steps, send, read-back, train, notify) and the exit status;
+-- what is sent and how belongs to the sinks, what is dropped and why to the
+-- steps. A prune deletes only where the target can, and never more of an
+-- intent than the user allowed. A run re-reads what it changed: what the
+-- platform said it stored and does not hold fails the run. Whatever must be
+-- on disk (audit log, journal, outbox, metrics file, report) and could not
+-- be written stops the sending and fails the run: a run never says ok with
+-- a record lost.
 local cp = require "cogpipe"
 local json = cp.json
 local tenant_mod = require "cogpipe.tenant"
@@ -34,7 +38,7 @@ Context.__index = Context
 local function new_context(def, tenant, opts, shared)
   local stats = {
     submitted = 0, accepted = 0, present = 0, uploaded = 0, failed = 0, unknown = 0,
-    rejected = {}, latencies = {}, requests = 0,
+    pruned = 0, prune_failed = 0, rejected = {}, latencies = {}, requests = 0,
   }
   for _, r in ipairs(REASONS) do
     stats.rejected[r] = 0
@@ -55,12 +59,37 @@ local function new_context(def, tenant, opts, shared)
     errors = {},
     training = nil,
     started = cp.now(),
+    by_intent = {}, -- intent -> {present, rejected = {reason -> n}}
+    sent = {}, -- intent -> records the platform said it stored
+    pruned_items = {}, -- intent -> sentences the platform said it deleted
   }, Context)
+end
+
+-- A context for a command that talks to a tenant's platform outside a
+-- pipeline run (export, undo): def names what the audit and journal call
+-- it; shared as M.run builds it (run_id, state_dir, progress, audit, ctxs).
+function M.context(def, tenant, opts, shared)
+  local ctx = new_context(def, tenant, opts, shared)
+  shared.ctxs[#shared.ctxs + 1] = ctx
+  return ctx
+end
+
+local function counts(ctx, intent)
+  local c = ctx.by_intent[intent or "?"]
+  if not c then
+    c = { present = 0, rejected = {} }
+    ctx.by_intent[intent or "?"] = c
+  end
+  return c
 end
 
 -- A record dropped for a reason the user must see (reason is one of REASONS).
 function Context:reject(rec, reason, info)
   self.stats.rejected[reason] = (self.stats.rejected[reason] or 0) + 1
+  if rec.intent then
+    local c = counts(self, rec.intent)
+    c.rejected[reason] = (c.rejected[reason] or 0) + 1
+  end
   local entry = { reason = reason, text = rec.text, intent = rec.intent, line = rec.line, file = rec.file }
   for k, v in pairs(info or {}) do
     entry[k] = v
@@ -73,10 +102,29 @@ function Context:reject(rec, reason, info)
 end
 
 -- A record not sent because the platform already has it.
-function Context:skip(_, why)
+function Context:skip(rec, why)
   if why == "present" then
     self.stats.present = self.stats.present + 1
+    local c = counts(self, rec.intent)
+    c.present = c.present + 1
   end
+end
+
+-- Records of an intent the platform said it stored.
+function Context:uploaded(intent, records)
+  local list = self.sent[intent] or {}
+  self.sent[intent] = list
+  table.move(records, 1, #records, #list + 1, list)
+  self.stats.uploaded = self.stats.uploaded + #records
+  self:advance(#records)
+end
+
+-- Sentences of an intent the platform said it deleted.
+function Context:pruned(intent, items)
+  local list = self.pruned_items[intent] or {}
+  self.pruned_items[intent] = list
+  table.move(items, 1, #items, #list + 1, list)
+  self.stats.pruned = self.stats.pruned + #items
 end
 
 function Context:note(msg)
@@ -267,12 +315,202 @@ local function intents_of(records)
   return list
 end
 
+local function key(text)
+  return cp.dedupe.normalize(text, "casefold")
+end
+
+local function sorted_keys(t)
+  local list = {}
+  for k in pairs(t) do
+    list[#list + 1] = k
+  end
+  table.sort(list)
+  return list
+end
+
+-- What the target is called in a message.
+local function api_of(sink)
+  return sink.api or (sink.name == "dataset" and "the dataset upload API") or tostring(sink.name)
+end
+M.api_of = api_of
+
+local function percent(n, of)
+  return string.format("%.1f%%", of > 0 and n * 100 / of or 0)
+end
+
+-- What a prune would delete: the sentences of the tenant's locale that the
+-- platform holds (ctx.held) and the source does not -- compared as the
+-- exact step compares, after case folding, with every record of the source,
+-- rejected ones included -- per intent {intent, items, held}; and the
+-- reasons it is refused: an intent would lose more than --prune-max percent
+-- (default 10) of its sentences, or all of them, and is not named by
+-- --prune-allow. nil, reason when no prune can be planned at all.
+local function plan_prune(ctx, records, invalid)
+  if #invalid > 0 then
+    local p = invalid[1]
+    return nil, string.format("--prune needs every line of the source read, so that what it holds is known: %d "
+      .. "line(s) could not be read (first %s:%s: %s)", #invalid, tostring(p.file), tostring(p.line),
+      tostring(p.problem or p.reason or "?"))
+  end
+  local keep = {}
+  for _, r in ipairs(records) do
+    keep[r.intent] = keep[r.intent] or {}
+    keep[r.intent][key(r.text)] = true
+  end
+  local allowed = {}
+  for _, label in ipairs(ctx.opts.prune_allow or {}) do
+    allowed[label] = true
+  end
+  local max = ctx.opts.prune_max or 10
+  local locale = ctx.pipeline.sink:locale(ctx)
+  local prune, over = {}, {}
+  for _, label in ipairs(sorted_keys(ctx.held or {})) do
+    local mine, gone = 0, {}
+    for _, item in ipairs(ctx.held[label].items or {}) do
+      -- a sentence of another locale is not this source's to judge
+      if item.locale == nil or item.locale == locale then
+        mine = mine + 1
+        if not (keep[label] and keep[label][key(item.text)]) then
+          gone[#gone + 1] = item
+        end
+      end
+    end
+    if #gone > 0 then
+      prune[#prune + 1] = { intent = label, items = gone, held = mine }
+      if allowed[label] then
+        allowed[label] = nil
+      elseif #gone == mine then
+        over[#over + 1] = string.format("intent %s would be emptied (all %d sentence(s))", label, mine)
+      elseif #gone * 100 > max * mine then
+        over[#over + 1] = string.format("intent %s would lose %d of %d sentences (%s)", label, #gone, mine,
+          percent(#gone, mine))
+      end
+    end
+  end
+  return prune, over
+end
+
+local function refuse_prune(ctx, reasons)
+  local msg = string.format("prune refused, nothing was sent: %s. A prune may take at most %s%% of an intent "
+    .. "(--prune-max PERCENT) and empty none; --prune-allow INTENT lets a named intent go further",
+    table.concat(reasons, "; "), tostring(ctx.opts.prune_max or 10))
+  ctx.prune_refused = msg
+  ctx.config_error = true
+  ctx:fail(msg)
+  ctx:event("prune_refused", { reasons = json.array(reasons) })
+end
+
+local function texts_of(list, n)
+  local out = {}
+  for i = 1, math.min(#list, n) do
+    out[i] = string.format("%q", list[i].text)
+  end
+  if #list > n then
+    out[#out + 1] = string.format("and %d more", #list - n)
+  end
+  return table.concat(out, ", ")
+end
+
+-- Re-reads every intent the run changed: each sentence the platform said it
+-- stored must be there, each it said it deleted gone. What is not so fails
+-- the run, with the texts; the journal forgets what was never stored (the
+-- next run sends it again) and keeps the ids of what a v2 run created
+-- (PATCH answers carry counts only, and an undo needs them).
+local function read_back(ctx, sink)
+  local changed = {}
+  for label in pairs(ctx.sent) do
+    changed[label] = true
+  end
+  for label in pairs(ctx.pruned_items) do
+    changed[label] = true
+  end
+  local labels = sorted_keys(changed)
+  if not sink.read_back or #labels == 0 or ctx.stopped then
+    return
+  end
+  ctx:set_progress({ phase = "read-back" })
+  local read, err = sink:read_back(ctx, labels)
+  if not read then
+    ctx.readback_failed = true
+    ctx:fail("read-back of what was sent: " .. tostring(err.message))
+    return
+  end
+  local rows, lost, problems = json.array(), {}, {}
+  ctx.readback_missing = 0
+  for _, label in ipairs(labels) do
+    local have, sent = read[label], ctx.sent[label] or {}
+    local before = {}
+    for _, item in ipairs((ctx.held and ctx.held[label] or {}).items or {}) do
+      before[item.id or false] = true
+    end
+    local by_text, ids = {}, {}
+    for _, item in ipairs(have.items or {}) do
+      if item.id and not before[item.id] then
+        by_text[item.text] = by_text[item.text] or item.id
+      end
+      ids[item.id or false] = true
+    end
+    local missing, found = {}, json.array()
+    for _, r in ipairs(sent) do
+      if not have.keys[key(r.text)] then
+        missing[#missing + 1] = r
+        lost[#lost + 1] = r
+      elseif by_text[r.text] then
+        found[#found + 1] = { text = r.text, id = by_text[r.text] }
+      end
+    end
+    local still = {}
+    for _, item in ipairs(ctx.pruned_items[label] or {}) do
+      if ids[item.id] then
+        still[#still + 1] = item
+      end
+    end
+    local row = { intent = label, sent = #sent, held = #sent - #missing, missing = json.array(),
+      pruned = #(ctx.pruned_items[label] or {}), still_there = json.array() }
+    for i, r in ipairs(missing) do
+      row.missing[i] = r.text
+    end
+    for i, item in ipairs(still) do
+      row.still_there[i] = item.text
+    end
+    rows[#rows + 1] = row
+    ctx.readback_missing = ctx.readback_missing + #missing + #still
+    if #missing > 0 then
+      problems[#problems + 1] = string.format("intent %s: the platform holds %d of %d sent; missing %s", label,
+        row.held, row.sent, texts_of(missing, 10))
+    end
+    if #still > 0 then
+      problems[#problems + 1] = string.format("intent %s: %d sentence(s) the platform said it deleted are still "
+        .. "there: %s", label, #still, texts_of(still, 10))
+    end
+    if sink.can_delete and #found > 0 then
+      ctx.journal:ids(label, found)
+    end
+  end
+  ctx.readback = rows
+  ctx:event("read_back", { intents = #rows, missing = ctx.readback_missing })
+  for _, p in ipairs(problems) do
+    ctx:fail("read-back: " .. p)
+  end
+  if #lost > 0 and sink.lost then
+    sink:lost(ctx, lost)
+  end
+end
+
+M.read_back = read_back
+
 local function run_tenant(def, ctx, records, invalid)
   local sink = def.sink
   ctx.stats.submitted = #records + #invalid
   -- records the reader could not accept count as rejected, with where and why
   for _, p in ipairs(invalid) do
     ctx:reject({ line = p.line, file = p.file }, "invalid", { column = p.column, problem = p.reason, kind = p.kind })
+  end
+  if ctx.opts.prune and not sink.can_delete then
+    ctx.config_error = true
+    ctx:fail(string.format("--prune: %s has no delete operation, so nothing can be pruned there; prune works with "
+      .. "the v2 sentences API (pipeline.sink.v2_sentences)", api_of(sink)))
+    return
   end
   ctx:set_progress({ phase = "reading", total = #records, done = 0 })
   local jr, jerr = journal_mod.open(ctx.state_dir, ctx.tenant.name, def.name, function(err)
@@ -282,6 +520,7 @@ local function run_tenant(def, ctx, records, invalid)
     ctx:fail(jerr)
     return
   end
+  jr.run_id = ctx.run_id
   ctx.journal = jr
   local ok, err = pcall(function()
     local opened, oerr = sink:open(ctx)
@@ -296,6 +535,18 @@ local function run_tenant(def, ctx, records, invalid)
     if not prepared then
       ctx:fail(perr)
       return
+    end
+    if ctx.opts.prune then
+      local prune, over = plan_prune(ctx, records, invalid)
+      if not prune then
+        refuse_prune(ctx, { over })
+      else
+        if #over > 0 then
+          refuse_prune(ctx, over)
+        end
+        sink:set_prune(ctx, prune)
+        ctx.prune_plan = prune
+      end
     end
     ctx:set_progress({ phase = "filtering" })
     local kept = records
@@ -313,13 +564,15 @@ local function run_tenant(def, ctx, records, invalid)
       ctx:set_progress({ phase = "planned", total = #kept, done = #kept })
       return
     end
-    if ctx.stopped then
+    if ctx.stopped or ctx.prune_refused then
       return
     end
     ctx:set_progress({ phase = "uploading", total = #kept, done = 0 })
     sink:send(ctx, plan)
     ctx:sync()
-    if sink.train and (ctx.stats.uploaded > 0 or ctx.plan.train_anyway) then
+    read_back(ctx, sink)
+    ctx:sync()
+    if sink.train and (ctx.stats.uploaded > 0 or ctx.stats.pruned > 0 or ctx.plan.train_anyway) then
       ctx:set_progress({ phase = "training" })
       sink:train(ctx)
     end
@@ -330,7 +583,8 @@ local function run_tenant(def, ctx, records, invalid)
     ctx:fail(err)
   end
   ctx:sync()
-  if ctx.stats.failed > 0 or ctx.stats.unknown > 0 then
+  if ctx.stats.failed > 0 or ctx.stats.unknown > 0 or ctx.stats.prune_failed > 0 or (ctx.readback_missing or 0) > 0
+      or ctx.readback_failed then
     ctx.remote_failure = true
   end
   if ctx.training and M.TRAINING_FAILED[ctx.training.status] then
@@ -428,33 +682,40 @@ local function anchor(shared)
   return h and { path = h.path, head_path = h.head_path, seq = h.seq, hash = h.hash, records = h.records } or nil
 end
 
--- Runs def for every tenant in opts.tenants. Returns the exit status.
-function M.run(def, opts, script_path)
-  if #opts.tenants == 0 then
-    -- no silent default: a run against the wrong platform is worse than none
+-- The tenants of opts.tenants, checked for what pipeline def reads, their
+-- secrets registered before anything can be printed or logged; nil and the
+-- exit status (2) after saying why one cannot be loaded. There is no
+-- default tenant: a run against the wrong platform is worse than none.
+function M.tenants(opts, script_path, def)
+  if #(opts.tenants or {}) == 0 then
     io.stderr:write("cogpipe: run: a pipeline needs --tenant NAME|FILE (e.g. --tenant sandbox for the local ",
       "emulator; cogpipe init writes a tenant file)\n")
-    return 2
+    return nil, 2
   end
   local tenants = {}
   for _, spec in ipairs(opts.tenants) do
     local t, secrets = tenant_mod.load(spec, script_path, def)
     if not t then
       io.stderr:write("cogpipe: ", tostring(secrets.message or secrets), "\n")
-      return 2
+      return nil, 2
     end
-    -- before anything can be printed or logged
     for _, v in ipairs(secrets) do
       cp.secrets.add(v)
     end
     tenants[#tenants + 1] = t
   end
+  return tenants
+end
 
+-- What the tenants of a run share: its id, state directory, progress and
+-- audit log (opts.audit; guarded: the first record that fails stops every
+-- tenant). nil and the exit status when the log cannot be opened.
+function M.shared(def, opts)
   local run_id = cp.audit.run_id()
   local log, aerr = open_audit(opts, run_id, def)
   if not log then
     io.stderr:write("cogpipe: audit log: ", aerr.message, "\n")
-    return 2
+    return nil, 2
   end
   local shared = {
     run_id = run_id,
@@ -463,8 +724,53 @@ function M.run(def, opts, script_path)
     dry_run = opts.dry_run,
     ctxs = {},
   }
-  local audit = log ~= true and guard_audit(log, shared) or nil
-  shared.audit = audit
+  shared.log = log ~= true and log or nil
+  shared.audit = shared.log and guard_audit(log, shared) or nil
+  return shared
+end
+
+-- The summary as the audit log keeps it at run_end: the lists a plan
+-- shows in full (texts to add and delete, every rejection) left to the
+-- plan's own output.
+local function audit_summary(summary)
+  local copy = {}
+  for k, v in pairs(summary) do
+    copy[k] = v
+  end
+  copy.tenants = json.array()
+  for i, t in ipairs(summary.tenants) do
+    local c = {}
+    for k, v in pairs(t) do
+      c[k] = v
+    end
+    c.changes = nil
+    c.rejections = json.array({ table.unpack(t.rejections, 1, math.min(#t.rejections, 200)) })
+    copy.tenants[i] = c
+  end
+  return copy
+end
+
+-- Runs def for every tenant in opts.tenants. Returns the exit status.
+function M.run(def, opts, script_path)
+  local tenants, code = M.tenants(opts, script_path, def)
+  if not tenants then
+    return code
+  end
+  local snap
+  if opts.snapshot then
+    local serr
+    snap, serr = require("cogpipe.snapshot").read(opts.snapshot)
+    if not snap then
+      io.stderr:write("cogpipe: ", serr.message, "\n")
+      return 2
+    end
+  end
+
+  local shared, scode = M.shared(def, opts)
+  if not shared then
+    return scode
+  end
+  local audit, log = shared.audit, shared.log
   local names = {}
   for i, t in ipairs(tenants) do
     names[i] = t.name
@@ -507,6 +813,7 @@ function M.run(def, opts, script_path)
   for i, t in ipairs(tenants) do
     local ctx = new_context(def, t, opts, shared)
     ctx.parsing = source.stats
+    ctx.snapshot = snap
     ctxs[i] = ctx
     if audit and audit.error then
       ctx:stop(audit.error) -- the log failed before the tenant started
@@ -547,13 +854,24 @@ function M.run(def, opts, script_path)
   notify(def, shared, summary, ctxs)
   if audit then
     local was_ok = audit.error == nil
-    audit:record("run_end", { status = summary.status, summary = summary })
+    audit:record("run_end", { status = summary.status, summary = audit_summary(summary) })
     local final = anchor(shared)
     audit:close()
     if was_ok and audit.error then
       fail_run(summary, audit.error.message)
     end
     summary.audit = final or summary.audit
+  end
+  if opts.report then
+    -- after the log is closed, so that it shows where the chain ends
+    local all = {}
+    for i, ctx in ipairs(ctxs) do
+      all[i] = cp.secrets.redact(ctx.rejections)
+    end
+    local ok, rerr = require("cogpipe.report_html").write(opts.report, cp.secrets.redact(summary), all)
+    if not ok then
+      fail_run(summary, "report " .. opts.report .. ": " .. tostring(rerr and rerr.message or rerr))
+    end
   end
   if opts.json then
     io.stdout:write(json.encode(cp.secrets.redact(summary)), "\n")

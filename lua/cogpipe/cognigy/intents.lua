@@ -4,7 +4,9 @@
 -- (reported as triggered; followed only where the tenant names a status
 -- URL). A batch answered success:false is a failure even with status 200; a
 -- batch whose outcome is unknown is recorded so, never counted as uploaded,
--- and reconciled by the next run before anything is re-sent.
+-- and reconciled by the next run before anything is re-sent. The API has
+-- no delete: a prune or an undo is refused for it (by the runner and the
+-- undo command, from can_delete).
 local cp = require "cogpipe"
 local json = cp.json
 local client_mod = require "cogpipe.cognigy.client"
@@ -25,7 +27,8 @@ function M.sink(opts)
   if size < 1 or size > 100 then
     error("intent_batches: batch_size must be 1..100 (the platform's limit)", 3)
   end
-  return setmetatable({ batch_size = size, retrain = opts.retrain ~= false, name = "intent_batches" }, Sink)
+  return setmetatable({ batch_size = size, retrain = opts.retrain ~= false, name = "intent_batches",
+    api = "the intent example batch API", can_delete = false }, Sink)
 end
 
 local function key_of(intent, text)
@@ -52,36 +55,88 @@ function Sink:open(ctx)
   return true
 end
 
+-- What an intent holds, from its examples ({id, text, annotations, active}).
+local function have_of(label, items, active)
+  local have = { keys = {}, texts = {}, hashes = {}, items = items, active = active }
+  local n = 0
+  for i, e in ipairs(items) do
+    have.texts[i] = e.text
+    have.keys[cp.dedupe.normalize(e.text, "casefold")] = true
+    have.hashes[key_of(label, e.text)] = true
+    if e.active ~= false then
+      n = n + 1
+    end
+  end
+  have.active = active or n
+  return have
+end
+
 -- Every example an intent holds, through every page.
 local function read_intent(ctx, label)
   local client = ctx.target.client
   local path = "/api/v1/intents/" .. client_mod.segment(intent_id(ctx, label)) .. "/examples"
-  local have = { keys = {}, texts = {}, active = 0, hashes = {} }
+  local items = {}
   local offset = 0
   while true do
     local body, err = client:get_json(path, { limit = PAGE, offset = offset })
     if not body then
       if err.status == 404 then
-        return have -- an intent with nothing yet
+        return have_of(label, {}) -- an intent with nothing yet
       end
       return nil, err
     end
     for _, e in ipairs(body.examples or {}) do
-      have.texts[#have.texts + 1] = e.text
-      have.keys[cp.dedupe.normalize(e.text, "casefold")] = true
-      have.hashes[key_of(label, e.text)] = true
+      local anns = type(e.annotations) == "table" and e.annotations or json.array()
+      items[#items + 1] = { id = e.id, text = e.text, annotations = anns, active = e.is_active ~= false }
     end
-    have.active = body.active_count or #have.texts
+    local active = math.type(body.active_count) == "integer" and body.active_count or nil
     if body.next_offset == nil or body.next_offset == json.null then
-      return have
+      return have_of(label, items, active)
     end
     offset = body.next_offset
   end
 end
 
+-- The intents of the tenant: this API cannot list them, so they are the
+-- ones the tenant's intent_ids name.
+function Sink:intents(ctx)
+  local labels = {}
+  for label in pairs(ctx.tenant.intent_ids or {}) do
+    labels[#labels + 1] = label
+  end
+  table.sort(labels)
+  return labels
+end
+
+-- What the platform holds for labels: {label -> have}, have.items being
+-- every example {id, text, annotations, active}.
+function Sink:read(ctx, labels)
+  return client_mod.read_intents(ctx, labels, read_intent)
+end
+Sink.read_back = Sink.read
+
+-- Records of committed batches that a read-back did not find: the journal
+-- forgets them, so that the next run sends them again.
+function Sink:lost(ctx, records)
+  local keys = {}
+  for i, r in ipairs(records) do
+    keys[i] = r.jkey or key_of(r.intent, r.text)
+  end
+  return ctx.journal:missing(keys)
+end
+
 -- Reads every intent concurrently, then settles the batches an earlier run
 -- left open: what the platform holds of them counts as committed.
 function Sink:prepare(ctx, intents)
+  ctx.held = ctx.existing
+  if ctx.snapshot then
+    -- offline: what the snapshot holds; open batches wait for a run that can read
+    for _, label in ipairs(intents) do
+      ctx.existing[label] = have_of(label, ctx.snapshot.intents[label] or {})
+      ctx.existing[label].journal = ctx.journal
+    end
+    return true
+  end
   local latest = 0
   for _, b in ipairs(ctx.journal:open_batches()) do
     if b.state == "pending" and (b.ts or 0) > latest then
@@ -151,7 +206,7 @@ function Sink:plan(ctx, records)
     end
   end
   ctx.stats.accepted = total + 0 -- what will actually be sent
-  return { batches = batches, total = total }
+  return { batches = batches, total = total, by_intent = by_intent, order = order }
 end
 
 local function example(r)
@@ -218,8 +273,7 @@ function Sink:send_batch(ctx, b)
     return false
   end
   journal:committed_batch(id)
-  stats.uploaded = stats.uploaded + n
-  ctx:advance(n)
+  ctx:uploaded(b.intent, b.records)
   if body.retrain_job_id and body.retrain_job_id ~= json.null then
     ctx.target.jobs[#ctx.target.jobs + 1] = { intent = b.intent, id = body.retrain_job_id }
   end
