@@ -1,13 +1,16 @@
 -- cogpipe run: loads a script as the main task. A script that returns a
 -- pipeline (cogpipe.pipeline.new) is run for each --tenant; any other script
--- just runs, and sees what follows it on the command line in `arg`.
+-- just runs, and sees what follows it on the command line in `arg`. Also
+-- the option parser and pipeline loader `cogpipe plan` shares: a plan is a
+-- dry run.
 local M = {}
 
 M.usage = [[
-usage: cogpipe run PIPELINE.lua --tenant NAME|FILE... [--dry-run] [--json]
-                   [--audit FILE] [--audit-fsync always|batch|off]
-                   [--metrics-file FILE] [--state-dir DIR]
-                   [--resend-unknown] [--no-progress] [-- ARGS]
+usage: cogpipe run PIPELINE.lua --tenant NAME|FILE... [--dry-run [--snapshot FILE]]
+                   [--prune [--prune-max PERCENT] [--prune-allow INTENT]...]
+                   [--report FILE] [--json] [--audit FILE]
+                   [--audit-fsync always|batch|off] [--metrics-file FILE]
+                   [--state-dir DIR] [--resend-unknown] [--no-progress] [-- ARGS]
        cogpipe run SCRIPT.lua [-- ARGS]
 
 Runs a pipeline (a script that returns pipeline.new{...}) for each tenant,
@@ -18,6 +21,16 @@ options (for pipelines):
                          NAME is looked up in tenants/ beside the pipeline;
                          required: there is no default tenant
   --dry-run              validate, dedupe and plan; write nothing to the platform
+                         (the plan: what a run would add, skip, reject and prune)
+  --snapshot FILE        with --dry-run: plan against an export of the platform
+                         (cogpipe export) instead of reading it: no network
+  --prune                delete what the platform holds and the source no longer
+                         has (v2 API only; every deleted sentence is journaled and
+                         audited before it is deleted)
+  --prune-max PERCENT    refuse a prune that takes more than PERCENT of an intent
+                         (default 10); emptying an intent is always refused
+  --prune-allow INTENT   let this intent lose any share, even all (repeatable)
+  --report FILE          write the run's report as one self-contained HTML file
   --json                 print the summary as one JSON document
   --audit FILE           append the audit log to FILE (FILE.head anchors it)
   --audit-fsync MODE     always | batch (default) | off
@@ -28,13 +41,22 @@ options (for pipelines):
                          hold: the dataset upload); without it such a run stops
   --no-progress          no progress bar even on a terminal
 
+After sending, a run reads back every intent it changed and fails (exit 1),
+naming the texts, when the platform does not hold what it said it stored.
+
 exit status: 0 all good; 1 something failed (remotely, or a write); 2 usage
-or config error; 3 input rejected by validation (nothing was sent)
+or config error (a refused prune included); 3 input rejected by validation
+(nothing was sent)
 ]]
 
-local flags = {
+M.FLAGS = {
   ["--tenant"] = { key = "tenants", value = true, list = true },
   ["--dry-run"] = { key = "dry_run" },
+  ["--snapshot"] = { key = "snapshot", value = true },
+  ["--prune"] = { key = "prune" },
+  ["--prune-max"] = { key = "prune_max", value = true, percent = true },
+  ["--prune-allow"] = { key = "prune_allow", value = true, list = true },
+  ["--report"] = { key = "report", value = true },
   ["--json"] = { key = "json" },
   ["--audit"] = { key = "audit", value = true },
   ["--audit-fsync"] = { key = "audit_fsync", value = true, choices = { always = true, batch = true, off = true } },
@@ -44,13 +66,15 @@ local flags = {
   ["--resend-unknown"] = { key = "resend_unknown" },
 }
 
--- Returns script, options, script arguments; or nil, message.
-function M.parse(argv)
+-- Returns script, options, script arguments; or nil, message. flags: the
+-- table of options (M.FLAGS by default); cmd names the command in messages.
+function M.parse(argv, flags, cmd)
+  flags, cmd = flags or M.FLAGS, cmd or "run"
   local script = argv[1]
   if not script or script == "" or script:sub(1, 1) == "-" then
-    return nil, "run: a script is required"
+    return nil, cmd .. ": a script is required"
   end
-  local opts = { tenants = {} }
+  local opts = { tenants = {}, prune_allow = {} }
   local rest = {}
   local i = 2
   while i <= #argv do
@@ -64,7 +88,7 @@ function M.parse(argv)
     local spec = flags[name]
     if not spec then
       if a:sub(1, 1) == "-" then
-        return nil, "run: unknown option '" .. a .. "'"
+        return nil, cmd .. ": unknown option '" .. a .. "'"
       end
       table.move(argv, i, #argv, 1, rest)
       break
@@ -77,10 +101,17 @@ function M.parse(argv)
         value = argv[i]
       end
       if not value or value == "" then
-        return nil, "run: " .. name .. " needs a value"
+        return nil, cmd .. ": " .. name .. " needs a value"
       end
       if spec.choices and not spec.choices[value] then
-        return nil, string.format("run: %s: '%s' is not one of always, batch, off", name, value)
+        return nil, string.format("%s: %s: '%s' is not one of always, batch, off", cmd, name, value)
+      end
+      if spec.percent then
+        local n = tonumber((value:gsub("%%$", "")))
+        if not n or n < 0 or n > 100 then
+          return nil, string.format("%s: %s: '%s' is not a percentage from 0 to 100", cmd, name, value)
+        end
+        value = n
       end
     end
     if spec.list then
@@ -90,7 +121,29 @@ function M.parse(argv)
     end
     i = i + 1
   end
+  if (opts.prune_max or #opts.prune_allow > 0) and not opts.prune then
+    return nil, cmd .. ": --prune-max and --prune-allow go with --prune"
+  end
+  if opts.snapshot and not opts.dry_run then
+    return nil, cmd .. ": --snapshot plans from an export and sends nothing: it goes with --dry-run (or cogpipe plan)"
+  end
+  if opts.snapshot and #opts.tenants > 1 then
+    return nil, cmd .. ": --snapshot is the export of one tenant: give one --tenant"
+  end
   return script, opts, rest
+end
+
+-- Loads and runs a script with rest as its arguments (`arg` and `...`);
+-- returns what it returned, or nil, message when it cannot be loaded.
+function M.load(script, rest)
+  local chunk, err = loadfile(script, "t")
+  if not chunk then
+    return nil, err
+  end
+  local script_arg = { [0] = script }
+  table.move(rest, 1, #rest, 1, script_arg)
+  _G.arg = script_arg
+  return chunk(table.unpack(rest))
 end
 
 function M.main(argv)
@@ -99,15 +152,11 @@ function M.main(argv)
     io.stderr:write("cogpipe: ", opts, "\n", M.usage)
     return 2
   end
-  local chunk, err = loadfile(script, "t")
-  if not chunk then
+  local result, err = M.load(script, rest)
+  if result == nil and err then
     io.stderr:write("cogpipe: ", err, "\n")
     return 2
   end
-  local script_arg = { [0] = script }
-  table.move(rest, 1, #rest, 1, script_arg)
-  _G.arg = script_arg
-  local result = chunk(table.unpack(rest))
   local pipeline = require "cogpipe.pipeline"
   if pipeline.is(result) then
     return require("cogpipe.runner").run(result, opts, script)
