@@ -5,7 +5,7 @@ set -eu
 
 build="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev
 libuv1-dev libutf8proc-dev libxxhash-dev libssl-dev libopenblas-dev python3"
-test="$build clang libclang-rt-14-dev python3 lua-check valgrind openssl"
+test="$build clang libclang-rt-14-dev python3 lua-check valgrind openssl chromium"
 bench="$test nginx-light curl python3-numpy libopenblas-dev"
 
 case "${1:-build}" in
