@@ -84,6 +84,11 @@ end
 -- over the cap, to prune; after a run also what was added and pruned.
 local function intent_rows(ctx)
   local adds = planned(ctx)
+  local sent = ctx.sent or {}
+  if next(sent) == nil and ctx.stats.uploaded > 0 and ctx.stats.uploaded == ctx.stats.accepted then
+    -- a target that sends everything in one request (the dataset upload)
+    sent = adds
+  end
   local prune = {}
   for _, p in ipairs(ctx.prune_plan or {}) do
     prune[p.intent] = p.items
@@ -130,7 +135,7 @@ local function intent_rows(ctx)
       prune = count(prune[label]),
     }
     if not ctx.dry_run then
-      row.added = count(ctx.sent and ctx.sent[label])
+      row.added = count(sent[label])
       row.pruned = count(ctx.pruned_items and ctx.pruned_items[label])
     end
     rows[i] = row

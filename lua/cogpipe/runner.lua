@@ -876,7 +876,7 @@ function M.run(def, opts, script_path)
   if opts.json then
     io.stdout:write(json.encode(cp.secrets.redact(summary)), "\n")
   else
-    report.print(cp.secrets.redact(summary), ctxs)
+    report.print(cp.secrets.redact(summary))
   end
   for _, ctx in ipairs(ctxs) do
     if ctx.config_error then

@@ -259,9 +259,17 @@ class RoundTrip(Base):
         edited = export_order(edited)
         edit_path = p.path("edited.jsonl")
         write_jsonl(edit_path, edited)
+        r, online = p.run(INTENTS, t, edit_path, command="plan")
+        self.ok(r, online)
+        r, offline = p.run(INTENTS, t, edit_path, "--snapshot", exported, command="plan", url=NOWHERE)
+        self.ok(r, offline)
+        self.assertEqual(offline["tenants"][0]["requests"], 0)
+        self.assertEqual(comparable_plan(offline), comparable_plan(online))
         r, summary = p.run(INTENTS, t, edit_path)
         self.ok(r, summary)
         self.assertEqual(summary["tenants"][0]["uploaded"], 4)
+        self.assertEqual(sorted((c["intent"], x) for c in online["tenants"][0]["changes"] for x in c["add"]),
+                         sorted((d["intent"], d["text"]) for d in edited if "id" not in d))
         again = p.path("again.jsonl")
         r, _ = p.export(t, again)
         self.ok(r)
@@ -353,8 +361,14 @@ class Undo(Base):
         source.append({"intent": "topic_0", "text": "send 4 roses to ana"})
         data = p.path("source.jsonl")
         write_jsonl(data, source)
+        # some requests take effect and lose their answer: the journal says
+        # so, and the run reconciles them by reading
+        p.emu.control("POST", "faults", {"faults": [{"match": {"method": "PATCH"}, "action": "reset_after_body",
+                                                     "every": 4}]})
         r, summary = p.run(V2, t, data, "--prune")
         self.ok(r, summary)
+        self.assertGreater(p.emu.control("GET", "faults")["faults"][0]["fired"], 0)
+        p.emu.control("DELETE", "faults")
         run_id = summary["run_id"]
         after = p.held()
         self.assertEqual(len(after), len(previous) + 500 - 50)

@@ -96,12 +96,16 @@ local function target_of(info, pipeline)
   return string.format("the intent example batch API (pipeline %s)", pipeline)
 end
 
+-- The flow the run changed, and the platform ids of its intents.
 local function flow_of(info)
+  local flow, ids = nil, {}
   for _, b in ipairs(info.batches) do
     if b.change then
-      return b.change.flow
+      flow = flow or b.change.flow
+      ids[b.change.intent] = b.change.intent_id
     end
   end
+  return flow, ids
 end
 
 local function copy(t)
@@ -132,7 +136,7 @@ function M.main(argv)
   if not jr then
     return fail(2, info.message)
   end
-  local flow = flow_of(info)
+  local flow, intent_ids = flow_of(info)
   if not flow then
     jr:close()
     return fail(2, string.format("run %s sent to %s, which has no delete operation: what it added cannot be "
@@ -143,10 +147,11 @@ function M.main(argv)
     return fail(2, string.format("run %s was undone already, by run %s", opts.run, info.undone_by))
   end
   info.id = opts.run
-  -- the flow the run changed, whatever the tenant file says today
+  -- the flow and intents the run changed, whatever the tenant file says today
   local t = copy(tenant)
   t.v2 = copy(tenant.v2)
   t.v2.flow_id = flow
+  t.v2.intent_ids = intent_ids
   local def = { name = jr.pipeline }
   local shared, scode = runner.shared(def, opts)
   if not shared then

@@ -655,19 +655,25 @@ end
 -- the run that was edited or deleted since, one it deleted that is back.
 function Sink:undo_plan(ctx, run)
   local created, deleted, labels = {}, {}, {}
+  local seen = { create = {}, delete = {} }
   for _, b in ipairs(run.batches) do
     local c = b.change
-    -- a failed request changed nothing; a pending or unknown one may have
+    -- a failed request changed nothing; a pending or unknown one may have,
+    -- and what it did not do was sent again in a request of its own
     if c and b.state ~= "failed" then
       local into = c.kind == "delete" and deleted or created
       into[c.intent] = into[c.intent] or {}
       labels[c.intent] = true
-      if c.intent_id ~= c.intent then
-        ctx.target.listed_ids[c.intent] = c.intent_id
-      end
       for _, s in ipairs(c.sentences or {}) do
-        table.insert(into[c.intent], { id = s.id, text = s.text, slots = s.slots, locale = s.locale,
-          sure = b.state == "committed" })
+        local k = c.intent .. "\0" .. (c.kind == "delete" and tostring(s.id) or s.text)
+        local entry = seen[c.kind == "delete" and "delete" or "create"][k]
+        if entry then
+          entry.sure = entry.sure or b.state == "committed"
+        else
+          entry = { id = s.id, text = s.text, slots = s.slots, locale = s.locale, sure = b.state == "committed" }
+          seen[c.kind == "delete" and "delete" or "create"][k] = entry
+          table.insert(into[c.intent], entry)
+        end
       end
     end
   end
@@ -720,7 +726,11 @@ function Sink:undo_plan(ctx, run)
     end
     for _, d in ipairs(deleted[intent] or {}) do
       local back = by_text[d.text] and by_text[d.text][1]
-      if back then
+      if by_id[d.id] then
+        -- never deleted (its request failed or did not take effect): nothing to put back
+        notes[#notes + 1] = string.format("intent %s: sentence %s, to be deleted by run %s, is still there: "
+          .. "nothing to create again", intent, quote(d.text), run.id)
+      elseif back then
         problems[#problems + 1] = string.format("intent %s: sentence %s, deleted by run %s, is on the platform "
           .. "again (id %s)", intent, quote(d.text), run.id, tostring(back.id))
       elseif not gone[d.text] then
