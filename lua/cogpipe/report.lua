@@ -361,10 +361,19 @@ function M.print(summary)
       out:write(string.format("%s: pruned %d of %d sentence(s)%s\n", t.tenant, t.prune.pruned, t.prune.planned,
         t.prune.failed > 0 and string.format(", %d failed", t.prune.failed) or ""))
     end
-    for _, rb in ipairs(t.read_back or {}) do
-      out:write(string.format("%s: intent %s: platform holds %d of %d sent%s\n", t.tenant, rb.intent, rb.held,
-        rb.sent, rb.pruned > 0 and string.format(", %d of %d pruned gone", rb.pruned - #rb.still_there, rb.pruned)
-        or ""))
+    -- every intent when they are few; else the total and those that differ
+    local rows, held, sent = t.read_back or {}, 0, 0
+    for _, rb in ipairs(rows) do
+      held, sent = held + rb.held, sent + rb.sent
+      if #rows <= 20 or rb.held < rb.sent or #rb.still_there > 0 then
+        out:write(string.format("%s: intent %s: platform holds %d of %d sent%s\n", t.tenant, rb.intent, rb.held,
+          rb.sent, rb.pruned > 0 and string.format(", %d of %d pruned gone", rb.pruned - #rb.still_there, rb.pruned)
+          or ""))
+      end
+    end
+    if #rows > 20 then
+      out:write(string.format("%s: read-back of %d intents: platform holds %d of %d sent\n", t.tenant, #rows, held,
+        sent))
     end
     if summary.dry_run and t.intents then
       print_plan(out, t)

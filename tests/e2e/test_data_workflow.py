@@ -285,6 +285,30 @@ class RoundTrip(Base):
         self.assertEqual(len(p.examples()), 41)
 
 
+    def test_bad_snapshots_and_options_name_where_and_why(self):
+        p = self.p
+        t = p.tenant()
+        data = p.path("source.jsonl")
+        write_jsonl(data, [{"intent": "alpha", "text": "one two three"}])
+        snap = p.path("snap.jsonl")
+        with open(snap, "w") as f:
+            f.write('{"intent":"alpha","text":"fine","id":"1","slots":[]}\n\n{"intent":"alpha","slots":[]}\n')
+        cases = [
+            (["plan", V2, "--tenant", t, "--snapshot", snap, "--", data], f"{snap}:3: \"text\" must be a string"),
+            (["plan", V2, "--tenant", t, "--snapshot", p.path("none.jsonl"), "--", data], "none.jsonl"),
+            (["run", V2, "--tenant", t, "--snapshot", snap, "--", data], "--snapshot plans from an export"),
+            (["run", V2, "--tenant", t, "--prune-max", "150", "--prune", "--", data], "'150' is not a percentage"),
+            (["run", V2, "--tenant", t, "--prune-allow", "alpha", "--", data], "go with --prune"),
+            (["undo", "--tenant", t], "the id of the run to undo is required"),
+            (["export", "--tenant", t, "--json"], "--json goes with -o FILE"),
+        ]
+        for args, message in cases:
+            r = p.cogpipe(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stdout, r.stderr))
+            self.assertIn(message, r.stderr, args)
+        self.assertEqual([q for q in p.emu.requests() if q["path"].startswith("/new/v2.0/")], [])
+
+
 # ---- prune ---------------------------------------------------------------------------
 
 

@@ -715,9 +715,13 @@ function Sink:undo_plan(ctx, run)
             end
           end
         end
+        local other = not now and by_text[c.text] and by_text[c.text][1]
         if now and not taken[now] then
           taken[now] = true
           deletes[#deletes + 1] = { intent = intent, item = now }
+        elseif other and c.sure then
+          problems[#problems + 1] = string.format("intent %s: sentence %s, created by run %s, was edited on the "
+            .. "platform since: it has other slots now (id %s)", intent, quote(c.text), run.id, tostring(other.id))
         elseif c.sure then
           notes[#notes + 1] = string.format("intent %s: sentence %s, created by run %s, is not on the platform "
             .. "(its read-back did not find it either): nothing to delete", intent, quote(c.text), run.id)
