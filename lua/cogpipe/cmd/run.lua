@@ -5,7 +5,7 @@
 -- dry run.
 local M = {}
 
-M.usage = [[
+M.usage = [=[
 usage: cogpipe run PIPELINE.lua --tenant NAME|FILE... [--dry-run [--snapshot FILE]]
                    [--prune [--prune-max PERCENT] [--prune-allow INTENT]...]
                    [--report FILE] [--json] [--audit FILE]
@@ -47,7 +47,7 @@ naming the texts, when the platform does not hold what it said it stored.
 exit status: 0 all good; 1 something failed (remotely, or a write); 2 usage
 or config error (a refused prune included); 3 input rejected by validation
 (nothing was sent)
-]]
+]=]
 
 M.FLAGS = {
   ["--tenant"] = { key = "tenants", value = true, list = true },
