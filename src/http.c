@@ -105,6 +105,7 @@ struct cp_http_call {
   unsigned cred_gen;  /* what this attempt carries */
   int cred_missing;   /* ST_FAILING: the credential had no value */
   int prereq_refused; /* the gate closed between start and the wire */
+  int prereq_waited;  /* refused once for answers not yet read */
   char *body;
   size_t body_len;
   size_t body_off;   /* how much of body this attempt has handed to libcurl */
@@ -203,9 +204,18 @@ static void close_sock(sock_ctx *s) {
   uv_close((uv_handle_t *)&s->poll, on_poll_closed);
 }
 
+static void read_arrived(cp_http *h);
+
 static void on_poll(uv_poll_t *p, int status, int events) {
   sock_ctx *s = p->data;
   cp_http *h = s->h;
+  /* A writable socket is a connection ready for its request: answers that
+   * came in meanwhile are read first (a callback before this one may have
+   * run Lua for a while), so that a Retry-After among them holds it. */
+  if (status >= 0 && (events & UV_WRITABLE)) {
+    read_arrived(h);
+    if (s->closing || !h->multi) return;
+  }
   int flags = 0;
   if (status < 0) {
     flags = CURL_CSELECT_ERR;
@@ -599,6 +609,16 @@ static void origin_pause(origin_gate *o, double seconds) {
   }
 }
 
+/* Whether an answer has arrived on one of libcurl's sockets and not been
+ * read yet. */
+static int answers_waiting(cp_http *h) {
+  struct pollfd fds[64];
+  nfds_t n = 0;
+  for (sock_ctx *k = h->socks; k && n < 64; k = k->next)
+    if (!k->closing) fds[n++] = (struct pollfd){k->fd, POLLIN, 0};
+  return n > 0 && poll(fds, n, 0) > 0;
+}
+
 /* Called by libcurl once the connection is ready, just before the request
  * goes out: the gate may have closed since the call was handed over. */
 static int on_prereq(void *arg, char *ip, char *local_ip, int port,
@@ -609,6 +629,13 @@ static int on_prereq(void *arg, char *ip, char *local_ip, int port,
   (void)local_port;
   cp_http_call *c = arg;
   if (c->origin && c->origin->paused_until > now_s()) {
+    c->prereq_refused = 1;
+    return CURL_PREREQFUNC_ABORT;
+  }
+  /* An answer waiting unread on another connection may be a 429: this call
+   * goes back to the gate once, to be sent after it is read. */
+  if (c->origin && !c->prereq_waited && answers_waiting(c->h)) {
+    c->prereq_waited = 1;
     c->prereq_refused = 1;
     return CURL_PREREQFUNC_ABORT;
   }
