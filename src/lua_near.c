@@ -4,11 +4,12 @@
  * Heavy calls (find_all, a query after many adds) run on the thread pool
  * through lua_offload.h; this file never decides what counts as similar.
  *
- *   local idx = cp.near.new{threshold = 0.8, shingle = 3, perms = 128}
+ *   local idx = cp.near.new{threshold = 0.65, shingle = 3, words = true}
  *   local item, same_as = idx:add(text, intent, id)
  *   local matches = idx:query(text, k)     -- {{item, score, text, intent, id}}
  *   local ok, match = idx:admit(text, intent, id)
  *   local pairs = idx:find_all{nearest = true}   -- {{a, b, score}}
+ *   cp.near.jaccard(a, b), cp.near.form(text)
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "lutil.h"
 #include "minhash.h"
 #include "modules.h"
+#include "nearform.h"
 #include "runtime.h"
 
 #define NEAR_MT "cogpipe.near"
@@ -83,10 +85,12 @@ static int opt_int(lua_State *L, int t, const char *k, int def, int lo,
 }
 
 static const char *const option_names[] = {
-    "threshold", "shingle", "perms", "bands", "rows", "seed", "threads", NULL};
+    "threshold", "shingle",   "words", "perms",   "bands",
+    "rows",      "min_bands", "seed",  "threads", NULL};
 
-/* Reads {threshold=, shingle=, perms=, bands=, rows=, seed=, threads=} at
- * index t (absent: defaults); raises on a bad or unknown option. */
+/* Reads {threshold=, shingle=, words=, perms=, bands=, rows=, min_bands=,
+ * seed=, threads=} at index t (absent: defaults); raises on a bad or
+ * unknown option. */
 static void read_opts(lua_State *L, int t, cp_minhash_opts *o) {
   cp_minhash_opts_default(o);
   if (lua_isnoneornil(L, t)) goto check;
@@ -108,9 +112,16 @@ static void read_opts(lua_State *L, int t, cp_minhash_opts *o) {
   }
   lua_pop(L, 1);
   o->shingle = opt_int(L, t, "shingle", o->shingle, 1, 32);
+  int type = lua_getfield(L, t, "words");
+  if (type != LUA_TNIL) {
+    if (type != LUA_TBOOLEAN) luaL_error(L, "option 'words' must be a boolean");
+    o->words = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
   o->perms = opt_int(L, t, "perms", o->perms, 1, 1024);
   o->bands = opt_int(L, t, "bands", 0, 0, 1024);
   o->rows = opt_int(L, t, "rows", 0, 0, 1024);
+  o->min_bands = opt_int(L, t, "min_bands", 0, 0, 1024);
   o->threads = opt_int(L, t, "threads", 0, 0, 64);
   if (lua_getfield(L, t, "seed") != LUA_TNIL) {
     int isint;
@@ -241,12 +252,15 @@ static int l_id(lua_State *L) {
 static int l_options(lua_State *L) {
   near_box *b = check_index(L, 1);
   const cp_minhash_opts *o = cp_minhash_options(b->m);
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 9);
   cp_lua_setnum(L, "threshold", o->threshold);
   cp_lua_setint(L, "shingle", o->shingle);
+  lua_pushboolean(L, o->words);
+  lua_setfield(L, -2, "words");
   cp_lua_setint(L, "perms", o->perms);
   cp_lua_setint(L, "bands", o->bands);
   cp_lua_setint(L, "rows", o->rows);
+  cp_lua_setint(L, "min_bands", o->min_bands);
   cp_lua_setint(L, "seed", (lua_Integer)o->seed);
   cp_lua_setint(L, "threads", o->threads);
   return 1;
@@ -468,8 +482,9 @@ static int l_find_all(lua_State *L) {
 /* ---- module functions
  * --------------------------------------------------------------- */
 
-/* cp.near.jaccard(a, b [, {shingle=, seed=}]): the Jaccard similarity of
- * the two texts' shingle sets, the number near-duplicate scores are. */
+/* cp.near.jaccard(a, b [, {shingle=, words=, seed=}]): the Jaccard
+ * similarity of the two texts' feature sets, the number near-duplicate
+ * scores are. */
 static int l_jaccard(lua_State *L) {
   size_t al, bl;
   const char *a = luaL_checklstring(L, 1, &al);
@@ -481,6 +496,30 @@ static int l_jaccard(lua_State *L) {
   double j = cp_minhash_jaccard(m, a, al, b, bl);
   cp_minhash_free(m);
   lua_pushnumber(L, j);
+  return 1;
+}
+
+/* cp.near.form(text): the near form of a text (nearform.h), what its
+ * shingles and words are taken from: for seeing why two texts match. */
+static int push_buf(lua_State *L) {
+  const cp_buf *b = lua_touserdata(L, 1);
+  lua_pushlstring(L, b->data ? b->data : "", b->len);
+  return 1;
+}
+
+static int l_form(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  luaL_checkstack(L, 3, NULL);
+  cp_buf scratch = CP_BUF_INIT, out = CP_BUF_INIT;
+  cp_nearform(s, len, &scratch, &out);
+  /* the copy into Lua may raise: protected, so out is freed either way */
+  lua_pushcfunction(L, push_buf);
+  lua_pushlightuserdata(L, &out);
+  int status = lua_pcall(L, 1, 1, 0);
+  cp_buf_free(&scratch);
+  cp_buf_free(&out);
+  if (status != LUA_OK) return lua_error(L);
   return 1;
 }
 
@@ -497,7 +536,7 @@ static const luaL_Reg index_meta[] = {{"__gc", l_close},
                                       {NULL, NULL}};
 
 static const luaL_Reg near_fns[] = {
-    {"new", l_new}, {"jaccard", l_jaccard}, {NULL, NULL}};
+    {"new", l_new}, {"jaccard", l_jaccard}, {"form", l_form}, {NULL, NULL}};
 
 int luaopen_cogpipe_near(lua_State *L) {
   if (luaL_newmetatable(L, NEAR_MT)) {
@@ -507,7 +546,7 @@ int luaopen_cogpipe_near(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlib(L, near_fns);
-  lua_pushnumber(L, 0.8);
+  lua_pushnumber(L, CP_MINHASH_DEFAULT_THRESHOLD);
   lua_setfield(L, -2, "DEFAULT_THRESHOLD");
   return 1;
 }

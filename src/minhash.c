@@ -19,18 +19,22 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 #include <xxhash.h>
 
 #include "buf.h"
-#include "normalize.h"
+#include "nearform.h"
 #include "parallel.h"
 #include "utf8.h"
 
 #define RECALL_AT_THRESHOLD 0.98
 #define FLUSH_CHUNK 1024  /* forms shingled and signed per parallel chunk */
 #define VERIFY_CHUNK 2048 /* forms verified per parallel chunk */
+#define PREFETCH 16       /* candidates whose sets are fetched ahead */
+#define AHEAD 2           /* forms whose band entries are fetched ahead */
 #define NO_ID UINT32_MAX
+/* seeds the hash of a word feature, so that a word and a shingle of the
+ * same characters are different features */
+#define WORD_SEED 0x776f7264756e6974ULL
 
 /* Per-thread buffers for shingling and signing one form at a time. */
 typedef struct scratch {
@@ -103,32 +107,40 @@ static uint32_t shingle_hash(uint64_t val, uint64_t seed) {
   return (uint32_t)mix64(val ^ seed ^ 0x9e3779b97f4a7c15ULL);
 }
 
-/* One MinHash permutation: xor with its key, then murmur3's fmix32, a
- * bijection on 32 bits that spreads every input bit over the output. */
+/* One MinHash permutation: xor with its key, one odd multiplication and
+ * a shift back down, a bijection on 32 bits. The inputs are already
+ * well-mixed hashes (shingle_hash), so one round orders a set as randomly
+ * as murmur3's two-round fmix32 did, at half the multiplications. */
 static inline uint32_t perm32(uint32_t x, uint32_t key) {
   x ^= key;
-  x ^= x >> 16;
-  x *= 0x85ebca6bU;
-  x ^= x >> 13;
-  x *= 0xc2b2ae35U;
-  x ^= x >> 16;
+  x *= 0x9e3779b1U;
+  x ^= x >> 15;
   return x;
 }
 
 /* The hot loop: signing is most of the index's time, and this form
  * vectorises over the permutations. Builds that can, pick a wider version
  * at load time. */
+#define SIGN_BLOCK 64 /* permutations whose minima stay in registers */
+
 CP_CLONES
 static void sign_hashes(const uint32_t *h, size_t n, const uint32_t *keys,
                         int perms, uint32_t *sig) {
-  for (int p = 0; p < perms; p++)
-    sig[p] = UINT32_MAX;
-  for (size_t i = 0; i < n; i++) {
-    uint32_t x = h[i];
-    for (int p = 0; p < perms; p++) {
-      uint32_t v = perm32(x, keys[p]);
-      sig[p] = v < sig[p] ? v : sig[p];
+  for (int p0 = 0; p0 < perms; p0 += SIGN_BLOCK) {
+    int w = perms - p0 < SIGN_BLOCK ? perms - p0 : SIGN_BLOCK;
+    uint32_t acc[SIGN_BLOCK], key[SIGN_BLOCK];
+    for (int p = 0; p < SIGN_BLOCK; p++) {
+      acc[p] = UINT32_MAX;
+      key[p] = p < w ? keys[p0 + p] : 0;
     }
+    for (size_t i = 0; i < n; i++) {
+      uint32_t x = h[i];
+      for (int p = 0; p < SIGN_BLOCK; p++) {
+        uint32_t v = perm32(x, key[p]);
+        acc[p] = v < acc[p] ? v : acc[p];
+      }
+    }
+    memcpy(sig + p0, acc, (size_t)w * sizeof *acc);
   }
 }
 
@@ -146,13 +158,29 @@ static void band_keys(const cp_minhash_opts *o, const uint32_t *sig,
 
 void cp_minhash_opts_default(cp_minhash_opts *o) {
   memset(o, 0, sizeof *o);
-  o->threshold = 0.8;
+  o->threshold = CP_MINHASH_DEFAULT_THRESHOLD;
   o->shingle = 3;
-  o->perms = 128;
+  o->perms = 256;
+  o->words = 1;
+}
+
+/* P(at least m of n independent events of probability p). */
+static double at_least(int n, double p, int m) {
+  if (m <= 0) return 1.0;
+  if (p >= 1.0) return 1.0;
+  if (p <= 0.0) return 0.0;
+  /* 1 - P(fewer than m), the binomial terms built one from the other */
+  double term = pow(1.0 - p, n), below = 0.0;
+  for (int k = 0; k < m && k <= n; k++) {
+    below += term;
+    term *= (double)(n - k) / (double)(k + 1) * p / (1.0 - p);
+  }
+  return below >= 1.0 ? 0.0 : 1.0 - below;
 }
 
 double cp_minhash_candidate_prob(const cp_minhash_opts *o, double j) {
-  return 1.0 - pow(1.0 - pow(j, o->rows), o->bands);
+  return at_least(o->bands, pow(j, o->rows),
+                  o->min_bands > 0 ? o->min_bands : 1);
 }
 
 const char *cp_minhash_opts_check(cp_minhash_opts *o) {
@@ -162,6 +190,8 @@ const char *cp_minhash_opts_check(cp_minhash_opts *o) {
   if (o->perms < 1 || o->perms > 1024) return "perms must be 1..1024";
   if (o->bands < 0 || o->rows < 0) return "bands and rows must be positive";
   if (o->threads < 0) return "threads must be >= 0";
+  if (o->words != 0 && o->words != 1) return "words must be 0 or 1";
+  if (o->min_bands < 0) return "min_bands must be positive";
   if (o->bands && o->rows) {
     if (o->bands * o->rows > o->perms) return "bands x rows exceeds perms";
   } else if (o->bands) {
@@ -177,10 +207,22 @@ const char *cp_minhash_opts_check(cp_minhash_opts *o) {
       cp_minhash_opts t = *o;
       t.rows = r;
       t.bands = o->perms / r;
+      t.min_bands = 1;
       if (cp_minhash_candidate_prob(&t, o->threshold) < RECALL_AT_THRESHOLD)
         break;
       o->rows = t.rows;
       o->bands = t.bands;
+    }
+  }
+  if (o->min_bands > o->bands) return "min_bands exceeds bands";
+  if (o->min_bands == 0) {
+    o->min_bands = 1;
+    while (o->min_bands < o->bands) {
+      cp_minhash_opts t = *o;
+      t.min_bands = o->min_bands + 1;
+      if (cp_minhash_candidate_prob(&t, o->threshold) < RECALL_AT_THRESHOLD)
+        break;
+      o->min_bands = t.min_bands;
     }
   }
   return NULL;
@@ -273,53 +315,10 @@ const char *cp_minhash_text(const cp_minhash *m, uint32_t item, size_t *len) {
 
 /* ---- shingling ---------------------------------------------------------- */
 
-/* Code points that are part of a word: letters, marks, digits. Bytes of
- * ill-formed UTF-8 count as word characters of their own (see decode). */
-static int is_word(uint32_t cp) {
-  if (cp < 0x80)
-    return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
-           (cp >= '0' && cp <= '9');
-  if (cp > 0x10FFFF) return 1;
-  utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
-  return c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_NO;
-}
-
-/* Decodes one character; an ill-formed byte becomes 0x110000 + byte, a
- * value no real code point has, so such text still shingles and compares. */
-static size_t decode(const char *s, size_t len, uint32_t *cp) {
-  if ((unsigned char)s[0] < 0x80) {
-    *cp = (unsigned char)s[0];
-    return 1;
-  }
-  cp_utf8_err err;
-  size_t k = cp_utf8_decode(s, len, cp, &err);
-  if (err) {
-    *cp = 0x110000u + (unsigned char)s[0];
-    return 1;
-  }
-  return k;
-}
-
-/* Builds m->form, the shingle form of s without its padding. */
+/* Builds m->form, the near form of s (nearform.h), which is the shingle
+ * form without its padding. */
 static void make_form(cp_minhash *m, const char *s, size_t len) {
-  const char *n;
-  size_t nlen;
-  cp_normalize(CP_NORM_CASEFOLD, s, len, &m->norm, &n, &nlen);
-  cp_buf_reset(&m->form);
-  cp_buf_reserve(&m->form, nlen + 1);
-  int gap = 0;
-  for (size_t i = 0; i < nlen;) {
-    uint32_t cp;
-    size_t k = decode(n + i, nlen - i, &cp);
-    if (is_word(cp)) {
-      if (gap && m->form.len) cp_buf_addc(&m->form, ' ');
-      gap = 0;
-      cp_buf_add(&m->form, n + i, k);
-    } else {
-      gap = 1;
-    }
-    i += k;
-  }
+  cp_nearform(s, len, &m->norm, &m->form);
 }
 
 /* Sorts for the short arrays of one text's shingles (tens of values), where
@@ -449,14 +448,20 @@ static size_t shingle_codes(const cp_minhash *m, scratch *s, const char *f,
   s->cps[n++] = ' ';
   for (size_t i = 0; i < flen;) {
     uint32_t cp;
-    i += decode(f + i, flen - i, &cp);
+    i += cp_nearform_next(f + i, flen - i, &cp);
     s->cps[n++] = cp;
   }
   s->cps[n++] = ' ';
   size_t k = (size_t)m->o.shingle;
   size_t windows = n >= k ? n - k + 1 : 1;
   size_t width = n >= k ? k : n;
-  scratch_reserve(s, windows);
+  size_t words = 0;
+  if (m->o.words) {
+    words = 1;
+    for (size_t i = 0; i < flen; i++)
+      words += f[i] == ' ';
+  }
+  scratch_reserve(s, windows + words);
   size_t nc = 0, nr = 0;
   char bytes[32 * 4];
   for (size_t w = 0; w < windows; w++) {
@@ -492,6 +497,20 @@ static size_t shingle_codes(const cp_minhash *m, scratch *s, const char *f,
       s->codes[nc++] = RARE | id;
     else
       s->vals[nr++] = v;
+  }
+  /* each word of the form is a feature too, a rare one by its hash: a
+   * moved clause or an inserted word then still leaves most of them */
+  for (size_t a = 0; words && a < flen;) {
+    size_t b = a;
+    while (b < flen && f[b] != ' ')
+      b++;
+    uint64_t v = XXH3_64bits_withSeed(f + a, b - a, m->o.seed ^ WORD_SEED);
+    uint32_t id = dict_find(m, v);
+    if (id != NO_ID)
+      s->codes[nc++] = RARE | id;
+    else
+      s->vals[nr++] = v;
+    a = b + 1;
   }
   sort_u32(s->codes, nc);
   size_t u = 0;
@@ -637,6 +656,14 @@ static void flush_chunk(void *ctx, size_t chunk, int w) {
   size_t to = from + FLUSH_CHUNK < j->to ? from + FLUSH_CHUNK : j->to;
   chunk_sets *out = &j->out[chunk];
   out->count = cp_malloc(2 * (to - from) * sizeof *out->count);
+  /* room for the most features the chunk's forms can have (a shingle a
+   * byte and a word every other byte, and the padding), so that the
+   * arrays are not grown and copied form by form */
+  size_t most = 0;
+  for (size_t u = from; u < to; u++)
+    most += (m->form_off[u + 1] - m->form_off[u]) * 3 / 2 + 4;
+  grow((void **)&out->codes, &out->cap_codes, most, sizeof *out->codes);
+  grow((void **)&out->rare, &out->cap_rare, most, sizeof *out->rare);
   for (size_t u = from; u < to; u++) {
     size_t nr;
     size_t nc = shingle_codes(m, s, m->forms.data + m->form_off[u],
@@ -662,10 +689,10 @@ static void flush_chunk(void *ctx, size_t chunk, int w) {
  * depend on the threads). */
 static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
   size_t ci = 0, ri = 0;
+  grow((void **)&m->set_pool, &m->set_cap, m->set_len + c->n_codes + c->n_rare,
+       sizeof *m->set_pool);
   for (size_t u = from; u < to; u++) {
     size_t nc = c->count[2 * (u - from)], nr = c->count[2 * (u - from) + 1];
-    grow((void **)&m->set_pool, &m->set_cap, m->set_len + nc + nr,
-         sizeof *m->set_pool);
     uint32_t *dst = m->set_pool + m->set_len;
     if (nc) memcpy(dst, c->codes + ci, nc * sizeof *dst);
     size_t n = nc;
@@ -674,7 +701,20 @@ static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
         uint32_t id = dict_insert(m, c->rare[ri + i]);
         if (id != NO_ID) dst[n++] = RARE | id;
       }
-      sort_u32(dst, n);
+      /* the known codes are sorted already: sort the few new ids and
+       * merge them in from the back */
+      size_t added = n - nc;
+      sort_u32(dst + nc, added);
+      uint32_t tail[64], *t = added <= 64 ? tail : cp_malloc(added * sizeof *t);
+      memcpy(t, dst + nc, added * sizeof *t);
+      size_t i = nc, k = added, o = n;
+      while (k > 0) {
+        if (i > 0 && dst[i - 1] > t[k - 1])
+          dst[--o] = dst[--i];
+        else
+          dst[--o] = t[--k];
+      }
+      if (t != tail) free(t);
     }
     ci += nc;
     ri += nr;
@@ -822,14 +862,36 @@ static size_t lower_bound(const uint64_t *a, size_t n, uint32_t key) {
 DEFINE_INTERSECT(intersect, uint32_t)
 DEFINE_INTERSECT(intersect64, uint64_t)
 
-/* Jaccard of a set of na shingles (known ones in a[0..nk), sorted ids)
- * with form v's set; -1 when it cannot reach t (sizes alone rule it out). */
+/* The size of the intersection of sorted a and b, or a number below need
+ * as soon as what is left of them cannot bring it to need: most candidate
+ * pairs are far below the threshold, and the merge stops early for them. */
+static size_t intersect_min(const uint32_t *a, size_t na, const uint32_t *b,
+                            size_t nb, size_t need) {
+  size_t i = 0, j = 0, n = 0;
+  /* without branches on the data, which no predictor guesses */
+  while (i < na && j < nb) {
+    if (n + (na - i < nb - j ? na - i : nb - j) < need) return n;
+    uint32_t x = a[i], y = b[j];
+    n += x == y;
+    i += x <= y;
+    j += y <= x;
+  }
+  return n;
+}
+
+/* Jaccard of a set of na features (known ones in a[0..nk), sorted ids)
+ * with form v's set; -1 when it cannot reach t. */
 static double jaccard_with(const cp_minhash *m, const uint32_t *a, size_t nk,
                            size_t na, uint32_t v, double t) {
   size_t bo = m->set_off[v], nb = m->set_off[v + 1] - bo;
   size_t lo = na < nb ? na : nb, hi = na < nb ? nb : na;
   if (lo == 0 || (double)lo < t * (double)hi) return -1.0;
-  size_t inter = intersect(a, nk, m->set_pool + bo, nb);
+  /* J >= t needs an intersection of t (na + nb) / (1 + t); a hair less
+   * is asked, so that rounding never turns a pair at t away */
+  double want = t * (double)(na + nb) / (1.0 + t) * (1.0 - 1e-9);
+  size_t need = want > 0 ? (size_t)want : 0;
+  size_t inter = intersect_min(a, nk, m->set_pool + bo, nb, need);
+  if (inter < need) return -1.0;
   return (double)inter / (double)(na + nb - inter);
 }
 
@@ -874,10 +936,9 @@ size_t cp_minhash_query(cp_minhash *m, const char *text, size_t len, size_t k,
   uint32_t *keys = cp_malloc((size_t)m->o.bands * sizeof *keys);
   sign_scratch(m, &m->scr, nk, nr, keys);
 
-  size_t found = 0;
-  /* forms already looked at; few per query, so a sorted list is enough */
-  uint32_t *seen = NULL;
-  size_t n_seen = 0, seen_cap = 0;
+  /* every form that agrees on a band, once for each band it agrees on */
+  uint32_t *hit = NULL;
+  size_t n_hit = 0, hit_cap = 0;
   for (int b = 0; b < m->o.bands; b++) {
     const uint64_t *a = m->band[b];
     size_t i = lower_bound(a, m->band_sorted, keys[b]);
@@ -889,36 +950,35 @@ size_t cp_minhash_query(cp_minhash *m, const char *text, size_t len, size_t k,
           if (part == 0) break;
           continue;
         }
-        uint32_t v = (uint32_t)a[i];
-        size_t lo = 0, hi = n_seen;
-        while (lo < hi) {
-          size_t mid = (lo + hi) / 2;
-          if (seen[mid] < v)
-            lo = mid + 1;
-          else
-            hi = mid;
-        }
-        if (lo < n_seen && seen[lo] == v) continue;
-        grow((void **)&seen, &seen_cap, n_seen + 1, sizeof *seen);
-        memmove(seen + lo + 1, seen + lo, (n_seen - lo) * sizeof *seen);
-        seen[lo] = v;
-        n_seen++;
-        double s = jaccard_with(m, m->scr.codes, nk, n, v, m->o.threshold);
-        if (s < m->o.threshold) continue;
-        cp_minhash_pair p = {CP_MINHASH_NONE, m->form_item[v], s};
-        /* keep out[0..found) sorted, best first, at most k */
-        size_t at = found;
-        while (at > 0 && better(&p, &out[at - 1]))
-          at--;
-        if (at >= k) continue;
-        size_t last = found < k ? found : k - 1;
-        memmove(out + at + 1, out + at, (last - at) * sizeof *out);
-        out[at] = p;
-        if (found < k) found++;
+        grow((void **)&hit, &hit_cap, n_hit + 1, sizeof *hit);
+        hit[n_hit++] = (uint32_t)a[i];
       }
     }
   }
-  free(seen);
+  sort_u32(hit, n_hit);
+  size_t found = 0;
+  for (size_t i = 0; i < n_hit;) {
+    uint32_t v = hit[i];
+    size_t run = 0;
+    while (i < n_hit && hit[i] == v) {
+      run++;
+      i++;
+    }
+    if (run < (size_t)m->o.min_bands) continue;
+    double s = jaccard_with(m, m->scr.codes, nk, n, v, m->o.threshold);
+    if (s < m->o.threshold) continue;
+    cp_minhash_pair p = {CP_MINHASH_NONE, m->form_item[v], s};
+    /* keep out[0..found) sorted, best first, at most k */
+    size_t at = found;
+    while (at > 0 && better(&p, &out[at - 1]))
+      at--;
+    if (at >= k) continue;
+    size_t last = found < k ? found : k - 1;
+    memmove(out + at + 1, out + at, (last - at) * sizeof *out);
+    out[at] = p;
+    if (found < k) found++;
+  }
+  free(hit);
   free(keys);
   return found;
 }
@@ -945,6 +1005,7 @@ typedef struct find_job {
   pair_vec *out;    /* per chunk */
   uint32_t *pos;    /* n_forms x bands: where each form sits in each band */
   uint32_t **stamp; /* per worker, n_forms entries (form + 1 of the last use) */
+  uint16_t **agree; /* per worker, n_forms entries: bands agreed on */
   uint32_t **cand;  /* per worker candidate list */
   size_t *cand_cap;
 } find_job;
@@ -954,41 +1015,79 @@ static void locate_band(void *ctx, size_t b, int w) {
   find_job *j = ctx;
   cp_minhash *m = j->m;
   size_t nb = (size_t)m->o.bands;
+  const uint64_t *a = m->band[b];
+  /* NO_ID for an entry with no earlier one under its key, as most are:
+   * find_chunk then need not read the band there at all */
   for (size_t i = 0; i < m->band_n; i++)
-    j->pos[(uint32_t)m->band[b][i] * nb + b] = (uint32_t)i;
+    j->pos[(uint32_t)a[i] * nb + b] =
+        i > 0 && (a[i - 1] >> 32) == (a[i] >> 32) ? (uint32_t)i : NO_ID;
 }
 
 static void find_chunk(void *ctx, size_t chunk, int w) {
   find_job *j = ctx;
   cp_minhash *m = j->m;
-  if (!j->stamp[w]) j->stamp[w] = cp_calloc(m->n_forms, sizeof(uint32_t));
+  if (!j->stamp[w]) {
+    j->stamp[w] = cp_calloc(m->n_forms, sizeof(uint32_t));
+    j->agree[w] = cp_calloc(m->n_forms, sizeof(uint16_t));
+  }
   uint32_t *stamp = j->stamp[w];
+  uint16_t *agree = j->agree[w];
   size_t from = chunk * VERIFY_CHUNK;
   size_t to =
       from + VERIFY_CHUNK < m->n_forms ? from + VERIFY_CHUNK : m->n_forms;
   size_t nb = (size_t)m->o.bands;
   pair_vec *out = &j->out[chunk];
   for (size_t u = from; u < to; u++) {
+    /* the band entries of a form a few ahead, fetched now: reading them at
+     * their turn, each from a place of its own, was most of the time */
+    if (u + AHEAD < to && m->set_off[u + AHEAD + 1] > m->set_off[u + AHEAD]) {
+      const uint32_t *ahead = j->pos + (u + AHEAD) * nb;
+      for (size_t b = 0; b < nb; b++)
+        if (ahead[b] != NO_ID) __builtin_prefetch(&m->band[b][ahead[b] - 1]);
+    }
     size_t uo = m->set_off[u], nu = m->set_off[u + 1] - uo;
     if (nu == 0) continue;
     size_t nc = 0;
     for (size_t b = 0; b < nb; b++) {
       /* entries are sorted by key, then form: the earlier forms sharing
        * u's key in this band are the ones right before u's own entry */
+      uint32_t at = j->pos[u * nb + b];
+      if (at == NO_ID) continue;
       const uint64_t *a = m->band[b];
-      size_t i = j->pos[u * nb + b];
+      size_t i = at;
       uint32_t key = (uint32_t)(a[i] >> 32);
-      while (i > 0 && (uint32_t)(a[i - 1] >> 32) == key) {
-        uint32_t v = (uint32_t)a[--i];
-        if (stamp[v] == u + 1) continue;
+      while (i > 0 && (uint32_t)(a[i - 1] >> 32) == key)
+        i--;
+      grow((void **)&j->cand[w], &j->cand_cap[w], nc + (at - i),
+           sizeof(uint32_t));
+      uint32_t *cand = j->cand[w];
+      for (; i < at; i++) {
+        uint32_t v = (uint32_t)a[i];
+        if (stamp[v] == u + 1) {
+          agree[v]++;
+          continue;
+        }
         stamp[v] = (uint32_t)u + 1;
-        grow((void **)&j->cand[w], &j->cand_cap[w], nc + 1, sizeof(uint32_t));
-        j->cand[w][nc++] = v;
+        agree[v] = 1;
+        cand[nc++] = v;
       }
     }
+    /* the candidates that agree on enough bands, their sets fetched from
+     * memory a few ahead of their turn: most of the time here is waiting
+     * for them */
+    uint32_t *cand = j->cand[w];
+    size_t nv = 0;
+    for (size_t c = 0; c < nc; c++)
+      if (agree[cand[c]] >= m->o.min_bands) cand[nv++] = cand[c];
+    for (size_t c = 0; c < nv && c < PREFETCH; c++)
+      __builtin_prefetch(&m->set_off[cand[c]]);
     cp_minhash_pair best = {0, 0, -1.0};
-    for (size_t c = 0; c < nc; c++) {
-      uint32_t v = j->cand[w][c];
+    for (size_t c = 0; c < nv; c++) {
+      uint32_t v = cand[c];
+      if (c + PREFETCH < nv)
+        __builtin_prefetch(&m->set_off[cand[c + PREFETCH]]);
+      if (c + PREFETCH / 2 < nv)
+        __builtin_prefetch(m->set_pool + m->set_off[cand[c + PREFETCH / 2]]);
       double s = jaccard_with(m, m->set_pool + uo, nu, nu, v, m->o.threshold);
       if (s < m->o.threshold) continue;
       uint32_t ia = m->form_item[v], ib = m->form_item[u];
@@ -1020,6 +1119,7 @@ void cp_minhash_find_all(cp_minhash *m, int nearest, cp_minhash_pair **out,
                 cp_malloc((m->n_forms ? m->n_forms : 1) * (size_t)m->o.bands *
                           sizeof(uint32_t)),
                 cp_calloc((size_t)t, sizeof(uint32_t *)),
+                cp_calloc((size_t)t, sizeof(uint16_t *)),
                 cp_calloc((size_t)t, sizeof(uint32_t *)),
                 cp_calloc((size_t)t, sizeof(size_t))};
   cp_parallel_run(m->band_n > 4096 ? t : 1, (size_t)m->o.bands, locate_band,
@@ -1028,9 +1128,11 @@ void cp_minhash_find_all(cp_minhash *m, int nearest, cp_minhash_pair **out,
   free(j.pos);
   for (int i = 0; i < t; i++) {
     free(j.stamp[i]);
+    free(j.agree[i]);
     free(j.cand[i]);
   }
   free(j.stamp);
+  free(j.agree);
   free(j.cand);
   free(j.cand_cap);
 

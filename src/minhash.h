@@ -1,22 +1,26 @@
 /*
  * minhash.h -- near-duplicate detection for short texts (DESIGN §5): each
- * text becomes a set of character shingles over its "shingle form", MinHash
- * signatures and LSH banding propose candidate pairs, and every candidate is
- * then checked with the true Jaccard similarity of the two shingle sets, so
- * a reported pair is never an estimate. Pure C: knows nothing of Lua, files
- * or reports (lua_near.c binds it).
+ * text becomes a set of features -- the character shingles and the words
+ * of its near form --, MinHash signatures and LSH banding propose
+ * candidate pairs, and every candidate is then checked with the true
+ * Jaccard similarity of the two feature sets, so a reported pair is never
+ * an estimate. Pure C: knows nothing of Lua, files or reports (lua_near.c
+ * binds it).
  *
- * Shingle form: the text in `casefold` normalisation (normalize.h), every
- * run of characters that are not letters, marks or digits turned into one
- * space, then padded with one space on each side so that word boundaries
- * take part in the shingles ("credit-card" and "credit card" have the same
- * form). A shingle is `shingle` consecutive code points of the form (the
- * whole form when it is shorter). Up to 3 code points a shingle is kept
- * exactly; longer ones are represented by a 64-bit hash (XXH3, seeded).
+ * Near form: see nearform.h -- casefold, words only (punctuation and
+ * spacing separate them), English contractions written out, every number
+ * "0", repeated characters once ("What's the score??" and "whats the
+ * scoore" have the same form). Shingles: `shingle` consecutive code points
+ * of the form padded with one space on each side, so that word boundaries
+ * take part (the whole padded form when it is shorter). Up to 3 code points
+ * a shingle is kept exactly; longer ones, and words, are represented by a
+ * 64-bit hash (XXH3, seeded). With `words`, every word of the form is a
+ * feature beside the shingles: a moved clause or a word put in or left out
+ * changes few of them, where it breaks the shingles around it.
  *
- * Texts with the same shingle form are collapsed when added, so the MinHash
+ * Texts with the same near form are collapsed when added, so the MinHash
  * work is done once per distinct form; a text with no letter or digit has
- * no shingles and is never a near-duplicate of anything.
+ * no features and is never a near-duplicate of anything.
  */
 #ifndef CP_MINHASH_H
 #define CP_MINHASH_H
@@ -24,26 +28,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Measured on rewrites of real utterances (docs/near-and-semantic-dedupe.md,
+ * tests/e2e/test_near_quality.py): the lowest threshold at which the pairs
+ * reported are still 98% or more true ones. */
+#define CP_MINHASH_DEFAULT_THRESHOLD 0.65
+
 typedef struct cp_minhash_opts {
   double threshold; /* Jaccard at or above which texts are near-duplicates */
   int shingle;      /* code points a shingle */
+  int words;        /* 1: the words of the form are features too */
   int perms;        /* MinHash permutations (signature length) */
   int bands, rows;  /* LSH split of the signature; 0: derived (see check) */
+  int min_bands;    /* bands two texts must agree on to be compared; 0:
+                       derived (see check) */
   uint64_t seed;    /* every hash is seeded with it: same seed, same result */
   int threads;      /* 0: cp_parallel_threads() */
 } cp_minhash_opts;
 
-/* threshold 0.8, shingle 3, perms 128, bands/rows derived, seed 0. */
+/* threshold CP_MINHASH_DEFAULT_THRESHOLD, shingle 3, words 1, perms 128,
+ * bands/rows derived, seed 0. */
 void cp_minhash_opts_default(cp_minhash_opts *o);
 
-/* Checks o and fills in bands and rows when they are 0: rows is the largest
- * value for which a pair exactly at the threshold still becomes a candidate
- * with probability >= 0.98, bands = perms / rows (18 x 7 for 0.8 and 128
- * permutations). Returns NULL, or a static message naming the bad field. */
+/* Checks o and fills in bands, rows and min_bands when they are 0: rows is
+ * the largest value for which a pair exactly at the threshold still agrees
+ * on a band with probability >= 0.98, bands = perms / rows, and min_bands
+ * the most bands such a pair still agrees on with probability >= 0.98 (32
+ * bands of 4 rows, 2 of them to agree, for 0.65; 18 x 7 and 1 for 0.8; with
+ * 128 permutations). Asking for two bands where one would do keeps the
+ * recall at the threshold and spares most of the exact comparisons of
+ * pairs far below it. Returns NULL, or a static message naming the bad
+ * field. */
 const char *cp_minhash_opts_check(cp_minhash_opts *o);
 
-/* Probability that a pair of Jaccard similarity j becomes a candidate:
- * 1 - (1 - j^rows)^bands. */
+/* Probability that a pair of Jaccard similarity j becomes a candidate: that
+ * at least min_bands of the bands agree, each with probability j^rows. */
 double cp_minhash_candidate_prob(const cp_minhash_opts *o, double j);
 
 typedef struct cp_minhash cp_minhash;
@@ -58,12 +76,12 @@ const cp_minhash_opts *cp_minhash_options(const cp_minhash *m);
 
 /* Adds a text (copied) as the next item and returns its number (0-based).
  * *same_as (may be NULL) is set to the first earlier item with the same
- * shingle form, or CP_MINHASH_NONE. Signatures are computed lazily, in bulk
+ * near form, or CP_MINHASH_NONE. Signatures are computed lazily, in bulk
  * and in parallel, by the next query or find. */
 uint32_t cp_minhash_add(cp_minhash *m, const char *text, size_t len,
                         uint32_t *same_as);
 size_t cp_minhash_count(const cp_minhash *m);
-/* Distinct shingle forms among the items. */
+/* Distinct near forms among the items. */
 size_t cp_minhash_distinct(const cp_minhash *m);
 /* Forms whose sets and signatures are still to be built, and building them
  * now (queries and find_all do it themselves; a caller that wants that
@@ -74,17 +92,17 @@ void cp_minhash_flush(cp_minhash *m);
  * add). */
 const char *cp_minhash_text(const cp_minhash *m, uint32_t item, size_t *len);
 
-/* The Jaccard similarity of the shingle sets of two texts (no index
+/* The Jaccard similarity of the feature sets of two texts (no index
  * involved): the number every reported score is. */
 double cp_minhash_jaccard(cp_minhash *m, const char *a, size_t alen,
                           const char *b, size_t blen);
 
 typedef struct cp_minhash_pair {
   uint32_t a, b; /* items, a < b (for a query, b is the item found) */
-  double score;  /* Jaccard of their shingle sets, >= the threshold */
+  double score;  /* Jaccard of their feature sets, >= the threshold */
 } cp_minhash_pair;
 
-/* Up to k items whose shingle sets are at least `threshold` similar to
+/* Up to k items whose feature sets are at least `threshold` similar to
  * text's, best first (equal scores: earlier item first). Each distinct form
  * is represented by its first item. Writes out[0..n) and returns n. The
  * text is not added. */

@@ -29,7 +29,7 @@ function M.first_occurrences(records, mode)
   return out
 end
 
-M.DEFAULT_THRESHOLD = 0.8
+M.DEFAULT_THRESHOLD = cp.near.DEFAULT_THRESHOLD
 
 -- Calls fn(text, intent) for every text of the existing corpus
 -- (existing[intent].texts), intents in name order and texts sorted within

@@ -46,7 +46,7 @@ class CheckSimilar(unittest.TestCase):
         self.assertEqual(doc["near"], 1)
         p = doc["near_list"][0]
         self.assertEqual((p["line"], p["first_line"]), (3, 1))
-        self.assertAlmostEqual(p["score"], 29 / 36, places=3)
+        self.assertAlmostEqual(p["score"], 34 / 42, places=3)
 
     def test_semantic_pairs_from_a_vectors_file(self):
         r = self.run_check("--semantic", "0.85", "--embeddings", self.vectors, "--json")
@@ -62,7 +62,7 @@ class CheckSimilar(unittest.TestCase):
         r = self.run_check("--near", "0.8")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("near duplicates (1):", r.stdout)
-        self.assertIn("is 0.806 like", r.stdout)
+        self.assertIn("is 0.810 like", r.stdout)
 
     def test_usage_errors(self):
         self.assertEqual(self.run_check("--near", "2").returncode, 2)

@@ -35,46 +35,92 @@ static double jac(cp_minhash *m, const char *a, const char *b) {
     }                                                                          \
   } while (0)
 
-/* Shingle sets of 3 code points over " <form> ". */
+static cp_minhash *index_opts(double threshold, int words) {
+  cp_minhash_opts o;
+  cp_minhash_opts_default(&o);
+  o.threshold = threshold;
+  o.words = words;
+  o.threads = 1;
+  CHECK(cp_minhash_opts_check(&o) == NULL);
+  return cp_minhash_new(&o);
+}
+
+/* Feature sets: the shingles of 3 code points over " <near form> " and the
+ * words of the near form. */
 static void test_hand_made_pairs(void) {
   cp_minhash *m = index_new(0.8, 1);
-  /* " update my credit card details " has 29 shingles; "please" adds
-   * "s p", " pl", "ple", "lea", "eas", "ase", "se " and drops "ls " (7 new,
-   * 1 lost): 29 shared of 36. */
+  /* " update my credit card details " has 29 shingles and 5 words (34);
+   * "please" adds "s p", " pl", "ple", "lea", "eas", "ase", "se " and the
+   * word, and drops "ls " (8 new, 1 lost): 34 shared of 42. */
   CHECK_NEAR(jac(m, "Update my credit card details",
                  "update my credit-card details please"),
-             29.0 / 36.0);
+             34.0 / 42.0);
   /* case, punctuation and spacing make no difference */
   CHECK_NEAR(jac(m, "Update my credit card details",
                  "  update MY credit-card   details!"),
              1.0);
-  /* the shingle sets have 26 and 24 members, 22 in common: 22 of 28 */
+  /* nor do contractions, with or without the apostrophe, numbers, or
+   * letters held down */
   CHECK_NEAR(jac(m, "what is my account balance", "whats my account balance"),
-             22.0 / 28.0);
+             1.0);
+  CHECK_NEAR(jac(m, "I don't know", "i do not know"), 1.0);
+  CHECK_NEAR(jac(m, "what\xE2\x80\x99s the time", "what is the time"), 1.0);
+  CHECK_NEAR(jac(m, "set an alarm for 7 am", "set an alarm for 18 am"), 1.0);
+  CHECK_NEAR(jac(m, "pleeease cancel it", "please cancel it!!"), 1.0);
+  /* " bok a flight to paris " (both o's are one): 21 shingles and 5
+   * words; " please" adds 7 shingles and a word, drops "is ": 26 of 34 */
   CHECK_NEAR(jac(m, "book a flight to paris", "book a flight to paris please"),
-             22.0 / 29.0);
+             26.0 / 34.0);
+  /* 15 shingles and 4 words shared, 34 in the union */
   CHECK_NEAR(jac(m, "book a flight to paris", "book a flight to london"),
-             16.0 / 29.0);
-  CHECK_NEAR(jac(m, "set an alarm for 7 am", "set an alarm for 8 am"),
-             18.0 / 24.0);
-  /* one character: " a " is the only shingle */
+             19.0 / 34.0);
+  /* one character: " a " and the word "a" */
   CHECK_NEAR(jac(m, "a", "A!"), 1.0);
-  /* no letters or digits: no shingles, never similar */
+  /* no letters or digits: no features, never similar */
   CHECK_NEAR(jac(m, "?!", "?!"), 0.0);
   /* non-ASCII case folding (NFKC + fold): STRASSE vs straße */
   CHECK_NEAR(jac(m, "Straße", "STRASSE"), 1.0);
+  cp_minhash_free(m);
+
+  /* without word features, shingles alone: 29 of 36 */
+  m = index_opts(0.8, 0);
+  CHECK_NEAR(jac(m, "Update my credit card details",
+                 "update my credit-card details please"),
+             29.0 / 36.0);
+  CHECK_NEAR(jac(m, "book a flight to paris", "book a flight to london"),
+             15.0 / 28.0);
   cp_minhash_free(m);
 }
 
 static void test_defaults(void) {
   cp_minhash_opts o;
   cp_minhash_opts_default(&o);
+  CHECK(o.threshold == CP_MINHASH_DEFAULT_THRESHOLD);
+  CHECK_INT(o.words, 1);
+  CHECK(cp_minhash_opts_check(&o) == NULL);
+  /* 0.65 over 256 permutations: 51 bands of 5 rows, 2 to agree on */
+  CHECK_INT(o.perms, 256);
+  CHECK_INT(o.bands, 51);
+  CHECK_INT(o.rows, 5);
+  CHECK_INT(o.min_bands, 2);
+  CHECK(cp_minhash_candidate_prob(&o, o.threshold) >= 0.98);
+  /* one band more to agree on would lose more than 2% at the threshold */
+  o.min_bands = 3;
+  CHECK(cp_minhash_candidate_prob(&o, o.threshold) < 0.98);
+  /* and far below it, a pair is seldom compared at all */
+  o.min_bands = 2;
+  CHECK(cp_minhash_candidate_prob(&o, 0.3) < 0.01);
+
+  cp_minhash_opts_default(&o);
+  o.threshold = 0.8;
+  o.perms = 128;
   CHECK(cp_minhash_opts_check(&o) == NULL);
   CHECK_INT(o.bands, 18);
   CHECK_INT(o.rows, 7);
+  CHECK_INT(o.min_bands, 1);
   CHECK(cp_minhash_candidate_prob(&o, 0.8) >= 0.98);
   o.threshold = 0.9;
-  o.bands = o.rows = 0;
+  o.bands = o.rows = o.min_bands = 0;
   CHECK(cp_minhash_opts_check(&o) == NULL);
   CHECK_INT(o.bands, 11);
   CHECK_INT(o.rows, 11);
@@ -83,15 +129,22 @@ static void test_defaults(void) {
   o.threshold = 1.5;
   CHECK(cp_minhash_opts_check(&o) != NULL);
   cp_minhash_opts_default(&o);
-  o.bands = 20;
+  o.bands = 30;
   o.rows = 10;
   CHECK_STR(cp_minhash_opts_check(&o), "bands x rows exceeds perms");
   cp_minhash_opts_default(&o);
   o.bands = 16;
   CHECK(cp_minhash_opts_check(&o) == NULL);
-  CHECK_INT(o.rows, 8);
+  CHECK_INT(o.rows, 16);
+  cp_minhash_opts_default(&o);
+  o.bands = 4;
+  o.min_bands = 5;
+  CHECK_STR(cp_minhash_opts_check(&o), "min_bands exceeds bands");
   cp_minhash_opts_default(&o);
   o.shingle = 0;
+  CHECK(cp_minhash_opts_check(&o) != NULL);
+  cp_minhash_opts_default(&o);
+  o.words = 2;
   CHECK(cp_minhash_opts_check(&o) != NULL);
 }
 
@@ -124,7 +177,7 @@ static void test_pairs_and_aliases(void) {
   if (n == 2) {
     CHECK_INT(p[0].a, 0);
     CHECK_INT(p[0].b, 2);
-    CHECK_NEAR(p[0].score, 29.0 / 36.0);
+    CHECK_NEAR(p[0].score, 34.0 / 42.0);
     CHECK_INT(p[1].a, 0);
     CHECK_INT(p[1].b, 3);
     CHECK_NEAR(p[1].score, 1.0);
@@ -139,7 +192,7 @@ static void test_pairs_and_aliases(void) {
     CHECK_INT(q[0].b, 2); /* same form as item 2 */
     CHECK_NEAR(q[0].score, 1.0);
     CHECK_INT(q[1].b, 0);
-    CHECK_NEAR(q[1].score, 29.0 / 36.0);
+    CHECK_NEAR(q[1].score, 34.0 / 42.0);
   }
   CHECK_INT(cp_minhash_query(m, s, strlen(s), 1, q), 1);
   CHECK_INT(q[0].b, 2);
@@ -189,6 +242,9 @@ static char *variant(unsigned long long *s, const char *base) {
 
 #define NTEXTS 600
 
+/* At the default threshold, where two bands must agree. */
+#define T CP_MINHASH_DEFAULT_THRESHOLD
+
 static void test_recall_against_brute_force(void) {
   unsigned long long seed = 42;
   char *texts[NTEXTS];
@@ -198,7 +254,7 @@ static void test_recall_against_brute_force(void) {
             ? random_text(&seed, 6 + (int)(rnd(&seed) % 5))
             : variant(&seed,
                       texts[i - 1 - (int)(rnd(&seed) % (i < 2 ? 1 : 2))]);
-  cp_minhash *m = index_new(0.8, 2);
+  cp_minhash *m = index_new(T, 2);
   uint32_t same[NTEXTS];
   for (int i = 0; i < NTEXTS; i++)
     cp_minhash_add(m, texts[i], strlen(texts[i]), &same[i]);
@@ -213,7 +269,7 @@ static void test_recall_against_brute_force(void) {
     for (size_t a = 0; a < b; a++) {
       if (same[a] != CP_MINHASH_NONE || same[b] != CP_MINHASH_NONE) continue;
       double j = jac(m, texts[a], texts[b]);
-      if (j < 0.8) continue;
+      if (j < T) continue;
       truth++;
       expected +=
           (size_t)(1000 * cp_minhash_candidate_prob(cp_minhash_options(m), j));
@@ -226,21 +282,22 @@ static void test_recall_against_brute_force(void) {
     }
   for (size_t i = 0; i < n; i++) {
     double j = jac(m, texts[p[i].a], texts[p[i].b]);
-    if (fabs(p[i].score - j) > 1e-12 || j < 0.8) wrong++;
+    if (fabs(p[i].score - j) > 1e-12 || j < T) wrong++;
   }
   fprintf(stderr,
-          "# %zu pairs >= 0.8 by brute force, %zu found, %.1f expected\n",
-          truth, found, (double)expected / 1000);
+          "# %zu pairs >= %.2f by brute force, %zu found, %.1f expected\n",
+          truth, T, found, (double)expected / 1000);
   CHECK(truth > 50);
   CHECK_INT(wrong, 0);
   /* every reported pair is true; nearly every true pair is reported (the
    * banding misses a pair at the threshold with probability < 2%, and the
-   * MinHash permutations behave as the theory says they should) */
+   * MinHash permutations behave as the theory says they should, two bands
+   * to agree on included) */
   CHECK(found >= truth * 98 / 100);
   CHECK(found * 1000 + 5000 >= expected);
 
   /* the same result on one thread, and again on two */
-  cp_minhash *m1 = index_new(0.8, 1);
+  cp_minhash *m1 = index_new(T, 1);
   for (int i = 0; i < NTEXTS; i++)
     cp_minhash_add(m1, texts[i], strlen(texts[i]), NULL);
   cp_minhash_pair *p1;
@@ -266,7 +323,7 @@ static void test_recall_against_brute_force(void) {
   cp_minhash_free(m1);
 
   /* incremental: queries between adds see everything added so far */
-  cp_minhash *m2 = index_new(0.8, 1);
+  cp_minhash *m2 = index_new(T, 1);
   size_t agree = 0, near = 0;
   for (int i = 0; i < NTEXTS; i++) {
     cp_minhash_pair q;
@@ -291,6 +348,8 @@ static void test_recall_against_brute_force(void) {
     free(texts[i]);
 }
 
+#undef T
+
 static void test_seed_and_shingle_size(void) {
   cp_minhash_opts o;
   cp_minhash_opts_default(&o);
@@ -298,36 +357,40 @@ static void test_seed_and_shingle_size(void) {
   o.seed = 7;
   CHECK(cp_minhash_opts_check(&o) == NULL);
   cp_minhash *m = cp_minhash_new(&o);
-  /* 5-grams over " reset my password ": 15 windows; "!" changes nothing */
+  /* 5-grams over " reset my pasword " (the double s is one): 14 windows
+   * and 3 words; "!" changes nothing */
   CHECK_NEAR(jac(m, "reset my password", "reset my password!"), 1.0);
-  /* "reset my passwords": 16 windows, 14 shared, 17 in the union */
-  CHECK_NEAR(jac(m, "reset my password", "reset my passwords"), 14.0 / 17.0);
-  /* a form shorter than a shingle is one shingle */
+  /* "reset my passwords": 15 windows, 13 shared; the words "reset" and
+   * "my" shared, "pasword" and "paswords" not: 15 of 20 */
+  CHECK_NEAR(jac(m, "reset my password", "reset my passwords"), 15.0 / 20.0);
+  /* a form shorter than a shingle is one shingle (and here one word) */
   CHECK_NEAR(jac(m, "hi", "HI"), 1.0);
   CHECK_NEAR(jac(m, "hi", "ho"), 0.0);
   cp_minhash_add(m, "reset my password", 17, NULL);
   cp_minhash_pair q;
   CHECK_INT(cp_minhash_query(m, "reset my passwords", 18, 1, &q), 1);
-  CHECK_NEAR(q.score, 14.0 / 17.0);
+  CHECK_NEAR(q.score, 15.0 / 20.0);
   cp_minhash_free(m);
 }
 
-/* Shingles of characters beyond U+03FE go through the dictionary; the
- * values are the same as if they did not. */
+/* Shingles of characters beyond U+03FE, and words, go through the
+ * dictionary; the values are the same as if they did not. */
 static void test_other_scripts(void) {
-  cp_minhash *m = index_new(0.6, 1);
-  /* " 预订去巴黎的航班 " has 8 shingles, with "吗" 9; 7 shared, 10 in all */
-  CHECK_NEAR(jac(m, "预订去巴黎的航班", "预订去巴黎的航班吗"), 7.0 / 10.0);
+  cp_minhash *m = index_new(0.55, 1);
+  /* " 预订去巴黎的航班 " has 8 shingles and is one word, with "吗" 9
+   * shingles and another word: 7 shared, 12 in all */
+  CHECK_NEAR(jac(m, "预订去巴黎的航班", "预订去巴黎的航班吗"), 7.0 / 12.0);
   CHECK_NEAR(jac(m, "Привет, как дела?", "привет как дела"), 1.0);
+  /* 17 shingles and 2 words, all in the other's 26 and 4 */
   CHECK_NEAR(jac(m, "забронируй столик", "забронируй столик на двоих"),
-             17.0 / 26.0);
+             19.0 / 30.0);
   cp_minhash_add(m, "预订去巴黎的航班", strlen("预订去巴黎的航班"), NULL);
   cp_minhash_add(m, "забронируй столик", strlen("забронируй столик"), NULL);
   cp_minhash_pair q[2];
   const char *s = "预订去巴黎的航班吗";
   CHECK_INT(cp_minhash_query(m, s, strlen(s), 2, q), 1);
   CHECK_INT(q[0].b, 0);
-  CHECK_NEAR(q[0].score, 0.7);
+  CHECK_NEAR(q[0].score, 7.0 / 12.0);
   /* now indexed after the first flush, sharing its rare shingles */
   cp_minhash_add(m, s, strlen(s), NULL);
   s = "забронируй столик на двоих";
@@ -339,10 +402,10 @@ static void test_other_scripts(void) {
   if (n == 2) {
     CHECK_INT(p[0].a, 0);
     CHECK_INT(p[0].b, 2);
-    CHECK_NEAR(p[0].score, 0.7);
+    CHECK_NEAR(p[0].score, 7.0 / 12.0);
     CHECK_INT(p[1].a, 1);
     CHECK_INT(p[1].b, 3);
-    CHECK_NEAR(p[1].score, 17.0 / 26.0);
+    CHECK_NEAR(p[1].score, 19.0 / 30.0);
   }
   free(p);
   /* ill-formed UTF-8 is kept byte for byte */
