@@ -15,7 +15,7 @@ return pipeline.new {
     pipeline.validate { max_chars = 500 },
     pipeline.exact { key = "casefold" },
     pipeline.existing(),
-    pipeline.near { threshold = 0.8 },
+    pipeline.near { threshold = 0.65 },
     pipeline.semantic { threshold = 0.85 },
     pipeline.cap(),
   },

@@ -12,7 +12,7 @@ return pipeline.new {
     pipeline.normalize "collapse",
     pipeline.validate { max_chars = 500 },
     pipeline.exact { key = "casefold" },
-    pipeline.near { threshold = 0.8 },
+    pipeline.near { threshold = 0.65 },
   },
   sink = pipeline.sink.dataset { retrain = true },
   notify = { pipeline.webhooks() },

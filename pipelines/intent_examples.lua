@@ -17,7 +17,7 @@ return pipeline.new {
     pipeline.validate { max_chars = 500 },  -- the platform's rules, before anything is sent
     pipeline.exact { key = "casefold" },    -- duplicates, and conflicts across intents
     pipeline.existing(),                    -- what the platform already holds is not re-sent
-    pipeline.near { threshold = 0.8 },      -- paraphrases by character shingles
+    pipeline.near { threshold = 0.65 },     -- rewrites: shingles and words of the near form
     pipeline.semantic { threshold = 0.85 }, -- paraphrases by meaning (tenant's embeddings)
     pipeline.cap(),                         -- the per-intent cap, counting what is there
   },

@@ -12,7 +12,7 @@
 --       pipeline.normalize "collapse",
 --       pipeline.validate { max_chars = 500 },
 --       pipeline.exact { key = "casefold" },   -- duplicates and conflicts
---       pipeline.near { threshold = 0.8 },
+--       pipeline.near { threshold = 0.65 },
 --       pipeline.semantic { threshold = 0.85 },
 --       pipeline.existing(),                   -- what the platform has
 --       pipeline.cap(),                        -- per-intent cap
@@ -252,7 +252,8 @@ end
 function M.near(opts)
   opts = opts or {}
   return step("near", function(ctx, records)
-    local threshold = opts.threshold or (ctx.tenant.dedupe or {}).near or 0.8
+    local threshold = opts.threshold or (ctx.tenant.dedupe or {}).near
+      or require("cogpipe.neardup").DEFAULT_THRESHOLD
     return require("cogpipe.neardup").filter(ctx, records, { threshold = threshold })
   end, opts)
 end

@@ -97,7 +97,7 @@ M.keys = {
   dedupe = {
     type = "table", doc = "thresholds of the near and semantic steps",
     fields = {
-      near = { type = "number", min = 0.01, max = 1, default = 0.8, doc = "Jaccard similarity of a near duplicate" },
+      near = { type = "number", min = 0.01, max = 1, default = 0.65, doc = "Jaccard similarity of a near duplicate" },
       semantic = { type = "number", min = -1, max = 1, default = 0.85,
         doc = "cosine similarity of a semantic duplicate" },
     },

@@ -126,7 +126,7 @@ return {
   add(comment("  ", doc("limits") .. ": shared SaaS allows 1,000 requests per 5 minutes per client IP"))
   add("  limits = { rate = 3, burst = 10, max_in_flight = 4, timeout = 120 },\n")
   add(comment("  ", doc("dedupe")))
-  add("  dedupe = { near = 0.8, semantic = 0.85 },\n")
+  add("  dedupe = { near = 0.65, semantic = 0.85 },\n")
   add(comment("  ", doc("embeddings") .. " -- for semantic dedupe; without it that step is skipped"))
   add("  -- embeddings = { url = \"http://127.0.0.1:8080\", model = \"bge-small-en-v1.5\" },\n")
   add(comment("  ", doc("webhooks") .. " (secret: whsec_<base64>)"))
@@ -161,7 +161,7 @@ return pipeline.new {
     pipeline.normalize "collapse",          -- the text sent: trimmed, single spaces
     pipeline.validate { max_chars = 500 },  -- the platform's rules
     pipeline.exact { key = "casefold" },    -- duplicates, and conflicts across intents
-%s    pipeline.near { threshold = 0.8 },      -- paraphrases by character shingles
+%s    pipeline.near { threshold = 0.65 },     -- rewrites: shingles and words of the near form
 %s    pipeline.cap(),                         -- the per-intent cap
   },
   sink = %s,
