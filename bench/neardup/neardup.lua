@@ -1,12 +1,12 @@
 -- The cogpipe side of bench/neardup/bench.py: every non-blank line of a
--- file into a near-duplicate index (cp.near: MinHash over character
--- shingles, LSH, verified Jaccard), then each line's nearest earlier
+-- file into a near-duplicate index (cp.near: MinHash over the features of
+-- each line, LSH, verified Jaccard), then each line's nearest earlier
 -- near-duplicate. Prints counts and timings as one JSON line.
 --
---   cogpipe run neardup.lua -- FILE [THRESHOLD]
+--   cogpipe run neardup.lua -- FILE [THRESHOLD]   (none: the default)
 local cp = require "cogpipe"
 
-local path, threshold = arg[1], tonumber(arg[2]) or 0.8
+local path, threshold = arg[1], tonumber(arg[2])
 
 local t0 = cp.now()
 local idx <close> = cp.near.new({ threshold = threshold })
@@ -31,7 +31,10 @@ for _, p in ipairs(pairs) do
     near = near + 1
   end
 end
+local o = idx:options()
 print(cp.json.encode({
+  threshold = o.threshold,
+  perms = o.perms,
   lines = lines,
   blank = blank,
   texts = #idx,
