@@ -5,8 +5,8 @@
 -- (shingles, MinHash, LSH, the verified Jaccard) is cp.near's.
 --
 --   local neardup = require "cogpipe.neardup"
---   local kept = neardup.filter(ctx, records, { threshold = 0.8 })
---   local pairs = neardup.pairs(records, { threshold = 0.8 })
+--   local kept = neardup.filter(ctx, records, { threshold = 0.65 })
+--   local pairs = neardup.pairs(records, { threshold = 0.65 })
 local cp = require "cogpipe"
 
 local M = {}
@@ -65,18 +65,21 @@ local function index_options(opts)
   return {
     threshold = opts.threshold or M.DEFAULT_THRESHOLD,
     shingle = opts.shingle,
+    words = opts.words,
     perms = opts.perms,
     bands = opts.bands,
     rows = opts.rows,
+    min_bands = opts.min_bands,
     seed = opts.seed,
   }
 end
 
 -- neardup.pairs(records [, opts]) -> { {a = earlier, b = record, score = s}, ... }
--- For every record with a near-duplicate before it (Jaccard of the shingle
--- sets >= threshold; texts that differ only in case, spacing or
--- punctuation score 1.0), one pair naming the most similar earlier record;
--- in record order. opts: threshold (0.8), the index options, and normalize
+-- For every record with a near-duplicate before it (Jaccard of the feature
+-- sets >= threshold; texts with the same near form -- differing only in
+-- case, spacing, punctuation, contractions, numbers or letters repeated --
+-- score 1.0), one pair naming the most similar earlier record;
+-- in record order. opts: threshold (0.65), the index options, and normalize
 -- = the exact-dedupe mode: records that are exact duplicates under it are
 -- left out (exact dedupe reports them).
 function M.pairs(records, opts)
@@ -99,7 +102,7 @@ end
 -- rejected as "near"; under another intent as "conflict" (a model cannot
 -- learn both). Records the platform already holds exactly (ctx.existing
 -- keys) pass untouched: the existing step skips them as present.
--- opts: threshold (0.8) and the index options; opts.key is not used (near
+-- opts: threshold (0.65) and the index options; opts.key is not used (near
 -- duplicates have their own normalisation).
 function M.filter(ctx, records, opts)
   local idx <close> = cp.near.new(index_options(opts))

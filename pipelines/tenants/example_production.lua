@@ -30,7 +30,7 @@ return {
   intent_cap = 2000,
   -- Shared SaaS allows 1,000 requests per 5 minutes per client IP.
   limits = { rate = 3, burst = 10, max_in_flight = 4, timeout = 120 },
-  dedupe = { near = 0.8, semantic = 0.85 },
+  dedupe = { near = 0.65, semantic = 0.85 },
   webhooks = webhook_url ~= "" and {
     { url = webhook_url, secret = env("COGPIPE_WEBHOOK_SECRET") },
   } or nil,
