@@ -693,6 +693,10 @@ static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
        sizeof *m->set_pool);
   for (size_t u = from; u < to; u++) {
     size_t nc = c->count[2 * (u - from)], nr = c->count[2 * (u - from) + 1];
+    if (nc + nr == 0) { /* no features; the pool may not exist yet */
+      m->set_off[u + 1] = m->set_len;
+      continue;
+    }
     uint32_t *dst = m->set_pool + m->set_len;
     if (nc) memcpy(dst, c->codes + ci, nc * sizeof *dst);
     size_t n = nc;

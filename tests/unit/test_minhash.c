@@ -199,6 +199,16 @@ static void test_pairs_and_aliases(void) {
   s = "cancel my subscription";
   CHECK_INT(cp_minhash_query(m, s, strlen(s), 3, q), 0);
   cp_minhash_free(m);
+
+  /* an index whose first texts have no features at all */
+  m = index_new(0.8, 1);
+  add(m, "?!", CP_MINHASH_NONE);
+  add(m, "", CP_MINHASH_NONE);
+  CHECK_INT(cp_minhash_query(m, "?!", 2, 1, q), 0);
+  add(m, "reset my password", CP_MINHASH_NONE);
+  CHECK_INT(cp_minhash_query(m, "Reset my password!", 18, 1, q), 1);
+  CHECK_INT(q[0].b, 2);
+  cp_minhash_free(m);
 }
 
 /* Texts of random words; variants change one word, add or drop one. */
