@@ -125,6 +125,7 @@ function M.filter(ctx, records, opts)
           nearest_intent = match.intent,
           score = match.score,
           nearest_line = earlier and earlier.line or nil,
+          nearest_file = earlier and earlier.file or nil,
           existing = not earlier or nil,
         }
         if match.intent ~= nil and match.intent ~= r.intent then

@@ -177,6 +177,63 @@ local function changes(ctx)
   return out
 end
 
+local AMBIGUOUS_LISTED = 200 -- pairs a summary carries (all are counted)
+local OVERLAP_LISTED = 50 -- pairs of intents
+
+-- Near and semantic matches across intents, from the rejections: conflicts
+-- in waiting (a model is taught two intents with nearly one text). Returns
+-- the pairs, closest first -- {kind, score, text, intent, file, line,
+-- other_text, other_intent, other_file, other_line, existing} --, and per
+-- pair of intents {intents = {a, b}, pairs = n, closest = pair}, the
+-- intents with the most such pairs first.
+function M.ambiguity(rejections)
+  local list, by = {}, {}
+  for _, r in ipairs(rejections or {}) do
+    local other = r.nearest_intent
+    if (r.reason == "near" or r.reason == "semantic" or r.reason == "conflict") and r.score and r.nearest
+      and type(r.intent) == "string" and type(other) == "string" and other ~= r.intent then
+      local p = { kind = r.reason == "semantic" and "semantic" or "near", score = r.score, text = r.text,
+        intent = r.intent, file = r.file, line = r.line, other_text = r.nearest, other_intent = other,
+        other_file = r.nearest_file, other_line = r.nearest_line, existing = r.existing }
+      list[#list + 1] = p
+      local a, b = r.intent, other
+      if b < a then
+        a, b = b, a
+      end
+      local k = a .. "\0" .. b
+      local o = by[k]
+      if not o then
+        o = { intents = json.array({ a, b }), pairs = 0 }
+        by[k] = o
+      end
+      o.pairs = o.pairs + 1
+      if not o.closest or p.score > o.closest.score then
+        o.closest = p
+      end
+    end
+  end
+  table.sort(list, function(x, y)
+    if x.score ~= y.score then
+      return x.score > y.score
+    end
+    return (x.line or 0) < (y.line or 0)
+  end)
+  local overlap = {}
+  for _, o in pairs(by) do
+    overlap[#overlap + 1] = o
+  end
+  table.sort(overlap, function(x, y)
+    if x.pairs ~= y.pairs then
+      return x.pairs > y.pairs
+    end
+    if x.closest.score ~= y.closest.score then
+      return x.closest.score > y.closest.score
+    end
+    return x.intents[1] .. "\0" .. x.intents[2] < y.intents[1] .. "\0" .. y.intents[2]
+  end)
+  return list, overlap
+end
+
 -- The summary of one tenant's run.
 function M.tenant(def, ctx)
   local s = ctx.stats
@@ -210,6 +267,10 @@ function M.tenant(def, ctx)
     intents = intent_rows(ctx),
     read_back = ctx.readback,
   }
+  local ambiguous, overlap = M.ambiguity(ctx.rejections)
+  t.ambiguous = #ambiguous
+  t.ambiguous_list = json.array(table.move(ambiguous, 1, math.min(#ambiguous, AMBIGUOUS_LISTED), 1, {}))
+  t.intent_overlap = json.array(table.move(overlap, 1, math.min(#overlap, OVERLAP_LISTED), 1, {}))
   if ctx.prune_plan then
     local n = 0
     for _, p in ipairs(ctx.prune_plan) do
@@ -338,6 +399,23 @@ function M.print(summary)
     end
     if #reasons > 0 then
       out:write(string.format("%s: rejected %s\n", t.tenant, table.concat(reasons, ", ")))
+    end
+    -- the intents whose examples overlap most: what to look at first
+    if (t.ambiguous or 0) > 0 then
+      out:write(string.format("%s: %d near or semantic match(es) across intents (ambiguous); intents that "
+        .. "overlap most:\n", t.tenant, t.ambiguous))
+      for k, o in ipairs(t.intent_overlap) do
+        if k > 5 then
+          out:write(string.format("  ... and %d more pair(s) of intents (--json lists them)\n",
+            #t.intent_overlap - 5))
+          break
+        end
+        local c = o.closest
+        out:write(string.format("  %s / %s: %d pair(s); closest %.2f: %s (%s:%s) / %s (%s:%s)\n", o.intents[1],
+          o.intents[2], o.pairs, c.score, quoted(c.text, 50), tostring(c.file or "?"), tostring(c.line or "?"),
+          quoted(c.other_text, 50), tostring(c.other_file or (c.existing and "platform") or "?"),
+          tostring(c.other_line or "-")))
+      end
     end
     for _, e in ipairs(t.errors) do
       out:write(string.format("%s: error: %s\n", t.tenant, e))

@@ -284,6 +284,29 @@ end
 -- The page for a summary (report.summary, as redacted for output);
 -- rejections: per tenant the full list of rejections (the summary of a run
 -- keeps the first 200), default the summary's.
+-- The intents whose examples overlap (near or semantic matches across
+-- intents), most pairs first, each with its closest pair.
+local function overlap(out, t)
+  local list = t.intent_overlap or {}
+  if #list == 0 then
+    return
+  end
+  out[#out + 1] = string.format("<h3>Intents that overlap (%d match(es) across intents)</h3>", t.ambiguous or 0)
+  out[#out + 1] = '<table class="sortable overlap"><thead><tr><th data-sort="text">intents</th>'
+    .. '<th class="n" data-sort="num">pairs</th><th class="n" data-sort="num">closest</th>'
+    .. '<th data-sort="text">text</th><th data-sort="text">other text</th></tr></thead><tbody>'
+  for _, o in ipairs(list) do
+    local c = o.closest
+    out[#out + 1] = '<tr class="overlap">' .. cell(o.intents[1] .. " / " .. o.intents[2])
+      .. cell(o.pairs, "n", ' data-v="' .. esc(o.pairs) .. '"')
+      .. cell(fmt_score(c.score), "n", ' data-v="' .. esc(c.score) .. '"')
+      .. cell(string.format("%s (intent %s, %s)", c.text, c.intent, where(c)), "text")
+      .. cell(string.format("%s (intent %s, %s)", c.other_text, c.other_intent,
+        where({ file = c.other_file, line = c.other_line })), "text") .. "</tr>"
+  end
+  out[#out + 1] = "</tbody></table>"
+end
+
 function M.render(summary, rejections_of)
   local dry = summary.dry_run
   local nonce = (cp.audit.run_id():gsub("%-", ""))
@@ -313,6 +336,7 @@ function M.render(summary, rejections_of)
     intents(out, t, dry)
     read_back(out, t.read_back)
     local list = rejections_of and rejections_of[i] or t.rejections or {}
+    overlap(out, t)
     pairs_of(out, list)
     rejections(out, list)
     changes(out, t.changes)

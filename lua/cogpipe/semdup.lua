@@ -146,6 +146,7 @@ function M.filter(ctx, records, opts)
       nearest = rej.nearest.text,
       nearest_intent = rej.nearest.intent,
       nearest_line = rej.nearest.line,
+      nearest_file = rej.nearest.file,
       existing = rej.from == "existing" or nil,
       score = rej.score,
     })

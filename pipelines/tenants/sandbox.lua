@@ -18,7 +18,7 @@ return {
   dataset = { reference = "sandbox-intents" },
   intent_cap = 2000,
   limits = { rate = 50, burst = 100, max_in_flight = 16 },
-  dedupe = { near = 0.8, semantic = 0.85 },
+  dedupe = { near = 0.65, semantic = 0.85 },
   embeddings = { url = base, model = "emulator-embed-8" },
   webhooks = {
     {
