@@ -424,7 +424,8 @@ typedef struct source {
   char *name;
   cp_file_map map; /* mapped files; buffers have map.mapped == 0 */
   const char *data;
-  size_t size;
+  size_t size;     /* bytes to read: up to the size limit */
+  uint64_t file_size;
   uint64_t base;   /* global offset of data[0] */
   size_t pos;      /* probing is done with data[0..pos) */
   size_t released; /* pages below this were last dropped */
@@ -1288,6 +1289,8 @@ typedef struct scan_job {
  * the pages are resident for little longer than they are needed. */
 #define MAP_AHEAD ((size_t)1 << 20)
 static void map_ahead(source *s, size_t pos) {
+  /* Never behind the reader: what it has read may have been dropped. */
+  if (s->mapped < pos) s->mapped = pos;
   while (s->mapped < pos + MAP_AHEAD && s->mapped < s->size) {
     size_t to = s->mapped + MAP_AHEAD;
     cp_file_map_prefetch(&s->map, s->mapped, to);
@@ -1301,6 +1304,9 @@ static void scan_source(void *arg) {
   source *s = &c->srcs[j->src];
   cp_reader *r = cp_reader_new(s->name, s->data, s->size, j->fmt,
                                &c->o.limits, &c->rep.problems);
+  cp_reader_set_size(r, s->file_size);
+  /* Lines too long to deduplicate need not stay resident while read. */
+  if (s->map.mapped) cp_reader_drop_long(r, &s->map, LEN_MASK);
   block *b = &c->blocks[c->tail % NBLOCKS];
   b->n = 0;
   b->last = 0;
@@ -1331,7 +1337,7 @@ static void scan_source(void *arg) {
 static void run_source(cp_check *c, size_t idx, cp_format fmt) {
   source *s = &c->srcs[idx];
   c->rep.files++;
-  c->rep.bytes += s->size;
+  c->rep.bytes += s->file_size;
   c->total += s->size;
   /* Room for one unique text per 128 bytes up front, so that a large file
    * rarely makes the table grow while it is read. Only probing touches the
@@ -1406,7 +1412,8 @@ static source *add_source(cp_check *c, const char *name) {
 int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
                   size_t errlen) {
   cp_file_map m;
-  if (cp_file_map_open(&m, path, err, errlen)) return -1;
+  int rc = cp_file_map_open(&m, path, c->o.limits.max_bytes, err, errlen);
+  if (rc) return rc;
   if (c->total + m.size > WHERE_MASK) {
     snprintf(err, errlen, "%s: the inputs of one check are limited to 1 TiB",
              path);
@@ -1417,6 +1424,7 @@ int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
   s->map = m;
   s->data = m.data;
   s->size = m.size;
+  s->file_size = m.file_size;
   run_source(c, c->nsrcs - 1, fmt);
   return 0;
 }
@@ -1425,7 +1433,7 @@ void cp_check_buffer(cp_check *c, const char *name, const char *data,
                      size_t len, cp_format fmt) {
   source *s = add_source(c, name);
   s->data = data;
-  s->size = len;
+  s->size = s->file_size = len;
   run_source(c, c->nsrcs - 1, fmt);
 }
 

@@ -92,7 +92,7 @@ typedef struct cp_check_item {
 } cp_check_item;
 
 typedef struct cp_check_report {
-  uint64_t files, bytes;
+  uint64_t files, bytes; /* bytes: the files' sizes, read or not */
   uint64_t lines;       /* records read: lines, JSON lines, CSV rows */
   uint64_t blank_lines; /* empty or white space only; skipped */
   uint64_t invalid;     /* records with a problem; not deduplicated */
@@ -112,8 +112,11 @@ typedef struct cp_check cp_check;
 
 cp_check *cp_check_new(const cp_check_opts *o);
 /* Checks one more file; texts are compared across every file of the check.
- * Returns 0, or -1 with a message in err when the file cannot be read (the
- * check itself goes on). */
+ * Nothing past the size limit (opts.limits.max_bytes) is read. Returns 0,
+ * or -1 (the file is at fault) or -2 (the process or the system is out of
+ * file descriptors or memory) with a message in err when the file cannot
+ * be read, as cp_file_map_open; the check itself goes on. The file stays
+ * open until cp_check_free. */
 int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
                   size_t errlen);
 /* The same over bytes in memory, which must live until cp_check_free. */

@@ -15,9 +15,12 @@
  *   set:find(text)                        -> first_line, first_intent | nil
  *   set:count(), #set                     -> unique texts
  *   set:close() (also __gc and __close)
- *   dedupe.file(path_or_paths [, opts])   -> report | nil, err{kind="io", path}
+ *   dedupe.file(path_or_paths [, opts])   -> report | nil, err{kind, path}
+ *       err.kind: "io" when a file cannot be read, "resource" when the
+ *       process is out of file descriptors or memory to read it
  *       opts: format ("lines"|"jsonl"|"csv"; default from each extension),
- *             normalize ("trim"), max_bytes, max_chars, max_problems (1000),
+ *             normalize ("trim"), max_bytes (52428800: nothing past it is
+ *             read), max_chars, max_problems (1000),
  *             max_items (1000: duplicates and conflicts listed)
  *       report: {files, bytes, lines, blank_lines, invalid, utterances,
  *                unique, duplicates, conflicts, parsing_success_rate,
@@ -224,26 +227,30 @@ typedef struct check_op {
   cp_check *c;     /* the result, or NULL when a file could not be read */
   char err[512];
   int failed;      /* index of the file that could not be read, or -1 */
+  int resource;    /* it failed for want of descriptors or memory */
 } check_op;
 
 static void check_work(void *arg) {
   check_op *op = arg;
   op->c = cp_check_new(&op->o);
-  for (int i = 0; i < op->npaths; i++)
-    if (cp_check_file(op->c, op->paths[i], op->formats[i], op->err,
-                      sizeof op->err)) {
+  for (int i = 0; i < op->npaths; i++) {
+    int rc = cp_check_file(op->c, op->paths[i], op->formats[i], op->err,
+                           sizeof op->err);
+    if (rc) {
       op->failed = i;
+      op->resource = rc == -2;
       cp_check_free(op->c);
       op->c = NULL;
       return;
     }
+  }
   cp_check_finish(op->c);
 }
 
 static int check_push(lua_State *L, void *arg) {
   check_op *op = arg;
   if (!op->c) {
-    cp_lua_fail(L, "io", "%s", op->err);
+    cp_lua_fail(L, op->resource ? "resource" : "io", "%s", op->err);
     if (op->failed >= 0) cp_lua_setstr(L, "path", op->paths[op->failed]);
     return 2;
   }

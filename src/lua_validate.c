@@ -4,11 +4,13 @@
  * and the payload validators of schema.c. Converts between Lua and C only;
  * the rules live in those files.
  *
- *   validate.file(path [, opts])  -> report | nil, err{kind="io", path}
+ *   validate.file(path [, opts])  -> report | nil, err{kind, path}
+ *     (kind "io", or "resource" when out of file descriptors or memory)
  *   validate.text(s [, opts])     -> report       (opts.name labels problems)
  *   validate.texts(list [, opts]) -> report       (line = index in list)
  *     opts: format = "lines"|"jsonl"|"csv" (file: from the extension),
- *           max_bytes (52428800), max_chars (500), max_problems (1000),
+ *           max_bytes (52428800; nothing past it is read), max_chars
+ *           (500), max_problems (1000),
  *           records = true to return the valid records
  *     report: {file, format, bytes, lines, blank_lines, invalid,
  *              problem_count, problems = {{file, line, column, offset,
@@ -111,6 +113,7 @@ static void push_report(lua_State *L, const char *name, const char *data,
   cp_problems_init(&probs, o->max_problems);
   cp_format fmt = o->have_format ? o->fmt : cp_format_guess(name);
   cp_reader *r = cp_reader_new(name, data, len, fmt, &o->lim, &probs);
+  if (map) cp_reader_set_size(r, map->file_size); /* mapped up to the limit */
   lua_createtable(L, 0, 10);
   int report = lua_gettop(L);
   if (o->records) lua_newtable(L);
@@ -146,7 +149,7 @@ static void push_report(lua_State *L, const char *name, const char *data,
   if (o->records) lua_setfield(L, report, "records");
   cp_lua_setstr(L, "file", name);
   cp_lua_setstr(L, "format", cp_format_name(fmt));
-  cp_lua_setint(L, "bytes", (lua_Integer)len);
+  cp_lua_setint(L, "bytes", (lua_Integer)(map ? map->file_size : len));
   cp_lua_setint(L, "lines", lines);
   cp_lua_setint(L, "blank_lines", blank);
   cp_lua_setint(L, "invalid", invalid);
@@ -162,8 +165,9 @@ static int l_file(lua_State *L) {
   read_opts(L, 2, &o);
   cp_file_map map;
   char err[512];
-  if (cp_file_map_open(&map, path, err, sizeof err)) {
-    cp_lua_fail(L, "io", "%s", err);
+  int rc = cp_file_map_open(&map, path, o.lim.max_bytes, err, sizeof err);
+  if (rc) {
+    cp_lua_fail(L, rc == -2 ? "resource" : "io", "%s", err);
     cp_lua_setstr(L, "path", path);
     return 2;
   }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,12 +170,16 @@ typedef struct field {
 struct cp_reader {
   char *name;
   const char *data;
-  size_t len, pos;
-  uint64_t line; /* line of data[pos] */
+  size_t len, pos; /* len: the bytes read, never past the size limit */
+  uint64_t total;  /* the input's size, which len may fall short of */
+  int cut;         /* total is over the limit: len stops at it */
+  int cut_reported;
+  struct cp_file_map *drop_map; /* see cp_reader_drop_long */
+  size_t drop_over;             /* 0: nothing is dropped */
+  uint64_t line;   /* line of data[pos] */
   cp_format fmt;
   cp_limits lim;
   cp_problems *sink;
-  int size_reported;
   cp_buf text_buf, intent_buf;
   cp_json_doc *doc;
   /* CSV */
@@ -190,14 +195,22 @@ cp_reader *cp_reader_new(const char *name, const char *data, size_t len,
   cp_reader *r = cp_calloc(1, sizeof *r);
   r->name = cp_strdup(name);
   r->data = data;
-  r->len = len;
   r->line = 1;
   r->fmt = fmt;
   if (lim) r->lim = *lim;
   else cp_limits_init(&r->lim);
   r->sink = sink;
   cp_problems_set_file(sink, name);
+  r->len = len;
+  cp_reader_set_size(r, len);
   return r;
+}
+
+void cp_reader_set_size(cp_reader *r, uint64_t size) {
+  uint64_t max = r->lim.max_bytes;
+  r->total = size;
+  r->cut = max && size > max;
+  if (r->cut && r->len > max) r->len = (size_t)max;
 }
 
 void cp_reader_free(cp_reader *r) {
@@ -211,6 +224,18 @@ void cp_reader_free(cp_reader *r) {
 }
 
 size_t cp_reader_pos(const cp_reader *r) { return r->pos; }
+
+void cp_reader_drop_long(cp_reader *r, cp_file_map *m, size_t longer_than) {
+  r->drop_map = m;
+  r->drop_over = longer_than ? longer_than : 1;
+}
+
+/* The piece a long record is read in, whose pages are then dropped. */
+#define DROP_PIECE ((size_t)1 << 20)
+
+static void drop(cp_reader *r, size_t from, size_t to) {
+  cp_file_map_release(r->drop_map, from, to);
+}
 
 /* Line and column (code points, 1-based) of p, walking from the start of a
  * record that begins at `from` on line `line`. */
@@ -230,11 +255,38 @@ static void problem_at(cp_reader *r, const char *from, uint64_t line,
                        const char *p, cp_problem_kind kind, const char *fmt,
                        ...) __attribute__((format(printf, 6, 7)));
 
+/* locate over a record longer than r->drop_over: a piece at a time, each
+ * piece's pages dropped behind (pieces end before a character, so that
+ * the code points add up). */
+static void locate_long(cp_reader *r, const char *from, uint64_t line,
+                        const char *p, uint64_t *out_line, uint64_t *out_col) {
+  const char *a = from;
+  size_t chars = 0;
+  while (a < p) {
+    size_t k = (size_t)(p - a) < DROP_PIECE ? (size_t)(p - a) : DROP_PIECE;
+    for (int b = 0; b < 3 && a + k < p && k > 1 && ((unsigned char)a[k] & 0xC0) == 0x80; b++)
+      k--;
+    const char *e = a + k, *ls = NULL, *nl;
+    for (const char *q = a; (nl = memchr(q, '\n', (size_t)(e - q))); q = nl + 1) {
+      line++;
+      ls = nl + 1;
+    }
+    if (ls) chars = cp_utf8_count(ls, (size_t)(e - ls));
+    else chars += cp_utf8_count(a, k);
+    drop(r, (size_t)(a - r->data), (size_t)(e - r->data));
+    a = e;
+  }
+  *out_line = line;
+  *out_col = chars + 1;
+}
+
 static void problem_at(cp_reader *r, const char *from, uint64_t line,
                        const char *p, cp_problem_kind kind, const char *fmt,
                        ...) {
   uint64_t l, c;
-  locate(from, line, p, &l, &c);
+  if (r->drop_over && (size_t)(p - from) > r->drop_over)
+    locate_long(r, from, line, p, &l, &c);
+  else locate(from, line, p, &l, &c);
   char why[160];
   va_list ap;
   va_start(ap, fmt);
@@ -243,16 +295,20 @@ static void problem_at(cp_reader *r, const char *from, uint64_t line,
   cp_problems_add(r->sink, l, c, (uint64_t)(p - r->data), kind, "%s", why);
 }
 
-/* The size limit is reported once, at the first byte past it, when the
- * record holding that byte is read. */
-static void check_size(cp_reader *r, const char *rec_start, uint64_t line,
-                       size_t next) {
-  uint64_t max = r->lim.max_bytes;
-  if (!max || r->size_reported || next <= max) return;
-  r->size_reported = 1;
-  problem_at(r, rec_start, line, r->data + max, CP_PROB_TOO_LARGE,
-             "file is %zu bytes; the limit is %llu bytes, exceeded from here",
-             r->len, (unsigned long long)max);
+/* The record at rec_start runs past the size limit: the input ends here
+ * for the reader, which reports it once, at the first byte past the limit
+ * (what lies beyond is never read, so the record is not checked: a cut
+ * record would show problems it does not have). Returns 0, for "no more
+ * records". */
+static int cut_here(cp_reader *r, const char *rec_start, uint64_t line) {
+  r->cut_reported = 1;
+  problem_at(r, rec_start, line, r->data + r->len, CP_PROB_TOO_LARGE,
+             "file is %llu bytes; the limit is %llu bytes, exceeded from here",
+             (unsigned long long)r->total,
+             (unsigned long long)r->lim.max_bytes);
+  r->pos = r->len;
+  r->stop = 1;
+  return 0;
 }
 
 /* Maps problems of a decoded text (JSON string or CSV field) back to the
@@ -284,32 +340,128 @@ static void check_text(cp_reader *r, cp_record *rec, const char *rec_start) {
   rec->blank = cp_is_blank(rec->text, rec->len);
 }
 
+/* line_end for a line longer than r->drop_over: finds its end a piece at
+ * a time, dropping each piece's pages (the record is not looked at). */
+static size_t long_line_end(const cp_reader *r, size_t pos, size_t *next) {
+  size_t at = pos;
+  for (;;) {
+    size_t n = r->len - at < DROP_PIECE ? r->len - at : DROP_PIECE;
+    const char *nl = memchr(r->data + at, '\n', n);
+    if (nl) {
+      *next = (size_t)(nl - r->data) + 1;
+      return (size_t)(nl - r->data);
+    }
+    drop((cp_reader *)r, at, at + n);
+    at += n;
+    if (at >= r->len) {
+      *next = r->len;
+      return r->len;
+    }
+  }
+}
+
 /* Finds the end of the line starting at pos; sets *plain when the line is
  * printable ASCII only, found by the same scan. Returns the line's end
- * (before '\n'); *next is where the following line starts. */
+ * (before '\n'); *next is where the following line starts. A line longer
+ * than r->drop_over (when set) is never plain: long_line_end takes it. */
 static size_t line_end(const cp_reader *r, size_t pos, int *plain,
                        size_t *next) {
   const char *s = r->data + pos;
   size_t rem = r->len - pos;
-  size_t k = cp_utf8_plain_prefix(s, rem);
+  size_t win = r->drop_over && rem > r->drop_over ? r->drop_over : rem;
+  size_t k = cp_utf8_plain_prefix(s, win);
+  if (k < win && s[k] == '\n') {
+    *plain = 1;
+    *next = pos + k + 1;
+    return pos + k;
+  }
   if (k == rem) {
     *plain = 1;
     *next = r->len;
     return r->len;
   }
-  if (s[k] == '\n') {
-    *plain = 1;
-    *next = pos + k + 1;
-    return pos + k;
-  }
   *plain = 0;
-  const char *nl = memchr(s + k, '\n', rem - k);
-  if (!nl) {
+  const char *nl = k < win ? memchr(s + k, '\n', win - k) : NULL;
+  if (nl) {
+    *next = (size_t)(nl - r->data) + 1;
+    return (size_t)(nl - r->data);
+  }
+  if (win == rem) {
     *next = r->len;
     return r->len;
   }
-  *next = (size_t)(nl - r->data) + 1;
-  return (size_t)(nl - r->data);
+  return long_line_end(r, pos + win, next);
+}
+
+/* cp_line_check's problems of a piece of a line, placed in the line. */
+typedef struct piece_ctx {
+  cp_problems *sink;
+  uint64_t line, offset; /* of the piece */
+  size_t chars;          /* code points before the piece */
+  size_t over_off;       /* where the piece's length limit was passed */
+  int over;
+} piece_ctx;
+
+static void piece_issue(void *ud, size_t byte_off, size_t char_idx,
+                        cp_problem_kind kind, const char *reason) {
+  piece_ctx *c = ud;
+  if (kind == CP_PROB_TOO_LONG) { /* said once, for the whole line */
+    c->over_off = byte_off;
+    c->over = 1;
+    return;
+  }
+  cp_problems_add(c->sink, c->line, c->chars + char_idx + 1,
+                  c->offset + byte_off, kind, "%s", reason);
+}
+
+/* cp_line_check over a line longer than r->drop_over, a piece at a time,
+ * each piece's pages dropped behind it. Pieces end before a character,
+ * never inside one; the problems and their places are cp_line_check's. */
+static void long_line_check(cp_reader *r, const char *s, size_t n,
+                            uint64_t line, size_t start, cp_text_info *info) {
+  size_t max = r->lim.max_chars;
+  cp_limits lim = r->lim;
+  piece_ctx c = {r->sink, line, start, 0, 0, 0};
+  size_t done = 0, over_off = 0;
+  int over = 0;
+  info->issues = 0;
+  info->plain = 1;
+  while (done < n) {
+    size_t k = n - done < DROP_PIECE ? n - done : DROP_PIECE;
+    for (int b = 0; b < 3 && done + k < n && k > 1 &&
+                    ((unsigned char)s[done + k] & 0xC0) == 0x80;
+         b++)
+      k--;
+    /* The character past the limit: this piece has it when the limit
+     * falls within it, found by checking the piece against what is left. */
+    lim.max_chars = max && !over && c.chars < max ? max - c.chars : 0;
+    if (max && !over && c.chars == max) {
+      over = 1;
+      over_off = done;
+    }
+    c.offset = start + done;
+    c.over = 0;
+    cp_text_info pi;
+    cp_text_check(&lim, s + done, k, start == 0 && done == 0, piece_issue, &c,
+                  &pi);
+    if (c.over) {
+      over = 1;
+      over_off = done + c.over_off;
+      pi.issues--;
+    }
+    c.chars += pi.chars;
+    info->issues += pi.issues;
+    info->plain &= pi.plain;
+    drop(r, start + done, start + done + k);
+    done += k;
+  }
+  info->chars = c.chars;
+  if (max && c.chars > max) {
+    cp_problems_add(r->sink, line, max + 1, start + over_off, CP_PROB_TOO_LONG,
+                    "text is %zu characters long; the limit is %zu", c.chars,
+                    max);
+    info->issues++;
+  }
 }
 
 static void start_record(cp_reader *r, cp_record *rec, size_t start) {
@@ -323,6 +475,7 @@ static int next_line(cp_reader *r, cp_record *rec) {
   int plain;
   size_t end = line_end(r, start, &plain, &next);
   const char *s = r->data + start;
+  if (end == r->len && r->cut) return cut_here(r, s, r->line);
   size_t n = end - start;
   /* Field by field, not start_record: for a struct this size compilers
    * zero with `rep stos`, whose start-up costs more than a short line's
@@ -349,13 +502,18 @@ static int next_line(cp_reader *r, cp_record *rec) {
     }
   } else {
     cp_text_info info;
-    cp_line_check(&r->lim, r->sink, s, n, rec->line, start, &info);
+    if (r->drop_over && n > r->drop_over) {
+      long_line_check(r, s, n, rec->line, start, &info);
+      rec->blank = 0; /* not looked at again: a blank one is just long */
+    } else {
+      cp_line_check(&r->lim, r->sink, s, n, rec->line, start, &info);
+      rec->blank = cp_is_blank(s, n);
+    }
     rec->plain = 0;
     rec->chars = info.chars;
     rec->invalid = info.issues > 0;
-    rec->blank = cp_is_blank(s, n);
   }
-  check_size(r, s, rec->line, next);
+  rec->span = next - start;
   r->pos = next;
   r->line++;
   return 1;
@@ -405,17 +563,28 @@ static int next_jsonl(cp_reader *r, cp_record *rec) {
   size_t start = r->pos, next;
   int plain;
   size_t end = line_end(r, start, &plain, &next);
-  start_record(r, rec, start);
   const char *s = r->data + start;
+  if (end == r->len && r->cut) return cut_here(r, s, r->line);
+  start_record(r, rec, start);
+  rec->span = next - start;
   size_t n = end - start;
   if (n && s[n - 1] == '\r') n--; /* JSON allows CR as white space */
   uint64_t line = rec->line;
   r->pos = next;
   r->line++;
-  check_size(r, s, line, next);
   cp_json_doc_free(r->doc);
   r->doc = NULL;
   rec->text = rec->raw = s;
+  if (r->drop_over && n > r->drop_over) {
+    /* Parsing would hold it, and more, in memory. */
+    cp_problems_add(r->sink, line, 1, start, CP_PROB_TOO_LONG,
+                    "line is %zu bytes long; JSON Lines records of more than "
+                    "%zu bytes are not read",
+                    n, r->drop_over);
+    rec->invalid = 1;
+    rec->text = "";
+    return 1;
+  }
   if (cp_is_blank(s, n)) {
     rec->blank = 1;
     return 1;
@@ -521,12 +690,17 @@ static int next_jsonl(cp_reader *r, cp_record *rec) {
 
 /* ---- CSV ---------------------------------------------------------------- */
 
+/* Fields of a row past the header's count and one more are only counted:
+ * they share the last slot, so that a row of a million commas takes no
+ * memory. */
 static field *add_field(cp_reader *r) {
-  if (r->nfields == r->fcap) {
+  size_t i = r->nfields++;
+  if (r->header_done && i > r->ncols + 1) i = r->ncols + 1;
+  if (i >= r->fcap) {
     r->fcap = r->fcap ? r->fcap * 2 : 8;
     r->fields = cp_realloc(r->fields, r->fcap * sizeof *r->fields);
   }
-  field *f = &r->fields[r->nfields++];
+  field *f = &r->fields[i];
   memset(f, 0, sizeof *f);
   return f;
 }
@@ -549,8 +723,9 @@ static int read_csv_record(cp_reader *r, const char *rec_start,
       for (;;) {
         const char *q = memchr(p, '"', (size_t)(end - p));
         if (!q) {
-          problem_at(r, rec_start, line, open, CP_PROB_SYNTAX,
-                     "quoted field is never closed");
+          if (!r->cut) /* else it may close past the limit */
+            problem_at(r, rec_start, line, open, CP_PROB_SYNTAX,
+                       "quoted field is never closed");
           f->len = (size_t)(end - f->start);
           r->pos = r->len;
           return 2;
@@ -601,6 +776,13 @@ static int read_csv_record(cp_reader *r, const char *rec_start,
   return bad;
 }
 
+/* Whether the record just read (read_csv_record's result `bad`) runs past
+ * the size limit: it reaches the end of what may be read without its line
+ * ending. */
+static int csv_cut(const cp_reader *r, int bad) {
+  return r->cut && (bad == 2 || (r->pos == r->len && r->data[r->len - 1] != '\n'));
+}
+
 static uint64_t count_newlines(const char *s, size_t n) {
   uint64_t k = 0;
   const char *e = s + n;
@@ -628,7 +810,10 @@ static int csv_header(cp_reader *r) {
   }
   const char *start = r->data + r->pos;
   uint64_t line = r->line;
-  read_csv_record(r, start, line);
+  if (csv_cut(r, read_csv_record(r, start, line))) {
+    cut_here(r, start, line);
+    return -1;
+  }
   r->line += count_newlines(start, (size_t)(r->data + r->pos - start));
   int have_text = 0, have_intent = 0;
   for (size_t i = 0; i < r->nfields; i++) {
@@ -663,7 +848,8 @@ static int csv_header(cp_reader *r) {
 static int next_csv(cp_reader *r, cp_record *rec) {
   if (!r->header_done) {
     /* An empty file has no rows to check, so no header to ask for. */
-    if (r->len == 0 || (r->len == 3 && memcmp(r->data, "\xEF\xBB\xBF", 3) == 0)) {
+    if (r->len == 0 ||
+        (r->len == 3 && !r->cut && memcmp(r->data, "\xEF\xBB\xBF", 3) == 0)) {
       if (r->len) csv_header(r);
       r->stop = 1;
       return 0;
@@ -677,8 +863,9 @@ static int next_csv(cp_reader *r, cp_record *rec) {
   uint64_t line = r->line;
   rec->text = rec->raw = s;
   int bad = read_csv_record(r, s, line);
+  if (csv_cut(r, bad)) return cut_here(r, s, line);
+  rec->span = r->pos - start;
   r->line += count_newlines(s, r->pos - start);
-  check_size(r, s, line, r->pos);
   if (bad) rec->invalid = 1;
   if (bad == 2) {
     rec->text = "";
@@ -738,45 +925,98 @@ static int next_csv(cp_reader *r, cp_record *rec) {
 }
 
 int cp_reader_next(cp_reader *r, cp_record *rec) {
-  if (r->fmt == CP_FMT_CSV) return next_csv(r, rec);
-  if (r->pos >= r->len) return 0;
-  return r->fmt == CP_FMT_JSONL ? next_jsonl(r, rec) : next_line(r, rec);
+  int got;
+  if (r->fmt == CP_FMT_CSV) got = next_csv(r, rec);
+  else if (r->pos < r->len)
+    got = r->fmt == CP_FMT_JSONL ? next_jsonl(r, rec) : next_line(r, rec);
+  else got = 0;
+  /* The limit fell between two records (or after a CSV header that ended
+   * the reading): the input still goes on past it. */
+  if (!got && r->cut && !r->cut_reported) cut_here(r, r->data + r->pos, r->line);
+  return got;
 }
 
 /* ---- file mapping -------------------------------------------------------- */
 
-int cp_file_map_open(cp_file_map *m, const char *path, char *err,
-                     size_t errlen) {
+/* What a file that is not a regular one is, for the message refusing it. */
+static const char *file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a named pipe (FIFO)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a file";
+}
+
+/* Why path could not be opened, in err: the process or the system out of
+ * file descriptors is said in words a user acts on. Returns -2 when the
+ * process or the system ran out of something, else -1 (see reader.h). */
+static int open_error(const char *path, int e, char *err, size_t errlen) {
+  struct rlimit rl;
+  if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    snprintf(err, errlen,
+             "%s: cannot open: too many open files (this process may have "
+             "%llu; raise the limit with ulimit -n)",
+             path, (unsigned long long)rl.rlim_cur);
+  else if (e == EMFILE)
+    snprintf(err, errlen, "%s: cannot open: too many open files", path);
+  else if (e == ENFILE)
+    snprintf(err, errlen,
+             "%s: cannot open: too many open files in the system", path);
+  else snprintf(err, errlen, "%s: %s", path, strerror(e));
+  return e == EMFILE || e == ENFILE || e == ENOMEM ? -2 : -1;
+}
+
+int cp_file_map_open(cp_file_map *m, const char *path, uint64_t limit,
+                     char *err, size_t errlen) {
   memset(m, 0, sizeof *m);
   m->fd = -1;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+  /* Refused before opening: opening a FIFO waits for a writer, and
+   * opening a device can do things. */
+  struct stat st;
+  if (stat(path, &st) != 0) return open_error(path, errno, err, errlen);
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "%s: not a regular file but %s", path,
+             file_kind(st.st_mode));
     return -1;
   }
-  struct stat st;
+  /* O_NONBLOCK: should it have become a FIFO meanwhile, open returns at
+   * once, and fstat below refuses it. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return open_error(path, errno, err, errlen);
   if (fstat(fd, &st) != 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    int rc = open_error(path, errno, err, errlen);
     close(fd);
-    return -1;
+    return rc;
   }
   if (!S_ISREG(st.st_mode)) {
-    snprintf(err, errlen, "%s: not a regular file", path);
+    snprintf(err, errlen, "%s: not a regular file but %s", path,
+             file_kind(st.st_mode));
     close(fd);
     return -1;
   }
   m->fd = fd;
-  m->size = (size_t)st.st_size;
+  m->file_size = (uint64_t)st.st_size;
+  uint64_t want = limit && m->file_size > limit ? limit : m->file_size;
+  if (want > SIZE_MAX) {
+    snprintf(err, errlen, "%s: too large to map (%llu bytes)", path,
+             (unsigned long long)m->file_size);
+    close(fd);
+    m->fd = -1;
+    return -1;
+  }
+  m->size = (size_t)want;
   if (m->size == 0) {
     m->data = "";
     return 0;
   }
   void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (p == MAP_FAILED) {
-    snprintf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+    int e = errno;
+    snprintf(err, errlen, "%s: cannot map: %s", path, strerror(e));
     close(fd);
     m->fd = -1;
-    return -1;
+    return e == ENOMEM ? -2 : -1;
   }
   m->data = p;
   m->mapped = 1;

@@ -46,6 +46,7 @@ typedef struct cp_record {
   const cp_json *annotations; /* JSON Lines only; valid until the next call */
   uint64_t line;   /* 1-based line where the record starts */
   uint64_t offset; /* byte offset where the record starts */
+  size_t span;     /* bytes it takes in the input, line ending included */
   const char *raw; /* the text as written in the input, and how */
   size_t raw_len;
   cp_text_enc enc;
@@ -59,29 +60,55 @@ typedef struct cp_reader cp_reader;
 
 /* A reader over data[0..len), which must outlive it. name labels problems
  * (copied). Problems go to sink (borrowed), which the reader points at
- * name. lim NULL means the defaults. */
+ * name. lim NULL means the defaults. The reader never looks past the size
+ * limit (lim->max_bytes): an input over it is reported too large, at the
+ * first byte past the limit, and its records end with the last one that
+ * lies wholly within the limit. */
 cp_reader *cp_reader_new(const char *name, const char *data, size_t len,
                          cp_format fmt, const cp_limits *lim,
                          cp_problems *sink);
+/* Says that data holds only the first len bytes of an input of `size`
+ * bytes, cut at the size limit (a file mapped no further than its limit,
+ * cp_file_map_open): len must be at least the limit, and the report of
+ * the size names the whole input's. Call before the first record. */
+void cp_reader_set_size(cp_reader *r, uint64_t size);
 /* 1 with *rec filled, 0 at the end of the input. */
 int cp_reader_next(cp_reader *r, cp_record *rec);
+struct cp_file_map;
+/* Says that data is m's mapping and that the caller will not look at the
+ * bytes of a record longer than longer_than bytes: the reader reads such
+ * a record in pieces and drops each piece's pages behind it, so that one
+ * very long line never needs to be resident as a whole (a JSON Lines
+ * record that long is reported as too long, not parsed). Should the
+ * caller look after all, the pages are read in again. */
+void cp_reader_drop_long(cp_reader *r, struct cp_file_map *m,
+                         size_t longer_than);
 /* Bytes consumed so far. */
 size_t cp_reader_pos(const cp_reader *r);
 void cp_reader_free(cp_reader *r);
 
-/* A whole file mapped read-only. Pages are read on demand and can be
- * dropped again (cp_file_map_release), so a reader streams through a file
- * larger than memory would like with a bounded resident set. */
+/* A file mapped read-only, as far as its size limit. Pages are read on
+ * demand and can be dropped again (cp_file_map_release), so a reader
+ * streams through a file larger than memory would like with a bounded
+ * resident set. */
 typedef struct cp_file_map {
   const char *data;
-  size_t size;
+  size_t size;        /* bytes mapped: the whole file, or up to the limit */
+  uint64_t file_size; /* the file's own size */
   int fd;
   int mapped;
 } cp_file_map;
 
-/* 0, or -1 with a message in err (missing file, not a regular file ...). */
-int cp_file_map_open(cp_file_map *m, const char *path, char *err,
-                     size_t errlen);
+/* Opens the regular file at path and maps its first `limit` bytes (all of
+ * it when limit is 0 or the file is no larger): nothing past the limit is
+ * ever read. Never blocks: a FIFO, a device, a directory or a socket is
+ * refused as such, before it is opened where that could wait for a
+ * writer. 0, or -1 with a message in err naming the file and the cause
+ * (missing, not a regular file, unreadable, ...), or -2 with one when the
+ * process or the system ran out of something (file descriptors: "too
+ * many open files"; memory) rather than the file being at fault. */
+int cp_file_map_open(cp_file_map *m, const char *path, uint64_t limit,
+                     char *err, size_t errlen);
 /* Drops the resident pages of [from, to); later reads fault them back in. */
 void cp_file_map_release(cp_file_map *m, size_t from, size_t to);
 /* Maps the pages of [from, to) in one call, ahead of reading them front

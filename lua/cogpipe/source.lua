@@ -9,6 +9,8 @@ local json = cp.json
 
 local M = {}
 
+local DEFAULT_MAX_BYTES = 52428800 -- as cp.validate.file's
+
 -- DESIGN 4.1: unique non-blank utterances / total lines x 100, two decimals.
 function M.success_rate(records, lines)
   local seen, n = {}, 0
@@ -35,7 +37,21 @@ local function format_of(path, given)
   return "lines"
 end
 
-local function read_all(path)
+-- The whole of a regular file no larger than max_bytes (0: no limit).
+-- Anything else is refused before it is opened: a FIFO would wait for a
+-- writer, a device would never end.
+local function read_all(path, max_bytes)
+  local st, serr = cp.fs.stat(path)
+  if not st then
+    return nil, { message = serr.message }
+  end
+  if st.type ~= "file" then
+    return nil, { message = string.format("%s: not a regular file", path) }
+  end
+  if max_bytes > 0 and st.size > max_bytes then
+    return nil, { message = string.format("%s: file is %d bytes; the limit is %d bytes", path, st.size,
+      max_bytes) }
+  end
   local f, err = io.open(path, "rb")
   if not f then
     return nil, { message = err }
@@ -48,7 +64,7 @@ end
 -- [[text, intent], ...], or {"train": [[text, intent], ...], ...} (split
 -- picks the part; default "train").
 local function read_pairs(path, opts)
-  local data, err = read_all(path)
+  local data, err = read_all(path, opts.max_bytes or DEFAULT_MAX_BYTES)
   if not data then
     return nil, err
   end

@@ -88,10 +88,15 @@ class Check(unittest.TestCase):
         self.assertEqual(r["unique"], 1)
         human = run("--max-chars=10", path)
         self.assertIn("p.txt:2:5: control character U+0007 [control]", human.stdout.decode())
+        # Reading stops at the limit: the lines past it are not checked.
         code, r = check_json("--max-bytes", "20", path)
-        self.assertEqual(r["problems"], 5)  # no length problem at 500
-        big = [p for p in r["problem_list"] if p["kind"] == "too_large"][0]
+        self.assertEqual(code, 3)
+        self.assertEqual(r["lines"], 2)
+        self.assertEqual(r["bytes"], len(data))
+        self.assertEqual([p["kind"] for p in r["problem_list"]], ["bom", "control", "too_large"])
+        big = r["problem_list"][2]
         self.assertEqual((big["line"], big["column"], big["offset"]), (3, 1, 20))
+        self.assertIn("file is %d bytes; the limit is 20 bytes" % len(data), big["reason"])
 
     def test_jsonl_conflicts_and_problems(self):
         path = self.file("d.jsonl", "\n".join([
@@ -159,7 +164,8 @@ class Check(unittest.TestCase):
                              (("--max-chars", "-1", path), "non-negative"),
                              (("--max-bytes",), "non-negative"),
                              ((os.path.join(self.dir, "missing.txt"),), "No such file"),
-                             ((self.dir,), "not a regular file")]:
+                             ((self.dir,), "not a regular file but a directory"),
+                             (("/dev/null",), "not a regular file but a character device")]:
             p = run(*args)
             self.assertEqual(p.returncode, 2, args)
             self.assertIn(needle, p.stderr.decode(), args)

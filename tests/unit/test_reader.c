@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -113,14 +114,74 @@ static void test_lines_problems(void) {
 }
 
 static void test_size_limit(void) {
-  /* The limit falls inside line 2 at byte 7 ("cd|ef"). */
-  read_all("ab\ncdef\ngh\n", 11, CP_FMT_LINES, 500, 7);
-  CHECK_INT(nrecs, 3);
+  /* The limit falls inside line 2 at byte 7 ("cd|ef"): reading stops
+   * before that line, which is not checked. */
+  read_all("ab\ncd\x01" "f\ngh\n", 11, CP_FMT_LINES, 500, 7);
+  CHECK_INT(nrecs, 1);
+  CHECK_STR(recs[0].text, "ab");
   CHECK_INT(probs.total, 1);
   PROBLEM(0, 2, 5, 7, CP_PROB_TOO_LARGE);
   CHECK(strstr(probs.items[0].reason, "11 bytes") != NULL);
   read_all("ab\ncd\n", 6, CP_FMT_LINES, 500, 6);
   CHECK_INT(probs.total, 0);
+  CHECK_INT(nrecs, 2);
+  /* At a line boundary: the next line starts past the limit. */
+  read_all("ab\ncd\nef\n", 9, CP_FMT_LINES, 500, 6);
+  CHECK_INT(nrecs, 2);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 3, 1, 6, CP_PROB_TOO_LARGE);
+  /* A line ending past the limit is cut even when only its newline is. */
+  read_all("ab\ncd\n", 6, CP_FMT_LINES, 500, 5);
+  CHECK_INT(nrecs, 1);
+  PROBLEM(0, 2, 3, 5, CP_PROB_TOO_LARGE);
+  /* Columns are code points: "é" is one. */
+  read_all("\xC3\xA9\xC3\xA9xyz\n", 8, CP_FMT_LINES, 500, 5);
+  CHECK_INT(nrecs, 0);
+  PROBLEM(0, 1, 4, 5, CP_PROB_TOO_LARGE);
+  /* Only the first max_bytes are there to read (ASan sees any byte past
+   * them): the reader is told the input's real size. */
+  char *cut = malloc(7);
+  memcpy(cut, "ab\ncdef", 7);
+  cp_problems_free(&probs);
+  cp_problems_init(&probs, 50);
+  cp_limits lim;
+  cp_limits_init(&lim);
+  lim.max_bytes = 7;
+  cp_reader *r = cp_reader_new("in", cut, 7, CP_FMT_LINES, &lim, &probs);
+  cp_reader_set_size(r, 300u << 20);
+  cp_record x;
+  CHECK_INT(cp_reader_next(r, &x), 1);
+  CHECK_INT(cp_reader_next(r, &x), 0);
+  CHECK_INT(cp_reader_next(r, &x), 0);
+  CHECK_INT(probs.total, 1);
+  CHECK(strstr(probs.items[0].reason, "file is 314572800 bytes") != NULL);
+  cp_reader_free(r);
+  free(cut);
+}
+
+static void test_size_limit_formats(void) {
+  const char *j = "{\"text\":\"a\",\"intent\":\"x\"}\n"
+                  "{\"text\":\"b\",\"intent\":\"x\"}\n";
+  read_all(j, strlen(j), CP_FMT_JSONL, 500, 40);
+  CHECK_INT(nrecs, 1);
+  CHECK_INT(probs.total, 1); /* not "invalid JSON" for the cut line */
+  PROBLEM(0, 2, 15, 40, CP_PROB_TOO_LARGE);
+  /* CSV: the limit inside a quoted field that spans lines, which closes
+   * past it: no "never closed". */
+  const char *c = "text,intent\n\"one\ntwo\",x\nthree,y\n";
+  read_all(c, strlen(c), CP_FMT_CSV, 500, 16);
+  CHECK_INT(nrecs, 0);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 2, 5, 16, CP_PROB_TOO_LARGE);
+  read_all(c, strlen(c), CP_FMT_CSV, 500, 24);
+  CHECK_INT(nrecs, 1);
+  CHECK_STR(recs[0].text, "one\ntwo");
+  PROBLEM(probs.n - 1, 4, 1, 24, CP_PROB_TOO_LARGE);
+  /* The header itself cut. */
+  read_all(c, strlen(c), CP_FMT_CSV, 500, 6);
+  CHECK_INT(nrecs, 0);
+  CHECK_INT(probs.total, 1);
+  PROBLEM(0, 1, 7, 6, CP_PROB_TOO_LARGE);
 }
 
 static void test_jsonl(void) {
@@ -300,7 +361,7 @@ static void test_file_map(void) {
   close(fd);
   cp_file_map m;
   char err[256];
-  CHECK_INT(cp_file_map_open(&m, path, err, sizeof err), 0);
+  CHECK_INT(cp_file_map_open(&m, path, 0, err, sizeof err), 0);
   CHECK_INT(m.size, 8);
   CHECK(memcmp(m.data, body, 8) == 0);
   cp_file_map_release(&m, 0, m.size);
@@ -313,16 +374,167 @@ static void test_file_map(void) {
   CHECK(memcmp(part, "two\n", 4) == 0 && part[4] == 0);
   cp_file_map_close(&m);
   unlink(path);
-  CHECK_INT(cp_file_map_open(&m, path, err, sizeof err), -1);
+  CHECK_INT(cp_file_map_open(&m, path, 0, err, sizeof err), -1);
   CHECK(strstr(err, "No such file") != NULL);
-  CHECK_INT(cp_file_map_open(&m, ".", err, sizeof err), -1);
+  CHECK_INT(cp_file_map_open(&m, ".", 0, err, sizeof err), -1);
   CHECK(strstr(err, "not a regular file") != NULL);
+}
+
+/* A temporary file holding data[0..len); the path goes in path. */
+static void temp_file(char *path, size_t size, const char *data, size_t len) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(path, size, "%s/cp_reader_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  CHECK_INT(write(fd, data, len), len);
+  close(fd);
+}
+
+typedef struct seen {
+  cp_problem items[64];
+  size_t n;
+  uint64_t chars[4];
+  int invalid[4];
+} seen;
+
+/* Reads the mapped file at path as lines, dropping records longer than
+ * drop_over (0: none), and keeps what it found. */
+static void read_mapped(const char *path, size_t drop_over, size_t max_chars,
+                        seen *out) {
+  cp_file_map m;
+  char err[256];
+  CHECK_INT(cp_file_map_open(&m, path, 0, err, sizeof err), 0);
+  cp_problems p;
+  cp_problems_init(&p, 64);
+  cp_limits lim;
+  cp_limits_init(&lim);
+  lim.max_chars = max_chars;
+  cp_reader *r = cp_reader_new("in", m.data, m.size, CP_FMT_LINES, &lim, &p);
+  if (drop_over) cp_reader_drop_long(r, &m, drop_over);
+  cp_record x;
+  size_t k = 0;
+  memset(out, 0, sizeof *out);
+  while (cp_reader_next(r, &x)) {
+    if (k < 4) {
+      out->chars[k] = x.chars;
+      out->invalid[k] = x.invalid;
+    }
+    k++;
+  }
+  CHECK_INT(k, 4);
+  out->n = p.n;
+  memcpy(out->items, p.items, p.n * sizeof *p.items);
+  cp_reader_free(r);
+  cp_problems_free(&p);
+  cp_file_map_close(&m);
+}
+
+/* A line read in pieces with its pages dropped behind gets the problems,
+ * columns and offsets of one read whole: characters across the pieces'
+ * ends, a control character, ill-formed UTF-8 and the length limit far
+ * in. */
+static void test_long_lines_dropped(void) {
+  size_t piece = (size_t)1 << 20, n = 3 * piece + 4096;
+  char *data = malloc(n + 64);
+  size_t len = 0;
+  len += (size_t)sprintf(data, "short\n");
+  size_t start = len;
+  for (; len < start + n; len++) data[len] = (char)('a' + len % 7);
+  memcpy(data + start + piece - 1, "\xE2\x82\xAC", 3);          /* across */
+  memcpy(data + start + 2 * piece - 2, "\xF0\x9F\x98\x80", 4); /* across */
+  data[start + piece + 77] = '\x01';
+  data[start + 2 * piece + 5] = '\xFF';
+  memcpy(data + start + 3 * piece - 1, "\xC3", 1); /* cut short at the end */
+  data[start + 3 * piece] = 'q';
+  data[len++] = '\n';
+  len += (size_t)sprintf(data + len, "x\tplain but long %s\n", "tail");
+  len += (size_t)sprintf(data + len, "last\n");
+  char path[512];
+  temp_file(path, sizeof path, data, len);
+  size_t limits[2] = {0, piece + 100};
+  for (int k = 0; k < 2; k++) {
+    seen whole, pieces;
+    read_mapped(path, 0, limits[k], &whole);
+    read_mapped(path, 64 << 10, limits[k], &pieces);
+    CHECK_INT(whole.n, limits[k] ? 4 : 3);
+    CHECK_INT(pieces.n, whole.n);
+    for (size_t i = 0; i < whole.n && i < pieces.n; i++) {
+      CHECK_INT(pieces.items[i].line, whole.items[i].line);
+      CHECK_INT(pieces.items[i].column, whole.items[i].column);
+      CHECK_INT(pieces.items[i].offset, whole.items[i].offset);
+      CHECK_INT(pieces.items[i].kind, whole.items[i].kind);
+      CHECK_STR(pieces.items[i].reason, whole.items[i].reason);
+    }
+    for (int i = 0; i < 4; i++) {
+      CHECK_INT(pieces.chars[i], whole.chars[i]);
+      CHECK_INT(pieces.invalid[i], whole.invalid[i]);
+    }
+  }
+  unlink(path);
+  free(data);
+}
+
+/* A row of many fields is counted, not kept field by field. */
+static void test_csv_many_fields(void) {
+  size_t commas = 100000;
+  char *data = malloc(commas + 64);
+  size_t len = (size_t)sprintf(data, "text,intent\nhi,greet");
+  memset(data + len, ',', commas);
+  len += commas;
+  data[len++] = '\n';
+  read_all(data, len, CP_FMT_CSV, 500, 0);
+  CHECK_INT(nrecs, 1);
+  CHECK_INT(probs.total, 1);
+  CHECK(strstr(probs.items[0].reason, "row has 100002 fields; the header has 2") != NULL);
+  PROBLEM(0, 2, 9, 20, CP_PROB_FIELD);
+  free(data);
+}
+
+static void test_file_map_limit(void) {
+  char path[512];
+  temp_file(path, sizeof path, "one\ntwo\nthree\n", 14);
+  cp_file_map m;
+  char err[256];
+  CHECK_INT(cp_file_map_open(&m, path, 5, err, sizeof err), 0);
+  CHECK_INT(m.size, 5);
+  CHECK_INT(m.file_size, 14);
+  cp_file_map_close(&m);
+  CHECK_INT(cp_file_map_open(&m, path, 100, err, sizeof err), 0);
+  CHECK_INT(m.size, 14);
+  CHECK_INT(m.file_size, 14);
+  cp_file_map_close(&m);
+  unlink(path);
+}
+
+/* What is not a regular file is refused at once, saying what it is: a
+ * FIFO nobody writes to would block an open for good. */
+static void test_file_map_refuses(void) {
+  char dir[512], fifo[600];
+  const char *tmp = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/cp_reader_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+  CHECK_INT(mkfifo(fifo, 0600), 0);
+  cp_file_map m;
+  char err[700];
+  CHECK_INT(cp_file_map_open(&m, fifo, 0, err, sizeof err), -1);
+  CHECK(strstr(err, "not a regular file but a named pipe (FIFO)") != NULL);
+  CHECK(strstr(err, fifo) != NULL);
+  CHECK_INT(cp_file_map_open(&m, "/dev/null", 0, err, sizeof err), -1);
+  CHECK(strstr(err, "a character device") != NULL);
+  CHECK_INT(cp_file_map_open(&m, dir, 0, err, sizeof err), -1);
+  CHECK(strstr(err, "not a regular file but a directory") != NULL);
+  unlink(fifo);
+  rmdir(dir);
 }
 
 int main(void) {
   RUN(test_lines);
   RUN(test_lines_problems);
   RUN(test_size_limit);
+  RUN(test_size_limit_formats);
+  RUN(test_long_lines_dropped);
+  RUN(test_csv_many_fields);
   RUN(test_jsonl);
   RUN(test_jsonl_problems);
   RUN(test_jsonl_bom);
@@ -333,6 +545,8 @@ int main(void) {
   RUN(test_decode);
   RUN(test_formats);
   RUN(test_file_map);
+  RUN(test_file_map_limit);
+  RUN(test_file_map_refuses);
   cp_problems_free(&probs);
   DONE();
 }

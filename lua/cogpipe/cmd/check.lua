@@ -27,7 +27,8 @@ different intents (conflicts), across all the files. Nothing is sent.
   --normalize M    how texts are compared: none, trim (default), collapse
                    (trim + inner white space), casefold (collapse + Unicode
                    NFKC case folding)
-  --max-bytes N    size limit of each file (default 52428800)
+  --max-bytes N    size limit of each file (default 52428800); a file over
+                   it is reported too large, and nothing past it is read
   --max-chars N    length limit of each text in characters (default 500;
                    0 for none)
   --max-listed N   problems, duplicates and conflicts listed (default 1000
@@ -41,8 +42,11 @@ different intents (conflicts), across all the files. Nothing is sent.
   --model NAME     the embedding model to ask the server for
   --json           print one JSON document instead of the report
 
+Only regular files are read: a FIFO, a device or a directory is refused.
+
 exit status: 0 valid (duplicates alone are reported, not fatal); 3 a
-problem or a conflict was found; 2 usage error or a file cannot be read
+problem or a conflict was found; 2 usage error or a file cannot be read;
+1 a failure of the machine (out of memory, out of file descriptors)
 ]=]
 
 local MODES = { none = true, trim = true, collapse = true, casefold = true }
@@ -207,8 +211,8 @@ local function human(r, o)
   end
 end
 
--- Near and semantic pairs over the valid records of every file; nil and
--- a message when the embeddings cannot be had.
+-- Near and semantic pairs over the valid records of every file; nil, a
+-- message and the exit status when a file or the embeddings cannot be had.
 local function similar_pairs(o)
   if not o.near and not o.semantic then
     return {}
@@ -218,7 +222,7 @@ local function similar_pairs(o)
     local rep, err = cp.validate.file(path, { format = o.format, records = true, max_bytes = o.max_bytes,
       max_chars = o.max_chars })
     if not rep then
-      return nil, err.message
+      return nil, err.message, err.kind == "resource" and 1 or 2
     end
     for _, r in ipairs(rep.records) do
       r.file = path
@@ -233,7 +237,7 @@ local function similar_pairs(o)
     local list, err = require("cogpipe.semdup").pairs(records, { threshold = o.semantic,
       embeddings = o.embeddings, model = o.model, normalize = o.normalize })
     if not list then
-      return nil, type(err) == "table" and err.message or tostring(err)
+      return nil, type(err) == "table" and err.message or tostring(err), 2
     end
     found.semantic = list
   end
@@ -313,12 +317,12 @@ function M.main(args)
   })
   if not report then
     io.stderr:write("cogpipe: check: ", err.message, "\n")
-    return 2
+    return err.kind == "resource" and 1 or 2
   end
-  local found, ferr = similar_pairs(o)
+  local found, ferr, fstatus = similar_pairs(o)
   if not found then
     io.stderr:write("cogpipe: check: ", tostring(ferr), "\n")
-    return 2
+    return fstatus
   end
   o.found = found
   if o.json then

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""`cogpipe check` within its bounds, as a user meets them: a file over the
+size limit is not read past it; what is not a regular file is refused at
+once, a FIFO nobody writes to included; and a process out of file
+descriptors is told so, for the file it was opening.
+
+Peak memory is measured in a build without sanitizers; the rest runs in
+both."""
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("COGPIPE_BIN", "build/cogpipe")
+SANITIZED = bool(os.environ.get("COGPIPE_SANITIZED"))
+MIB = 1 << 20
+LIMIT_KB = 50 * 1024           # the bound on peak memory, as ru_maxrss counts it
+
+
+# A child's peak RSS counts what it inherited at fork until it execs: a
+# child of this process, which holds the generated files, would start high.
+# So the command is started by a small Python of its own, which measures it.
+MEASURE = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, ru = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write("%d %d" % (os.waitstatus_to_exitcode(status), ru.ru_maxrss))
+"""
+
+
+def run(args, preexec_fn=None, timeout=300):
+    """Exit status, stdout, stderr, peak RSS in KiB and wall seconds of one
+    `cogpipe check` run, the peak that of the command alone. With a
+    preexec_fn (descriptor limits), unmeasured: Python would not start."""
+    if preexec_fn:
+        t0 = time.monotonic()
+        p = subprocess.run([BIN, "check", *args], capture_output=True, preexec_fn=preexec_fn,
+                           timeout=timeout)
+        return (p.returncode, p.stdout, p.stderr.decode(errors="replace"), None,
+                time.monotonic() - t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "result")
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-c", MEASURE, result, BIN, "check", *args],
+                           capture_output=True, timeout=timeout)
+        secs = time.monotonic() - t0
+        with open(result) as f:
+            code, kb = (int(x) for x in f.read().split())
+    return code, p.stdout, p.stderr.decode(errors="replace"), kb, secs
+
+
+class Bounded(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cogpipe-limits-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+
+class SizeLimit(Bounded):
+    def sparse(self, size):
+        p = self.path("sparse.txt")
+        with open(p, "wb") as f:
+            f.truncate(size)
+        return p
+
+    def test_max_bytes_stops_reading(self):
+        """A 300 MiB file with --max-bytes 1000: reported over the limit with
+        its size, read no further (memory and time say so)."""
+        p = self.sparse(300 * MIB)
+        code, out, err, kb, secs = run(["--json", "--max-bytes", "1000", p])
+        self.assertEqual(code, 3, err)
+        r = json.loads(out)
+        self.assertEqual(r["bytes"], 300 * MIB)
+        big = [q for q in r["problem_list"] if q["kind"] == "too_large"]
+        self.assertEqual(len(big), 1)
+        self.assertEqual(big[0]["offset"], 1000)
+        self.assertIn("file is %d bytes; the limit is 1000 bytes" % (300 * MIB), big[0]["reason"])
+        # The NULs before the limit are one line that runs past it: cut,
+        # not checked, so no control character problems.
+        self.assertEqual((r["lines"], r["problems"]), (0, 1))
+        self.assertLess(secs, 20)
+        if not SANITIZED:
+            self.assertLessEqual(kb, LIMIT_KB)
+
+    def test_default_limit(self):
+        p = self.sparse(300 * MIB)
+        code, out, err, kb, secs = run(["--json", p])
+        self.assertEqual(code, 3, err)
+        r = json.loads(out)
+        big = [q for q in r["problem_list"] if q["kind"] == "too_large"][0]
+        self.assertEqual(big["offset"], 52428800)
+        if not SANITIZED:
+            self.assertLessEqual(kb, LIMIT_KB)
+
+    def test_records_before_the_limit(self):
+        p = self.path("a.txt")
+        with open(p, "wb") as f:
+            f.write(b"one\ntwo\none\n" + b"x" * 5000 + b"\n")
+        code, out, err, _, _ = run(["--json", "--max-bytes", "100", p])
+        self.assertEqual(code, 3, err)
+        r = json.loads(out)
+        self.assertEqual((r["lines"], r["unique"], r["duplicates"]), (3, 2, 1))
+        self.assertEqual([(q["kind"], q["line"], q["column"]) for q in r["problem_list"]],
+                         [("too_large", 4, 89)])
+
+
+class NotAFile(Bounded):
+    def test_fifo_without_writer(self):
+        fifo = self.path("pipe.txt")
+        os.mkfifo(fifo)
+        t0 = time.monotonic()
+        code, _, err, _, _ = run([fifo], timeout=10)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(code, 2)
+        self.assertIn("%s: not a regular file but a named pipe (FIFO)" % fifo, err)
+        # Through the near-duplicate pass too, which reads the files again.
+        code, _, err, _, _ = run(["--near", "0.8", fifo], timeout=10)
+        self.assertEqual(code, 2)
+        self.assertIn("named pipe", err)
+
+    def test_devices_directories_sockets(self):
+        sock_path = self.path("s.sock")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(sock_path)
+        try:
+            for path, what in [("/dev/zero", "a character device"), (self.dir, "a directory"),
+                               (sock_path, "a socket")]:
+                code, _, err, _, _ = run([path], timeout=10)
+                self.assertEqual(code, 2, path)
+                self.assertIn("%s: not a regular file but %s" % (path, what), err)
+        finally:
+            s.close()
+
+
+def nofile(n):
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return lower
+
+
+class OutOfDescriptors(Bounded):
+    def least_descriptors(self, args):
+        """The lowest RLIMIT_NOFILE under which `cogpipe check args` works,
+        and what it said at each lower limit it got a word out at."""
+        said = {}
+        for n in range(4, 64):
+            code, _, err, _, _ = run(args, preexec_fn=nofile(n), timeout=60)
+            if code == 0:
+                return n, said
+            said[n] = (code, err)
+        self.fail("cogpipe check never ran with under 64 descriptors")
+
+    def test_input_files(self):
+        one = self.path("one.txt")
+        with open(one, "w") as f:
+            f.write("hello\n")
+        n, _ = self.least_descriptors([one])
+        # Input files are held open: the one that does not fit is named.
+        files = []
+        for i in range(12):
+            files.append(self.path("f%02d.txt" % i))
+            with open(files[-1], "w") as f:
+                f.write("text %d\n" % i)
+        code, _, err, _, _ = run(files, preexec_fn=nofile(n + 4))
+        self.assertEqual(code, 1, err)
+        self.assertRegex(err, r"f\d\d\.txt: cannot open: too many open files \(this process may have %d;"
+                         % (n + 4))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
