@@ -8,6 +8,7 @@
 #include "runtime.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -141,11 +142,57 @@ static char *find_lua_dir(const char *given) {
   return dir ? dir : cp_strdup(CP_LUA_INSTALL_DIR);
 }
 
+/* Lua's file searcher takes a file it cannot open for an absent one,
+ * whatever the reason, so a process out of file descriptors is told that
+ * a module is "not found" in a list of paths. This searcher runs just
+ * before it and names the cause instead; a module file that is really
+ * absent is left to it. Upvalue 1: the package table. */
+static int open_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_getfield(L, lua_upvalueindex(1), "path");
+  const char *path = lua_tostring(L, -1);
+  if (!path) return 0;
+  const char *file = luaL_gsub(L, name, ".", LUA_DIRSEP);
+  while (*path) {
+    const char *end = strchr(path, *LUA_PATH_SEP);
+    if (!end) end = path + strlen(path);
+    lua_pushlstring(L, path, (size_t)(end - path));
+    const char *cand = luaL_gsub(L, lua_tostring(L, -1), LUA_PATH_MARK, file);
+    FILE *f = fopen(cand, "r");
+    int e = errno;
+    if (f) {
+      fclose(f);
+      return 0; /* there: the Lua searcher loads it */
+    }
+    if (e == EMFILE || e == ENFILE)
+      return luaL_error(L, "cannot open module '%s' (%s): too many open files%s",
+                        name, cand,
+                        e == ENFILE ? " in the system"
+                                    : "; raise the limit with ulimit -n");
+    if (e != ENOENT && e != ENOTDIR)
+      return luaL_error(L, "cannot open module '%s' (%s): %s", name, cand,
+                        strerror(e));
+    lua_pop(L, 2);
+    path = *end ? end + 1 : end;
+  }
+  return 0;
+}
+
 static void set_package_path(lua_State *L, const char *dir) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  /* open_searcher goes in at 2, before the Lua file searcher. */
+  lua_getfield(L, -1, "searchers");
+  for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 2; i--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, open_searcher, 1);
+  lua_rawseti(L, -2, 2);
   lua_pop(L, 1);
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_cogpipe_core);

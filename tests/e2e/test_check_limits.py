@@ -2,7 +2,7 @@
 """`cogpipe check` within its bounds, as a user meets them: a file over the
 size limit is not read past it; what is not a regular file is refused at
 once, a FIFO nobody writes to included; and a process out of file
-descriptors is told so, for the file it was opening.
+descriptors is told so, for the file or the module it was opening.
 
 Peak memory is measured in a build without sanitizers; the rest runs in
 both."""
@@ -161,11 +161,19 @@ class OutOfDescriptors(Bounded):
             said[n] = (code, err)
         self.fail("cogpipe check never ran with under 64 descriptors")
 
-    def test_input_files(self):
+    def test_module_and_input_files(self):
         one = self.path("one.txt")
         with open(one, "w") as f:
             f.write("hello\n")
-        n, _ = self.least_descriptors([one])
+        n, said = self.least_descriptors([one])
+        # One descriptor short: the first file opened after start-up is the
+        # command's module, and the error says which and why.
+        code, err = said[n - 1]
+        self.assertEqual(code, 1, err)
+        self.assertIn("cannot open module 'cogpipe.cmd.check'", err)
+        self.assertIn("too many open files", err)
+        self.assertNotIn("no file '", err)
+        self.assertNotIn("unknown command", err)
         # Input files are held open: the one that does not fit is named.
         files = []
         for i in range(12):
@@ -176,6 +184,33 @@ class OutOfDescriptors(Bounded):
         self.assertEqual(code, 1, err)
         self.assertRegex(err, r"f\d\d\.txt: cannot open: too many open files \(this process may have %d;"
                          % (n + 4))
+
+    def test_module_searcher(self):
+        """A module that cannot be opened for want of descriptors is not
+        "not found"."""
+        script = self.path("fill.lua")
+        with open(script, "w") as f:
+            f.write("local held = {}\n"
+                    "while true do\n"
+                    "  local h = io.open('/dev/null', 'r')\n"
+                    "  if not h then break end\n"
+                    "  held[#held + 1] = h\n"
+                    "end\n"
+                    "local ok, err = pcall(require, 'cogpipe.neardup')\n"
+                    "for _, h in ipairs(held) do h:close() end\n"
+                    "print(ok, err)\n"
+                    "print(pcall(require, 'cogpipe.no_such_module'))\n")
+        p = subprocess.run([BIN, "run", script], capture_output=True, text=True, timeout=60,
+                           preexec_fn=nofile(64))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        first, second = p.stdout.splitlines()[:2]
+        self.assertTrue(first.startswith("false\t"), first)
+        self.assertIn("cannot open module 'cogpipe.neardup'", first)
+        self.assertIn("neardup.lua", first)
+        self.assertIn("too many open files", first)
+        self.assertNotIn("no file", first)
+        # With descriptors to spare, a missing module is still "not found".
+        self.assertIn("module 'cogpipe.no_such_module' not found", second)
 
 
 if __name__ == "__main__":
