@@ -7,6 +7,7 @@
  */
 #include "dedupe.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,10 +407,34 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
  * (mostly the scanner), candidate sets are double-buffered between them,
  * and both compare the regions of a pass (the prober whenever it would
  * wait for a block).
- * Otherwise one thread does everything. */
+ * Otherwise one thread does everything.
+ *
+ * Memory. Besides a few MiB of fixed size (blocks, buffers), a check
+ * holds the table (24 bytes and a slot per distinct text), the candidate
+ * sets (their pages stay mapped once used), the resident head, and copies
+ * of its longest texts in flight: at most LONG_COPIES of the longest text
+ * seen, in blocks, sets and buffers. Those four share opts.memory_bytes.
+ * The head gives way first: as the table or the sets grow or a longer
+ * text comes, less of it stays mapped (its pages are dropped, and repeats
+ * of its texts become candidates like any other). When the table would
+ * pass the bound even so, the pass stops adding to it and only estimates
+ * how many distinct texts there are (HyperLogLog); the repeats are then
+ * counted again from scratch, in passes over the whole input that each
+ * take the texts whose hashes fall in one part of the hash space, sized
+ * to fit. Records are validated and counted in the first pass only. */
 
 #define BATCH 64                        /* records probed together */
 #define BLOCK_RECS 8192                 /* records handed over at once */
+#define BLOCK_BYTES ((size_t)1 << 20)   /* input a block spans, or text it
+                                           copies, before it is handed over */
+#define LONG_COPIES 17 /* copies of the longest text the check may hold at
+                          once: 3 in the reader and normaliser, 6 in the
+                          blocks in flight (its input and a normalised
+                          copy), 2 in candidate sets, 6 in the two
+                          confirming buffers (raw, decoded, normalised) */
+#define PART_BITS_MAX 16 /* parts of the hash space, at most 2^this */
+#define PART_MIN 1024    /* a table this small is never split */
+#define HLL_BITS 12      /* HyperLogLog registers: 2^this, within 2% */
 #define NBLOCKS 3                       /* blocks in flight */
 #define PASS_TEXT ((size_t)2 << 20)     /* candidate text that starts a pass */
 #define PASS_CANDS ((size_t)32 << 10)   /* candidates that start a pass */
@@ -426,6 +451,7 @@ typedef struct source {
   const char *data;
   size_t size;     /* bytes to read: up to the size limit */
   uint64_t file_size;
+  cp_format fmt;
   uint64_t base;   /* global offset of data[0] */
   size_t pos;      /* probing is done with data[0..pos) */
   size_t released; /* pages below this were last dropped */
@@ -454,8 +480,11 @@ typedef struct block {
   _Alignas(64) pending *items; /* the scanner writes one while the prober reads another */
   size_t n;
   cp_buf text;
-  size_t end; /* reader position after the block's last record */
+  size_t start, end; /* reader positions before its first record and
+                        after its last */
   int last;   /* the source's final block */
+  size_t lmax; /* the longest text the scanner had seen when it filled it */
+  uint64_t keep; /* the resident head when it was probed */
   match *matches;
   size_t nmatches;
 } block;
@@ -492,16 +521,32 @@ void cp_check_opts_init(cp_check_opts *o) {
   memset(o, 0, sizeof *o);
   o->mode = CP_NORM_TRIM;
   o->resident_bytes = CP_CHECK_RESIDENT_DEFAULT;
+  o->memory_bytes = CP_CHECK_MEMORY_DEFAULT;
   cp_limits_init(&o->limits);
   o->max_problems = CP_DEFAULT_MAX_PROBLEMS;
   o->max_items = 1000;
 }
 
+/* A repeat kept for the report. A long text is not copied: it is the
+ * normalised text of the first occurrence, read again from the input when
+ * the report is made, so that a list of long texts takes no memory while
+ * the check runs. */
+typedef struct item {
+  uint64_t key;       /* the repeat: source << 40 | line */
+  uint64_t first_key; /* its first occurrence, the same way */
+  uint64_t fat;       /* the first occurrence's bytes, as in entry */
+  uint32_t intent, first_intent;
+  char *text; /* owned; the text itself when short, or for a repeat of a
+                 hash collision, whose first occurrence's place is not
+                 known; else NULL */
+} item;
+
+#define ITEM_COPY 256 /* texts up to this long are copied at once */
+
 /* The items one side keeps: duplicates ([0]) or conflicts ([1]), in input
- * order, each with its (source, line) code to merge by. */
+ * order. */
 typedef struct kept {
-  cp_check_item *v;
-  uint64_t *key;
+  item *v;
   size_t n, cap;
 } kept;
 
@@ -514,6 +559,10 @@ typedef struct tally {
   uint64_t duplicates, conflicts, unique;
   kept items[2];
   cp_dedupe_set *side;
+  uint64_t *side_keys; /* (source, line) codes of the side set's texts, by
+                          the "line" the set keeps for them (a 40-bit
+                          number, too small for the code) */
+  size_t nside;
 } tally;
 
 /* The two threads each write their own part, a cache line apart from the
@@ -524,8 +573,25 @@ struct cp_check {
   source *srcs;
   size_t nsrcs;
   uint64_t total; /* global offset of the next source */
-  uint64_t keep;  /* input below this global offset stays mapped */
+  uint64_t keep;  /* input below this global offset stays mapped; only
+                     lowered (lower_keep), read and written atomically */
   int finished;
+  /* Passes. The first pass over each file validates and counts records;
+   * the repeats are counted in it too unless the table overflowed, and
+   * else in passes over the parts of the hash space (part_bits > 0). */
+  int primary;         /* the pass validates and counts records */
+  int overflow;        /* the table passed its bound: this pass no longer
+                          counts repeats (atomic: the scanner reads it) */
+  int unbounded;       /* the part cannot be split further: no bound */
+  unsigned part_bits;  /* records whose hash is in part `part` of 2^bits */
+  uint64_t part;
+  size_t part_expect;  /* the part's distinct texts, as estimated */
+  uint64_t table_bytes; /* the table's and candidate sets' memory as the
+                           prober last planned it, for the scanner; atomic */
+  cp_problems *sink;   /* problems: the report's, or `muted` */
+  cp_problems muted;   /* problems found again by later passes */
+  tally acc;           /* what finished passes counted */
+  uint8_t hll[(size_t)1 << HLL_BITS]; /* distinct hashes past an overflow */
   /* The hand-over, under mu. */
   block blocks[NBLOCKS];
   size_t head, tail; /* blocks handed over and not yet probed: [head, tail) */
@@ -544,6 +610,7 @@ struct cp_check {
   char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
   size_t nintents;
   cp_buf sn;     /* normalise scratch */
+  size_t lmax;   /* the longest text seen so far */
   scratch sc;    /* decode and normalise scratch of comparing and confirming */
   tally now;     /* repeats of the resident head */
   tally later;   /* the confirming passes' */
@@ -569,6 +636,10 @@ cp_check *cp_check_new(const cp_check_opts *o) {
   else cp_check_opts_init(&c->o);
   if (!c->o.max_items) c->o.max_items = 1;
   cp_problems_init(&c->rep.problems, c->o.max_problems);
+  cp_problems_init(&c->muted, 0);
+  c->sink = &c->rep.problems;
+  c->primary = 1;
+  if (!c->o.memory_bytes) c->o.memory_bytes = CP_CHECK_MEMORY_DEFAULT;
   tab_init(&c->t, 12);
   c->keep = c->o.resident_bytes;
   c->queued = -1;
@@ -585,14 +656,52 @@ static void free_item(cp_check_item *it) {
   free(it->first_intent);
 }
 
+static void kept_free(kept *k) {
+  for (size_t i = 0; i < k->n; i++) free(k->v[i].text);
+  free(k->v);
+  memset(k, 0, sizeof *k);
+}
+
 static void tally_free(tally *t) {
-  for (int k = 0; k < 2; k++) {
-    for (size_t i = 0; i < t->items[k].n; i++) free_item(&t->items[k].v[i]);
-    free(t->items[k].v);
-    free(t->items[k].key);
-  }
+  for (int k = 0; k < 2; k++) kept_free(&t->items[k]);
   cp_dedupe_set_free(t->side);
+  free(t->side_keys);
   memset(t, 0, sizeof *t);
+}
+
+static void scratch_free(scratch *sc) {
+  cp_buf_free(&sc->dec);
+  cp_buf_free(&sc->norm);
+  cp_buf_free(&sc->view);
+}
+
+static void sets_free(cp_check *c) {
+  for (int i = 0; i < 2; i++) {
+    cset *set = &c->sets[i];
+    big_free(set->cands, set->cbytes);
+    big_free(set->texts, set->tcap);
+    free(set->order);
+    free(set->start);
+    free(set->todo);
+    free(set->ok);
+    memset(set, 0, sizeof *set);
+  }
+}
+
+/* Frees what only counting needs: the table, the candidate sets, the
+ * blocks and buffers. What is left is the report and the sources. */
+static void shed(cp_check *c) {
+  tab_free(&c->t);
+  sets_free(c);
+  for (int i = 0; i < NBLOCKS; i++) {
+    free(c->blocks[i].items);
+    free(c->blocks[i].matches);
+    cp_buf_free(&c->blocks[i].text);
+    memset(&c->blocks[i], 0, sizeof c->blocks[i]);
+  }
+  scratch_free(&c->sc);
+  scratch_free(&c->probe_sc);
+  cp_buf_free(&c->sn);
 }
 
 void cp_check_free(cp_check *c) {
@@ -602,34 +711,16 @@ void cp_check_free(cp_check *c) {
     free(c->srcs[i].name);
   }
   free(c->srcs);
-  tab_free(&c->t);
+  shed(c);
   tally_free(&c->now);
   tally_free(&c->later);
-  for (int i = 0; i < 2; i++) {
-    big_free(c->sets[i].cands, c->sets[i].cbytes);
-    big_free(c->sets[i].texts, c->sets[i].tcap);
-    free(c->sets[i].order);
-    free(c->sets[i].start);
-    free(c->sets[i].todo);
-    free(c->sets[i].ok);
-  }
+  tally_free(&c->acc);
+  cp_problems_free(&c->muted);
   cp_dedupe_set_free(c->intents);
   for (size_t i = 0; i < c->nintents; i++)
     free(c->intent_names[i / INTENT_CHUNK][i % INTENT_CHUNK]);
   for (size_t i = 0; i < INTENT_TOP && c->intent_names[i]; i++)
     free(c->intent_names[i]);
-  cp_buf_free(&c->sc.dec);
-  cp_buf_free(&c->sc.norm);
-  cp_buf_free(&c->probe_sc.dec);
-  cp_buf_free(&c->probe_sc.norm);
-  cp_buf_free(&c->sc.view);
-  cp_buf_free(&c->probe_sc.view);
-  cp_buf_free(&c->sn);
-  for (int i = 0; i < NBLOCKS; i++) {
-    free(c->blocks[i].items);
-    free(c->blocks[i].matches);
-    cp_buf_free(&c->blocks[i].text);
-  }
   for (size_t i = 0; i < c->rep.n_dups; i++) free_item(&c->rep.dups[i]);
   for (size_t i = 0; i < c->rep.n_conflicts; i++)
     free_item(&c->rep.conflict_items[i]);
@@ -673,10 +764,14 @@ static size_t source_of(const cp_check *c, uint64_t where) {
   return lo;
 }
 
-/* Whether the bytes of an entry or pending record lie in the resident head
- * as a whole. */
-static int resident(const cp_check *c, uint64_t at) {
-  return at_where(at) + at_len(at) <= c->keep;
+static uint64_t keep_now(const cp_check *c) {
+  return __atomic_load_n(&c->keep, __ATOMIC_RELAXED);
+}
+
+/* Whether the bytes of an entry or pending record lie in a resident head
+ * of `keep` bytes as a whole. */
+static int resident(uint64_t keep, uint64_t at) {
+  return at_where(at) + at_len(at) <= keep;
 }
 
 /* The bytes of an entry or pending record, in the input. */
@@ -686,10 +781,8 @@ static const char *raw_at(const cp_check *c, uint64_t at) {
   return s->data + (where - s->base);
 }
 
-/* Drops the resident pages of global range [from, to), except those of the
- * resident head. */
-static void release_range(cp_check *c, uint64_t from, uint64_t to) {
-  if (from < c->keep) from = c->keep;
+/* Drops the resident pages of global range [from, to). */
+static void drop_range(cp_check *c, uint64_t from, uint64_t to) {
   for (size_t i = 0; i < c->nsrcs && from < to; i++) {
     source *s = &c->srcs[i];
     uint64_t a = from > s->base ? from : s->base;
@@ -697,6 +790,61 @@ static void release_range(cp_check *c, uint64_t from, uint64_t to) {
     if (b > a)
       cp_file_map_release(&s->map, (size_t)(a - s->base), (size_t)(b - s->base));
   }
+}
+
+/* The same, except for the resident head. */
+static void release_range(cp_check *c, uint64_t from, uint64_t to) {
+  uint64_t keep = keep_now(c);
+  drop_range(c, from > keep ? from : keep, to);
+}
+
+/* Either thread: keeps at most `want` bytes of the head resident from now
+ * on, and drops the pages past that. Matches that the prober found
+ * against the larger head may still fault a few of those pages in again;
+ * compare_block drops them once more when it has compared them. */
+static void lower_keep(cp_check *c, uint64_t want) {
+  want &= ~(uint64_t)4095;
+  uint64_t old = keep_now(c);
+  while (want < old && !__atomic_compare_exchange_n(&c->keep, &old, want, 0,
+                                                    __ATOMIC_RELAXED,
+                                                    __ATOMIC_RELAXED)) {
+  }
+  if (want < old) drop_range(c, want, old);
+}
+
+/* Bytes the table takes once it holds n entries: its slots (it grows them
+ * at 70% full, as tab_reserve does) and its entries, with the windows the
+ * scanner readies ahead of the prober. */
+#define AHEAD_ENTS (2 * EWINDOW)
+static size_t table_need(const table *t, size_t n) {
+  unsigned bits = t->bits;
+  while (n * 10 > ((size_t)1 << bits) * 7) bits++;
+  /* A chunk of 2 MiB or more is mapped a huge page at a time. */
+  size_t j = n + AHEAD_ENTS + ((size_t)1 << ECHUNK0_BITS);
+  unsigned top = 63u - (unsigned)__builtin_clzll((unsigned long long)j);
+  size_t slack = chunk_bytes(top - ECHUNK0_BITS) >= HUGE_PAGE ? HUGE_PAGE : 0;
+  return slots_bytes(bits) + (n + AHEAD_ENTS) * sizeof(entry) + slack;
+}
+
+/* Memory to set aside for copies of the longest text. */
+static size_t long_room(size_t lmax) { return LONG_COPIES * lmax; }
+
+/* Probing side: what the candidate sets hold (their pages stay mapped once
+ * used), and the sweep's arrays sized after them. */
+static size_t sets_bytes(const cp_check *c) {
+  size_t n = 0;
+  for (int i = 0; i < 2; i++) {
+    const cset *s = &c->sets[i];
+    n += s->cready + s->tready + s->cbytes / sizeof(cand) * (sizeof(uint32_t) + 1);
+  }
+  return n;
+}
+
+/* The head the rest leaves room for, given what the table and long texts
+ * need. */
+static void fit_keep(cp_check *c, size_t need) {
+  if (need < c->o.memory_bytes) lower_keep(c, c->o.memory_bytes - need);
+  else lower_keep(c, 0);
 }
 
 /* ---- counting -------------------------------------------------------------- */
@@ -714,35 +862,45 @@ typedef struct repeat {
   uint32_t intent;
 } repeat;
 
-static void keep_item(cp_check *c, tally *t, int conflict, const repeat *r,
-                      size_t first_src, uint64_t first_line,
-                      uint32_t first_intent) {
+/* An item's fat when the first occurrence's place is not known. */
+#define NO_PLACE UINT64_MAX
+
+static void keep_item(tally *t, int conflict, const repeat *r,
+                      uint64_t first_key, uint32_t first_intent,
+                      uint64_t fat) {
   kept *k = &t->items[conflict];
   if (k->n == k->cap) {
     k->cap = k->cap ? k->cap * 2 : 64;
     k->v = cp_realloc(k->v, k->cap * sizeof *k->v);
-    k->key = cp_realloc(k->key, k->cap * sizeof *k->key);
   }
-  k->key[k->n] = r->key;
-  cp_check_item *it = &k->v[k->n++];
-  it->text = cp_strndup(r->text, r->len);
-  it->file = src_name(c, (size_t)(r->key >> LINE_BITS));
-  it->line = line_of(r->key);
-  it->first_file = src_name(c, first_src);
-  it->first_line = first_line;
-  it->intent = r->intent ? cp_strdup(intent_name(c, r->intent)) : NULL;
-  it->first_intent =
-      first_intent ? cp_strdup(intent_name(c, first_intent)) : NULL;
+  item *it = &k->v[k->n++];
+  it->key = r->key;
+  it->first_key = first_key;
+  it->fat = fat;
+  it->intent = r->intent;
+  it->first_intent = first_intent;
+  it->text = fat == NO_PLACE || r->len <= ITEM_COPY ? cp_strndup(r->text, r->len)
+                                                    : NULL;
 }
 
+/* One repeat of the first occurrence at first_key (source << 40 | line)
+ * under first_intent, whose bytes are at fat (or NO_PLACE). */
 static void count_repeat(cp_check *c, tally *t, const repeat *r,
-                         size_t first_src, uint64_t first_line,
-                         uint32_t first_intent) {
+                         uint64_t first_key, uint32_t first_intent,
+                         uint64_t fat) {
   int conflict = r->intent && first_intent && r->intent != first_intent;
   if (conflict) t->conflicts++;
   else t->duplicates++;
   if (t->items[conflict].n < c->o.max_items)
-    keep_item(c, t, conflict, r, first_src, first_line, first_intent);
+    keep_item(t, conflict, r, first_key, first_intent, fat);
+}
+
+/* The same, for the first occurrence an entry describes. */
+static void count_entry(cp_check *c, tally *t, const repeat *r, uint64_t fat,
+                        uint64_t fline) {
+  uint64_t first_key =
+      ((uint64_t)source_of(c, at_where(fat)) << LINE_BITS) | line_of(fline);
+  count_repeat(c, t, r, first_key, intent_of(fline), fat);
 }
 
 /* Bytes differ under equal 64-bit hashes: a real collision. Every later
@@ -755,14 +913,16 @@ static void resolve_collision(cp_check *c, tally *t, const repeat *r) {
   cp_dedupe_hit hit;
   cp_dedupe_result res = cp_dedupe_set_add(
       t->side, r->text, r->len, r->intent ? (const char *)&r->intent : NULL,
-      r->intent ? sizeof r->intent : 0, r->key, &hit);
+      r->intent ? sizeof r->intent : 0, t->nside, &hit);
   if (res == CP_DEDUPE_NEW) {
+    t->side_keys = cp_realloc(t->side_keys, (t->nside + 1) * sizeof *t->side_keys);
+    t->side_keys[t->nside++] = r->key;
     t->unique++;
     return;
   }
   uint32_t fi = 0;
   if (hit.intent) memcpy(&fi, hit.intent, sizeof fi);
-  count_repeat(c, t, r, (size_t)(hit.line >> LINE_BITS), line_of(hit.line), fi);
+  count_repeat(c, t, r, t->side_keys[hit.line], fi, NO_PLACE);
 }
 
 /* ---- probing -------------------------------------------------------------- */
@@ -778,17 +938,18 @@ static const char *pending_text(const cp_check *c, const block *bl,
  * (PASS_CANDS, PASS_TEXT) and grow, copied, only when a set overshoots
  * while the other is still being confirmed. Small pages: a set may stay
  * small, and a huge page would then be mostly waste. */
-static void *set_grow(void *p, size_t *bytes, size_t need, size_t *ready) {
+static void *set_grow(void *p, size_t *bytes, size_t need, size_t used,
+                      size_t *ready) {
   size_t n = *bytes ? *bytes : HUGE_PAGE;
   while (n < need) n *= 2;
   if (n == *bytes) return p;
   void *q = zalloc_pages(n, 0, 0);
   if (p) {
-    memcpy(q, p, *bytes);
+    memcpy(q, p, used);
     big_free(p, *bytes);
   }
   *bytes = n;
-  *ready = 0; /* the copy faulted its part in; the rest is mapped as used */
+  *ready = used; /* the copy faulted its part in; the rest is mapped as used */
   return q;
 }
 
@@ -809,13 +970,14 @@ static void add_cand(cp_check *c, const block *bl, const pending *b,
   cset *set = &c->sets[c->filling];
   if ((set->n + 1) * sizeof *set->cands > set->cbytes)
     set->cands = set_grow(set->cands, &set->cbytes,
-                          (set->n + 1) * sizeof *set->cands, &set->cready);
+                          (set->n + 1) * sizeof *set->cands,
+                          set->n * sizeof *set->cands, &set->cready);
   if (set->tlen + b->len > set->tcap)
     set->texts = set_grow(set->texts, &set->tcap,
                           set->tlen + b->len > PASS_TEXT + HUGE_PAGE
                               ? set->tlen + b->len
                               : PASS_TEXT + HUGE_PAGE,
-                          &set->tready);
+                          set->tlen, &set->tready);
   set_ready((char *)set->cands, &set->cready, (set->n + 1) * sizeof(cand),
             set->cbytes);
   set_ready(set->texts, &set->tready, set->tlen + b->len, set->tcap);
@@ -871,11 +1033,14 @@ static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
     size_t n;
     text_at(c, sc, m->fat, &p, &n);
     if (n == r.len && memcmp(p, r.text, n) == 0)
-      count_repeat(c, &c->now, &r, source_of(c, at_where(m->fat)),
-                   line_of(m->fline), intent_of(m->fline));
+      count_entry(c, &c->now, &r, m->fat, m->fline);
     else
       resolve_collision(c, &c->now, &r);
   }
+  /* The head shrank since the block was probed: its first occurrences in
+   * the part given up were faulted in again just now. */
+  uint64_t keep = keep_now(c);
+  if (b->nmatches && keep < b->keep) drop_range(c, keep, b->keep);
   b->nmatches = 0;
   source *s = &c->srcs[src];
   /* Each drop interrupts the other thread (its TLB must forget the pages),
@@ -935,7 +1100,7 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
     uint32_t idx;
     if (tab_next(t, b[i].hash, &pos, &idx)) {
       const entry *e = ent(t, idx);
-      if (resident(c, e->at)) {
+      if (resident(bl->keep, e->at)) {
         match *m = &bl->matches[bl->nmatches++];
         m->fat = e->at;
         m->fline = e->line;
@@ -1038,8 +1203,7 @@ static void confirm_count(cp_check *c, cset *set) {
     const cand *k = &set->cands[i];
     repeat r = {k->line, set->texts + k->text, k->len, k->intent};
     if (set->ok[i])
-      count_repeat(c, &c->later, &r, source_of(c, at_where(k->fat)),
-                   line_of(k->fline), intent_of(k->fline));
+      count_entry(c, &c->later, &r, k->fat, k->fline);
     else
       resolve_collision(c, &c->later, &r);
   }
@@ -1086,12 +1250,74 @@ static void queue_set(cp_check *c) {
   uv_cond_broadcast(&c->cv);
 }
 
+/* ---- counting distinct texts past an overflow (HyperLogLog) -------------- */
+
+/* The part of the hash space (of 2^bits) that h falls in. The bits are
+ * below those that place an entry in the table (the top ones), so that
+ * a part spreads over the whole table, and above the tag (the low byte). */
+static uint64_t part_of(uint64_t h, unsigned bits) {
+  return (h >> 8) & (((uint64_t)1 << bits) - 1);
+}
+
+static void hll_add(cp_check *c, uint64_t h) {
+  size_t i = (size_t)(h >> (64 - HLL_BITS));
+  uint64_t rest = (h << HLL_BITS) | ((uint64_t)1 << (HLL_BITS - 1));
+  uint8_t rank = (uint8_t)(__builtin_clzll(rest) + 1);
+  if (rank > c->hll[i]) c->hll[i] = rank;
+}
+
+static double hll_estimate(const cp_check *c) {
+  const double m = (double)((size_t)1 << HLL_BITS);
+  double sum = 0;
+  size_t zeros = 0;
+  for (size_t i = 0; i < ((size_t)1 << HLL_BITS); i++) {
+    sum += 1.0 / (double)((uint64_t)1 << c->hll[i]);
+    zeros += c->hll[i] == 0;
+  }
+  double e = 0.7213 / (1 + 1.079 / m) * m * m / sum;
+  if (e <= 2.5 * m && zeros) e = m * log(m / (double)zeros);
+  return e;
+}
+
+/* Probing side: the table has reached its bound. The pass stops counting
+ * repeats; what it counted is thrown away at its end. Its distinct texts
+ * are estimated instead, to size the parts the passes after it take. */
+static void overflow(cp_check *c) {
+  __atomic_store_n(&c->overflow, 1, __ATOMIC_RELAXED);
+  if (!c->primary) return; /* a part that is split in two needs no count */
+  for (size_t i = 0; i < c->t.nents; i++) hll_add(c, ent(&c->t, (uint32_t)i)->hash);
+}
+
+/* Probing side: the table is to take up to n more entries, and the
+ * scanner has seen texts of lmax bytes. Makes room for both, from the
+ * resident head, or finds that there is none. */
+static void plan_memory(cp_check *c, size_t n, size_t lmax) {
+  size_t tb = table_need(&c->t, c->t.nents + n) + sets_bytes(c);
+  size_t need = tb + long_room(lmax);
+  /* Over the bound with next to nothing in the table, it is the rest that
+   * does not fit: splitting the table further would not help. */
+  if (need > c->o.memory_bytes && !c->unbounded && c->t.nents >= PART_MIN) {
+    overflow(c);
+    return;
+  }
+  fit_keep(c, need);
+  __atomic_store_n(&c->table_bytes, tb, __ATOMIC_RELAXED);
+}
+
 /* Probing side: takes one block of pending records. */
 static void consume(cp_check *c, size_t src, block *b) {
   source *s = &c->srcs[src];
-  /* Growing now keeps slot addresses fixed while the stages run. */
-  tab_reserve(&c->t, b->n);
   size_t n = b->n;
+  if (!c->overflow) plan_memory(c, n, b->lmax);
+  if (c->overflow) {
+    if (c->primary)
+      for (size_t i = 0; i < n; i++) hll_add(c, b->items[i].hash);
+    s->pos = b->end;
+    return;
+  }
+  b->keep = keep_now(c);
+  /* Growing now keeps slot addresses fixed while the stages run. */
+  tab_reserve(&c->t, n);
   for (size_t i = 0; i < n + 2 * BATCH; i += BATCH) {
     if (i < n) stage_slots(&c->t, b->items + i, n - i < BATCH ? n - i : BATCH);
     if (i >= BATCH && i - BATCH < n) {
@@ -1185,7 +1411,6 @@ static void drain(cp_check *c, size_t src, scratch *sc, int scanner) {
  * next, sparing the probing thread, the busier one, the page faults. Only
  * the chunks allocated before scanning began are touched: the probing
  * side allocates any others, unseen here. */
-#define AHEAD_ENTS (2 * EWINDOW)
 static void entries_ahead(cp_check *c, size_t want) {
   if (want > c->ahead_end) want = c->ahead_end;
   while (c->ahead < want) {
@@ -1196,6 +1421,14 @@ static void entries_ahead(cp_check *c, size_t want) {
   }
 }
 
+static void block_reset(block *b) {
+  b->n = 0;
+  b->last = 0;
+  /* Long texts may have grown it: give that back, not keep it for good. */
+  if (b->text.cap > 2 * BLOCK_BYTES) cp_buf_free(&b->text);
+  cp_buf_reset(&b->text);
+}
+
 /* Scanning side: hands a filled block over, to the other thread or
  * straight to probing when there is none; returns the next block to fill.
  * While the other thread is behind, this one confirms. */
@@ -1203,8 +1436,7 @@ static block *hand_over(cp_check *c, size_t src, block *b) {
   if (!c->threaded) {
     consume(c, src, b);
     compare_block(c, src, b, &c->probe_sc);
-    b->n = 0;
-    cp_buf_reset(&b->text);
+    block_reset(b);
     return b;
   }
   uv_mutex_lock(&c->mu);
@@ -1222,14 +1454,32 @@ static block *hand_over(cp_check *c, size_t src, block *b) {
       uv_cond_wait(&c->cv, &c->mu);
   uv_mutex_unlock(&c->mu);
   block *next = &c->blocks[c->tail % NBLOCKS];
-  next->n = 0;
-  next->last = 0;
-  cp_buf_reset(&next->text);
+  block_reset(next);
   return next;
 }
 
+/* Scanning side: a text longer than any before. The head gives way to
+ * the room its copies may take, now, before they are made. */
+static void note_long(cp_check *c, block *b, size_t len) {
+  c->lmax = len;
+  b->lmax = len;
+  fit_keep(c, __atomic_load_n(&c->table_bytes, __ATOMIC_RELAXED) +
+                  long_room(len));
+}
+
+/* Scanning side: a text too long to be deduplicated is a problem of its
+ * own; its bytes are never looked at again, so its pages go at once. */
+static void too_long(cp_check *c, source *s, const cp_record *rec) {
+  cp_problems_add(c->sink, rec->line, 1, rec->offset, CP_PROB_TOO_LONG,
+                  "text is over %zu MiB; too long to deduplicate",
+                  CP_CHECK_MAX_TEXT >> 20);
+  c->rep.invalid++;
+  size_t from = (size_t)(rec->raw - s->data);
+  cp_file_map_release(&s->map, from, from + rec->raw_len);
+}
+
 /* Scanning side: one record into the block being filled. */
-static void scan_record(cp_check *c, block *b, const source *s,
+static void scan_record(cp_check *c, block *b, source *s,
                         const cp_record *rec) {
   c->rep.lines++;
   if (rec->blank) {
@@ -1240,6 +1490,17 @@ static void scan_record(cp_check *c, block *b, const source *s,
     c->rep.invalid++;
     return;
   }
+  /* Only reachable without a length limit: say so rather than compare a
+   * prefix, or copy it. */
+  size_t longest = rec->raw_len > rec->len ? rec->raw_len : rec->len;
+  if (longest > CP_CHECK_MAX_TEXT) {
+    too_long(c, s, rec);
+    return;
+  }
+  /* Reading the record took about its span too (a parsed JSON line). */
+  size_t room = rec->span < CP_CHECK_MAX_TEXT ? rec->span : CP_CHECK_MAX_TEXT;
+  if (room < longest) room = longest;
+  if (room > c->lmax) note_long(c, b, room);
   const char *p;
   size_t n;
   if (rec->plain)
@@ -1250,18 +1511,17 @@ static void scan_record(cp_check *c, block *b, const source *s,
     c->rep.blank_lines++;
     return;
   }
-  if (rec->raw_len > LEN_MASK || n > CP_DEDUPE_MAX_TEXT) {
-    /* Only reachable without a length limit: say so rather than compare a
-     * prefix. */
-    cp_problems_add(&c->rep.problems, rec->line, 1, rec->offset,
-                    CP_PROB_TOO_LONG,
-                    "text is over 4 MiB; too long to deduplicate");
-    c->rep.invalid++;
-    return;
+  if (n > c->lmax) { /* case folding can lengthen a text */
+    if (n > CP_CHECK_MAX_TEXT) {
+      too_long(c, s, rec);
+      return;
+    }
+    note_long(c, b, n);
   }
   c->rep.utterances++;
   uint64_t h = cp_dedupe_hash(p, n);
   if (c->o.test_hash_mask) h &= c->o.test_hash_mask;
+  if (c->part_bits && part_of(h, c->part_bits) != c->part) return;
   pending *q = &b->items[b->n++];
   q->hash = h;
   q->line = pack_line(rec->line, check_intent(c, rec->intent, rec->intent_len));
@@ -1280,7 +1540,6 @@ static void scan_record(cp_check *c, block *b, const source *s,
 typedef struct scan_job {
   cp_check *c;
   size_t src;
-  cp_format fmt;
 } scan_job;
 
 /* Scanning side: maps the input's pages a little ahead of the reader at
@@ -1302,26 +1561,33 @@ static void scan_source(void *arg) {
   scan_job *j = arg;
   cp_check *c = j->c;
   source *s = &c->srcs[j->src];
-  cp_reader *r = cp_reader_new(s->name, s->data, s->size, j->fmt,
-                               &c->o.limits, &c->rep.problems);
+  cp_reader *r = cp_reader_new(s->name, s->data, s->size, s->fmt,
+                               &c->o.limits, c->sink);
   cp_reader_set_size(r, s->file_size);
-  /* Lines too long to deduplicate need not stay resident while read. */
-  if (s->map.mapped) cp_reader_drop_long(r, &s->map, LEN_MASK);
+  if (s->map.mapped) cp_reader_drop_long(r, &s->map, CP_CHECK_MAX_TEXT);
   block *b = &c->blocks[c->tail % NBLOCKS];
-  b->n = 0;
-  b->last = 0;
-  cp_buf_reset(&b->text);
+  block_reset(b);
+  b->start = 0;
+  b->lmax = c->lmax;
   map_ahead(s, 0);
   /* The first block is handed over early: probing waits for it. */
   size_t fill = c->threaded ? BLOCK_RECS / 8 : BLOCK_RECS;
   cp_record rec;
   while (cp_reader_next(r, &rec)) {
     scan_record(c, b, s, &rec);
-    if (b->n == fill) {
+    /* Bounded in bytes too, as the input it spans stays mapped, and its
+     * copies in memory, until it is counted. */
+    if (b->n == fill || rec.offset - b->start >= BLOCK_BYTES ||
+        b->text.len >= BLOCK_BYTES) {
       b->end = cp_reader_pos(r);
       map_ahead(s, b->end);
       b = hand_over(c, j->src, b);
+      b->start = cp_reader_pos(r);
+      b->lmax = c->lmax;
       fill = BLOCK_RECS;
+      /* A part that overflowed is split and read again: no use going on. */
+      if (!c->primary && __atomic_load_n(&c->overflow, __ATOMIC_RELAXED))
+        break;
     }
   }
   b->end = s->size;
@@ -1334,18 +1600,38 @@ static void scan_source(void *arg) {
   }
 }
 
-static void run_source(cp_check *c, size_t idx, cp_format fmt) {
+/* Entries the table may take for a pass up front: `want`, or fewer when
+ * the memory bound says so. */
+static size_t room_for(cp_check *c, size_t want, size_t lmax) {
+  while (want && table_need(&c->t, c->t.nents + want) + long_room(lmax) >
+                     c->o.memory_bytes)
+    want /= 2;
+  return want;
+}
+
+/* One pass over one source: the first one (c->primary) or the one of a
+ * part of the hash space. */
+static void run_source(cp_check *c, size_t idx) {
   source *s = &c->srcs[idx];
-  c->rep.files++;
-  c->rep.bytes += s->file_size;
-  c->total += s->size;
-  /* Room for one unique text per 128 bytes up front, so that a large file
-   * rarely makes the table grow while it is read. Only probing touches the
-   * table: with a scanning thread, it is made while the scanner fills its
-   * first block, which probing would wait for anyway. */
-  size_t more = s->size / 128;
-  scan_job job = {c, idx, fmt};
+  s->pos = s->released = s->mapped = 0;
+  /* Room for one unique text per 128 bytes up front (or, in a part's pass,
+   * for the part's texts), so that a large file rarely makes the table
+   * grow while it is read. Only probing touches the table: with a
+   * scanning thread, it is made while the scanner fills its first block,
+   * which probing would wait for anyway. */
+  size_t more = 0;
+  if (c->primary) {
+    c->rep.files++;
+    c->rep.bytes += s->file_size;
+    more = c->overflow ? 0 : s->size / 128;
+  } else {
+    more = c->part_expect;
+    c->part_expect = 0;
+  }
+  size_t lmax = c->lmax; /* the scanner's, once it runs */
+  more = room_for(c, more, lmax);
   c->threaded = s->size >= THREAD_MIN && cp_parallel_threads() > 1;
+  scan_job job = {c, idx};
   uv_thread_t tid;
   if (c->threaded) {
     c->ahead_end = tab_alloc_entries(&c->t, c->t.nents + more);
@@ -1363,12 +1649,14 @@ static void run_source(cp_check *c, size_t idx, cp_format fmt) {
       c->threaded = 0;
     }
   }
+  if (more && !c->overflow) {
+    plan_memory(c, more, lmax);
+    if (!c->overflow) tab_reserve(&c->t, more);
+  }
   if (!c->threaded) {
-    tab_reserve(&c->t, more);
     scan_source(&job);
     return;
   }
-  tab_reserve(&c->t, more);
   scratch_warm(&c->probe_sc);
   for (;;) {
     uv_mutex_lock(&c->mu);
@@ -1425,7 +1713,9 @@ int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
   s->data = m.data;
   s->size = m.size;
   s->file_size = m.file_size;
-  run_source(c, c->nsrcs - 1, fmt);
+  s->fmt = fmt;
+  c->total += s->size;
+  run_source(c, c->nsrcs - 1);
   return 0;
 }
 
@@ -1434,39 +1724,192 @@ void cp_check_buffer(cp_check *c, const char *name, const char *data,
   source *s = add_source(c, name);
   s->data = data;
   s->size = s->file_size = len;
-  run_source(c, c->nsrcs - 1, fmt);
+  s->fmt = fmt;
+  c->total += s->size;
+  run_source(c, c->nsrcs - 1);
 }
 
-/* The report's items of one kind: the first max_items of the two sides'
- * lists, merged in input order. Frees the rest. */
-static void merge_items(cp_check *c, int conflict, cp_check_item **out,
-                        size_t *nout) {
-  kept *a = &c->now.items[conflict], *b = &c->later.items[conflict];
-  size_t i = 0, j = 0, n = 0, max = c->o.max_items;
-  cp_check_item *v = cp_malloc((a->n + b->n + 1) * sizeof *v);
+/* ---- passes ---------------------------------------------------------------- */
+
+/* Merges the items of a and b (each in input order) into a, keeping the
+ * first max of them. Frees the rest. */
+static void merge_kept(kept *a, kept *b, size_t max) {
+  kept out = {NULL, 0, 0};
+  out.cap = (a->n + b->n < max ? a->n + b->n : max) + 1;
+  out.v = cp_malloc(out.cap * sizeof *out.v);
+  size_t i = 0, j = 0;
   while (i < a->n || j < b->n) {
-    int from_a = j >= b->n || (i < a->n && a->key[i] < b->key[j]);
-    cp_check_item *it = from_a ? &a->v[i++] : &b->v[j++];
-    if (n < max) v[n++] = *it;
-    else free_item(it);
+    int from_a = j >= b->n || (i < a->n && a->v[i].key < b->v[j].key);
+    item *it = from_a ? &a->v[i++] : &b->v[j++];
+    if (out.n < max) out.v[out.n++] = *it;
+    else free(it->text);
   }
-  a->n = b->n = 0;
+  free(a->v);
+  free(b->v);
+  *a = out;
+  memset(b, 0, sizeof *b);
+}
+
+/* Ends a pass over every source: confirms what is pending and, unless
+ * the table overflowed, adds what the pass counted to the totals. Leaves
+ * an empty table and tallies for the next pass; returns whether the pass
+ * counted. */
+static int end_pass(cp_check *c) {
+  int ok = !c->overflow;
+  cset *set = &c->sets[c->filling];
+  if (ok) confirm(c, set);
+  set->n = 0;
+  set->tlen = 0;
+  if (ok) {
+    tally *a = &c->acc;
+    a->unique += c->t.nents + c->now.unique + c->later.unique;
+    a->duplicates += c->now.duplicates + c->later.duplicates;
+    a->conflicts += c->now.conflicts + c->later.conflicts;
+    for (int k = 0; k < 2; k++) {
+      merge_kept(&c->now.items[k], &c->later.items[k], c->o.max_items);
+      merge_kept(&a->items[k], &c->now.items[k], c->o.max_items);
+    }
+  }
+  tally_free(&c->now);
+  tally_free(&c->later);
+  tab_free(&c->t);
+  tab_init(&c->t, 12);
+  c->ahead = c->ahead_end = 0;
+  __atomic_store_n(&c->table_bytes, 0, __ATOMIC_RELAXED);
+  return ok;
+}
+
+/* Distinct texts a fresh table holds within the memory bound, with room
+ * for texts of lmax bytes and the candidate sets as they are. */
+static size_t table_cap(const cp_check *c, size_t lmax) {
+  table t;
+  memset(&t, 0, sizeof t);
+  t.bits = 12;
+  size_t lo = 0, hi = (size_t)1 << 31;
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (table_need(&t, mid) + long_room(lmax) + sets_bytes(c) <= c->o.memory_bytes)
+      lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* The first pass overflowed: counts the repeats again, part by part of
+ * the hash space, each part sized from the estimate of distinct texts to
+ * fit the table's bound. A part that overflows anyway (the estimate is
+ * within a few percent, the parts are not all equal) is split in two.
+ * Records were validated and counted by the first pass: their problems
+ * now go nowhere and their counts are put back. */
+static void run_parts(cp_check *c) {
+  /* There are no more distinct texts than texts (the estimate can say
+   * otherwise when hashes are far from uniform: tests that mask them). */
+  double est = hll_estimate(c);
+  if (est > (double)c->rep.utterances) est = (double)c->rep.utterances;
+  size_t cap = table_cap(c, c->lmax);
+  /* A bound that leaves the table no room is not kept: one pass without. */
+  int hopeless = cap < PART_MIN;
+  unsigned bits = hopeless ? 0 : 1;
+  while (!hopeless && bits < PART_BITS_MAX &&
+         est / (double)((uint64_t)1 << bits) > 0.8 * (double)cap)
+    bits++;
+  cp_check_report saved = c->rep;
+  c->primary = 0;
+  c->sink = &c->muted;
+  /* Parts still to count, as (bits, part), the next one last. */
+  size_t n = 0, cap_todo = ((size_t)1 << bits) + 2 * PART_BITS_MAX + 2;
+  uint64_t *todo = cp_malloc(cap_todo * 2 * sizeof *todo);
+  for (uint64_t p = (uint64_t)1 << bits; p-- > 0;) {
+    todo[2 * n] = bits;
+    todo[2 * n + 1] = p;
+    n++;
+  }
+  while (n) {
+    n--;
+    c->part_bits = (unsigned)todo[2 * n];
+    c->part = todo[2 * n + 1];
+    c->overflow = 0;
+    c->unbounded = hopeless || c->part_bits >= PART_BITS_MAX;
+    double share = est / (double)((uint64_t)1 << c->part_bits);
+    c->part_expect = share > (double)cap ? cap : (size_t)share;
+    for (size_t i = 0; i < c->nsrcs && !c->overflow; i++) run_source(c, i);
+    c->rep.passes++;
+    if (end_pass(c)) continue;
+    if (n + 2 > cap_todo) {
+      cap_todo *= 2;
+      todo = cp_realloc(todo, cap_todo * 2 * sizeof *todo);
+    }
+    uint64_t half = (uint64_t)1 << c->part_bits;
+    todo[2 * n] = c->part_bits + 1;
+    todo[2 * n + 1] = c->part | half;
+    todo[2 * n + 2] = c->part_bits + 1;
+    todo[2 * n + 3] = c->part;
+    n += 2;
+  }
+  free(todo);
+  unsigned passes = c->rep.passes;
+  c->rep = saved; /* the counts and problems of the first pass */
+  c->rep.passes = passes;
+  c->primary = 1;
+  c->sink = &c->rep.problems;
+  c->part_bits = 0;
+}
+
+/* The report's list of one kind of items, their texts read again from
+ * the input: the first max_items, but no more than CP_CHECK_LISTED_TEXT
+ * bytes of text. Frees the items. */
+static void list_items(cp_check *c, kept *k, cp_check_item **out,
+                       size_t *nout) {
+  cp_check_item *v = cp_calloc(k->n + 1, sizeof *v);
+  scratch sc;
+  memset(&sc, 0, sizeof sc);
+  size_t n = 0, bytes = 0;
+  for (size_t i = 0; i < k->n; i++) {
+    const item *it = &k->v[i];
+    const char *p;
+    size_t len;
+    if (it->text) {
+      p = it->text;
+      len = strlen(p);
+    } else {
+      uint64_t from = at_where(it->fat);
+      const char *raw = region_view(c, &sc, from, from + at_len(it->fat));
+      text_of(c, &sc, raw, it->fat, &p, &len);
+    }
+    if (bytes + len > CP_CHECK_LISTED_TEXT) break;
+    bytes += len;
+    cp_check_item *o = &v[n++];
+    o->text = cp_strndup(p, len);
+    o->file = src_name(c, (size_t)(it->key >> LINE_BITS));
+    o->line = line_of(it->key);
+    o->first_file = src_name(c, (size_t)(it->first_key >> LINE_BITS));
+    o->first_line = line_of(it->first_key);
+    o->intent = it->intent ? cp_strdup(intent_name(c, it->intent)) : NULL;
+    o->first_intent =
+        it->first_intent ? cp_strdup(intent_name(c, it->first_intent)) : NULL;
+  }
+  scratch_free(&sc);
+  kept_free(k);
   *out = v;
   *nout = n;
 }
 
 const cp_check_report *cp_check_finish(cp_check *c) {
-  if (!c->finished) {
-    cset *set = &c->sets[c->filling];
-    confirm(c, set);
-    c->finished = 1;
-    c->rep.unique = c->t.nents + c->now.unique + c->later.unique;
-    c->rep.duplicates = c->now.duplicates + c->later.duplicates;
-    c->rep.conflicts = c->now.conflicts + c->later.conflicts;
-    merge_items(c, 0, &c->rep.dups, &c->rep.n_dups);
-    merge_items(c, 1, &c->rep.conflict_items, &c->rep.n_conflicts);
-    c->rep.success_rate =
-        c->rep.lines ? (double)c->rep.unique * 100.0 / (double)c->rep.lines : 0.0;
-  }
+  if (c->finished) return &c->rep;
+  c->finished = 1;
+  if (c->nsrcs) c->rep.passes = 1;
+  if (!end_pass(c)) run_parts(c);
+  /* What is left to do needs neither the table nor the input's pages: the
+   * report is made from little memory. */
+  shed(c);
+  lower_keep(c, 0);
+  drop_range(c, 0, c->total);
+  c->rep.unique = c->acc.unique;
+  c->rep.duplicates = c->acc.duplicates;
+  c->rep.conflicts = c->acc.conflicts;
+  list_items(c, &c->acc.items[0], &c->rep.dups, &c->rep.n_dups);
+  list_items(c, &c->acc.items[1], &c->rep.conflict_items, &c->rep.n_conflicts);
+  c->rep.success_rate =
+      c->rep.lines ? (double)c->rep.unique * 100.0 / (double)c->rep.lines : 0.0;
   return &c->rep;
 }

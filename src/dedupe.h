@@ -5,10 +5,13 @@
  * false duplicate is ever reported. Two front ends share the table:
  *   - cp_dedupe_set: an in-memory set answering each add at once (Lua's
  *     cp.dedupe.new); it keeps a copy of each unique text.
- *   - cp_check: the one-pass report behind `cogpipe check` over whole files;
- *     it keeps no copy of the texts but their place in the (mapped) input,
+ *   - cp_check: the report behind `cogpipe check` over whole files; it
+ *     keeps no copy of the texts but their place in the (mapped) input,
  *     and confirms hash matches in batches, sweeping the input in order so
- *     the resident set stays small.
+ *     the resident set stays small. Its memory has a bound whatever the
+ *     input: when the table of distinct texts would pass it, the texts are
+ *     split by hash into parts that fit, each counted in a pass of its own
+ *     over the input.
  * Neither sends anything nor decides exit codes.
  */
 #ifndef CP_DEDUPE_H
@@ -66,6 +69,18 @@ void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask);
 
 /* How much of the input a check keeps mapped by default. */
 #define CP_CHECK_RESIDENT_DEFAULT ((size_t)20 << 20)
+/* What a check spends by default on its table, its candidate sets, the
+ * resident head of the input and room for its longest texts; the rest of
+ * its memory (blocks of records in flight, buffers, the program) is about
+ * 10 MiB more. */
+#define CP_CHECK_MEMORY_DEFAULT ((size_t)36 << 20)
+/* The longest text (in bytes, as read and once normalised) a check
+ * deduplicates; a longer one is reported as a problem instead. */
+#define CP_CHECK_MAX_TEXT ((size_t)1 << 20)
+/* The texts of the listed duplicates, and those of the listed conflicts,
+ * add up to at most this many bytes each: the list ends before the text
+ * that would pass it. */
+#define CP_CHECK_LISTED_TEXT ((size_t)2 << 20)
 
 typedef struct cp_check_opts {
   cp_norm_mode mode;
@@ -74,7 +89,12 @@ typedef struct cp_check_opts {
   size_t max_items;    /* duplicates kept, and conflicts kept */
   size_t resident_bytes; /* the head of the input kept mapped, so that
                             repeats of its texts are compared at once;
-                            those of later texts, by re-reading the input */
+                            those of later texts, by re-reading the input.
+                            Less of it stays mapped when the table or long
+                            texts need the memory. */
+  size_t memory_bytes;     /* the table, the candidate sets, the resident
+                              head and room for the longest texts,
+                              together; 0: CP_CHECK_MEMORY_DEFAULT */
   uint64_t test_hash_mask; /* tests only; 0 keeps full hashes */
 } cp_check_opts;
 
@@ -102,10 +122,13 @@ typedef struct cp_check_report {
   uint64_t conflicts;   /* repeats under a different intent */
   double success_rate;  /* unique / lines * 100 (DESIGN §4.1) */
   cp_problems problems;
-  cp_check_item *dups; /* the first max_items of each */
+  cp_check_item *dups; /* the first max_items of each (see also
+                          CP_CHECK_LISTED_TEXT) */
   size_t n_dups;
   cp_check_item *conflict_items;
   size_t n_conflicts;
+  unsigned passes; /* passes over the input that counted repeats: 1, or
+                      more when the distinct texts were too many at once */
 } cp_check_report;
 
 typedef struct cp_check cp_check;
@@ -115,14 +138,15 @@ cp_check *cp_check_new(const cp_check_opts *o);
  * Nothing past the size limit (opts.limits.max_bytes) is read. Returns 0,
  * or -1 (the file is at fault) or -2 (the process or the system is out of
  * file descriptors or memory) with a message in err when the file cannot
- * be read, as cp_file_map_open; the check itself goes on. The file stays
- * open until cp_check_free. */
+ * be read, as cp_file_map_open; the check itself goes on. The file stays open until cp_check_free: a pass may
+ * read it again. */
 int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
                   size_t errlen);
 /* The same over bytes in memory, which must live until cp_check_free. */
 void cp_check_buffer(cp_check *c, const char *name, const char *data,
                      size_t len, cp_format fmt);
-/* Confirms what is pending and returns the report, owned by the check. */
+/* Confirms what is pending, runs the passes still needed, and returns the
+ * report, owned by the check. Nothing more can be checked after it. */
 const cp_check_report *cp_check_finish(cp_check *c);
 void cp_check_free(cp_check *c);
 

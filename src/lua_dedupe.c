@@ -20,10 +20,15 @@
  *       process is out of file descriptors or memory to read it
  *       opts: format ("lines"|"jsonl"|"csv"; default from each extension),
  *             normalize ("trim"), max_bytes (52428800: nothing past it is
- *             read), max_chars, max_problems (1000),
- *             max_items (1000: duplicates and conflicts listed)
+ *             read), max_chars, max_problems (1000), max_items (1000:
+ *             duplicates and conflicts listed, their texts 2 MiB at most),
+ *             memory_bytes (36 MiB: the table of distinct texts, the
+ *             candidate sets, the input kept mapped and room for long
+ *             texts; about 10 MiB more are not counted; 0: the default)
  *       report: {files, bytes, lines, blank_lines, invalid, utterances,
  *                unique, duplicates, conflicts, parsing_success_rate,
+ *                passes (1, or more when the distinct texts did not fit
+ *                memory_bytes at once),
  *                problem_count, problems = {...} (as cogpipe.validate),
  *                duplicate_list = {{file, line, first_file, first_line,
  *                text}, ...}, conflict_list = {{file, line, intent,
@@ -188,7 +193,7 @@ static void push_item(lua_State *L, const cp_check_item *it, int conflict) {
 }
 
 static void push_check_report(lua_State *L, const cp_check_report *r) {
-  lua_createtable(L, 0, 16);
+  lua_createtable(L, 0, 17);
   cp_lua_setint(L, "files", (lua_Integer)r->files);
   cp_lua_setint(L, "bytes", (lua_Integer)r->bytes);
   cp_lua_setint(L, "lines", (lua_Integer)r->lines);
@@ -199,6 +204,7 @@ static void push_check_report(lua_State *L, const cp_check_report *r) {
   cp_lua_setint(L, "duplicates", (lua_Integer)r->duplicates);
   cp_lua_setint(L, "conflicts", (lua_Integer)r->conflicts);
   cp_lua_setnum(L, "parsing_success_rate", r->success_rate);
+  cp_lua_setint(L, "passes", (lua_Integer)r->passes);
   cp_lua_setint(L, "problem_count", (lua_Integer)r->problems.total);
   cp_lua_push_problems(L, &r->problems);
   lua_setfield(L, -2, "problems");
@@ -290,6 +296,7 @@ static int l_file(lua_State *L) {
     o.limits.max_chars = (size_t)opt_int(L, 2, "max_chars", CP_DEFAULT_MAX_CHARS);
     o.max_problems = (size_t)opt_int(L, 2, "max_problems", CP_DEFAULT_MAX_PROBLEMS);
     o.max_items = (size_t)opt_int(L, 2, "max_items", 1000);
+    o.memory_bytes = (size_t)opt_int(L, 2, "memory_bytes", (lua_Integer)CP_CHECK_MEMORY_DEFAULT);
     lua_getfield(L, 2, "normalize");
     o.mode = check_mode(L, lua_gettop(L), "trim");
     lua_pop(L, 1);

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """`cogpipe check` within its bounds, as a user meets them: a file over the
-size limit is not read past it; what is not a regular file is refused at
-once, a FIFO nobody writes to included; and a process out of file
-descriptors is told so, for the file or the module it was opening.
+size limit is not read past it; no input of up to 50 MiB, whatever the
+length of its lines and however its texts repeat, takes it over 50 MiB of
+memory (each shape's counts checked against Python's own on the same file);
+what is not a regular file is refused at once, a FIFO nobody writes to
+included; and a process out of file descriptors is told so, for the file
+or the module it was opening.
 
-Peak memory is measured in a build without sanitizers; the rest runs in
-both."""
+Peak memory is measured in a build without sanitizers (scripts/test.sh runs
+this file on the plain build as well); the rest runs in both."""
+import collections
+import io
 import json
 import os
+import random
+import re
 import resource
 import shutil
 import socket
@@ -15,12 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import unittest
 
 BIN = os.environ.get("COGPIPE_BIN", "build/cogpipe")
 SANITIZED = bool(os.environ.get("COGPIPE_SANITIZED"))
 MIB = 1 << 20
 LIMIT_KB = 50 * 1024           # the bound on peak memory, as ru_maxrss counts it
+SIZE = 52_000_000              # each generated file: just under the 50 MiB limit
+MAX_TEXT = MIB                 # longer texts are reported, not deduplicated
 
 
 # A child's peak RSS counts what it inherited at fork until it execs: a
@@ -211,6 +221,173 @@ class OutOfDescriptors(Bounded):
         self.assertNotIn("no file", first)
         # With descriptors to spare, a missing module is still "not found".
         self.assertIn("module 'cogpipe.no_such_module' not found", second)
+
+
+# ---- shapes of input ----------------------------------------------------------
+
+def joined(lines):
+    """The lines as a file of at most SIZE bytes, cut after a whole line."""
+    data = ("\n".join(lines) + "\n").encode()
+    return data[:data.rfind(b"\n", 0, SIZE) + 1]
+
+
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def collapse(s):
+    return " ".join(s.split())
+
+
+def casefold(s):
+    return unicodedata.normalize("NFKC", collapse(s)).casefold()
+
+
+def counts(data, max_chars=500, max_text=MAX_TEXT):
+    """lines, blank, invalid and the trimmed and case-folded texts of the
+    valid ones, computed here, as the contract says."""
+    lines = data.decode().split("\n")[:-1]
+    blank = invalid = 0
+    trim, fold = collections.Counter(), collections.Counter()
+    for x in lines:
+        t = x.strip()
+        if not t:
+            blank += 1
+        elif CONTROL.search(x) or (max_chars and len(x) > max_chars) \
+                or len(x.encode()) > max_text:
+            invalid += 1
+        else:
+            trim[t] += 1
+            fold[casefold(x)] += 1
+    return {"lines": len(lines), "blank": blank, "invalid": invalid,
+            "trim": len(trim), "casefold": len(fold)}
+
+
+@unittest.skipIf(SANITIZED, "peak memory is measured in a build without sanitizers")
+class Shapes(Bounded):
+    """Each shape is checked in both modes: counts as computed here, peak
+    memory within 50 MiB."""
+
+    def check_shape(self, name, data, ref, extra=()):
+        path = self.path(name + ".txt")
+        with open(path, "wb") as f:
+            f.write(data)
+        del data
+        for mode in ("trim", "casefold"):
+            code, out, err, kb, secs = run(["--json", "--normalize", mode, *extra, path])
+            self.assertIn(code, (0, 3), err)
+            r = json.loads(out)
+            got = (r["lines"], r["blank_lines"], r["invalid"], r["unique"])
+            want = (ref["lines"], ref["blank"], ref["invalid"], ref[mode])
+            self.assertEqual(got, want, "%s --normalize %s" % (name, mode))
+            self.assertEqual(r["duplicates"] + r["conflicts"],
+                             r["utterances"] - r["unique"], name)
+            note = "%s --normalize %s: peak %.1f MiB in %.1f s" % (name, mode, kb / 1024, secs)
+            sys.stderr.write(note + "\n")
+            self.assertLessEqual(kb, LIMIT_KB, note)
+        os.unlink(path)
+
+    def test_long_lines(self):
+        """Lines of 20 KiB to 1 MiB, half of them repeats (some in other
+        case), a few longer than a text may be, one of 8 MB."""
+        rnd = random.Random(1)
+        chunk = "".join(rnd.choice("abcdefgh  ") for _ in range(1 << 16))
+        made, lines, size = [], [], 0
+        while size < SIZE:
+            k = rnd.random()
+            if made and k < 0.5:
+                x = rnd.choice(made)
+                x = x.upper() if rnd.random() < 0.3 else x
+            elif k < 0.52:
+                x = "z" * rnd.choice([MAX_TEXT + 1, MAX_TEXT + 5000, 8_000_000])
+            else:
+                n = rnd.randint(20 << 10, MAX_TEXT)
+                start = rnd.randrange(len(chunk))
+                x = "%d %s" % (len(made), (chunk * (n // len(chunk) + 2))[start:start + n])[:n]
+                made.append(x)
+            lines.append(x)
+            size += len(x) + 1
+        data = joined(lines)
+        del lines, made
+        self.check_shape("long", data, counts(data, max_chars=0), ["--max-chars", "0"])
+
+    def test_unique_short_lines(self):
+        """Every line a new text: hexadecimal numbers, the odd one in
+        capitals (new for trim, a repeat for casefold), counted here with a
+        bit per number rather than a set."""
+        rnd = random.Random(2)
+        out, size, i = [], 0, 0x1000000
+        while size < SIZE:
+            if i > 0x1000000 and rnd.random() < 0.05:
+                x = ("%x" % rnd.randrange(0x1000000, i)).upper()
+            else:
+                x = "%x" % i
+                i += 1
+            out.append(x)
+            size += len(x) + 1
+        data = joined(out)
+        del out
+        seen_trim, seen_fold = bytearray(2 * (i - 0x1000000)), bytearray(i - 0x1000000)
+        lines = trim = fold = 0
+        for x in io.BytesIO(data):
+            x = x[:-1]
+            lines += 1
+            v = int(x, 16) - 0x1000000
+            k = 2 * v + (x != x.lower())
+            if not seen_trim[k]:
+                seen_trim[k] = 1
+                trim += 1
+            if not seen_fold[v]:
+                seen_fold[v] = 1
+                fold += 1
+        ref = {"lines": lines, "blank": 0, "invalid": 0, "trim": trim, "casefold": fold}
+        self.assertGreater(fold, 5_000_000)  # far more than one pass holds
+        self.check_shape("unique", data, ref)
+
+    def test_one_line_repeated(self):
+        x = b"Book a flight to Paris, please\n"
+        data = x * (SIZE // len(x))
+        ref = {"lines": data.count(b"\n"), "blank": 0, "invalid": 0, "trim": 1, "casefold": 1}
+        self.check_shape("one", data, ref)
+
+    def test_tiny_lines(self):
+        rnd = random.Random(4)
+        pieces = [b"a", b"b", b"A", b"", b" a", b"ab", b"\t"]
+        data = b"\n".join(rnd.choices(pieces, k=SIZE // 3)) + b"\n"
+        c = collections.Counter(x[:-1] for x in io.BytesIO(data))
+        trim = {k.strip() for k in c if k.strip()}
+        ref = {"lines": sum(c.values()), "blank": c[b""] + c[b"\t"], "invalid": 0,
+               "trim": len(trim), "casefold": len({k.lower() for k in trim})}
+        self.check_shape("tiny", data, ref)
+
+    def test_mixed(self):
+        """Utterances with repeats near and far, case, space and Unicode
+        variants, blank lines, tabs, control characters and lines over the
+        500 character limit."""
+        rnd = random.Random(5)
+        words = ["book", "a", "flight", "to", "Paris", "café", "Straße", "cafe\u0301", "ﬁle",
+                 "ΣΊΣΥΦΟΣ", "hello", "there", "cancel", "my", "order", "please", "now"]
+        lines, size = [], 0
+        while size < SIZE:
+            k = rnd.random()
+            if k < 0.03:
+                x = ""
+            elif k < 0.25 and lines:
+                base = rnd.choice(lines[-200:] if rnd.random() < 0.5 else lines)
+                x = rnd.choice([base, base.upper(), "  " + base + " ", base.replace(" ", "  ", 1)])
+            elif k < 0.26:
+                x = "bell \x07 in %d" % rnd.randrange(1000)
+            elif k < 0.265:
+                x = "long " * 120
+            elif k < 0.28:
+                x = "tab\there %d" % rnd.randrange(10000)
+            else:
+                x = " ".join(rnd.choice(words) for _ in range(rnd.randint(2, 9))) \
+                    + " %d" % rnd.randrange(200000)
+            lines.append(x)
+            size += len(x.encode()) + 1
+        data = joined(lines)
+        del lines
+        self.check_shape("mixed", data, counts(data))
 
 
 if __name__ == "__main__":

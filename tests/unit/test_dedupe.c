@@ -274,8 +274,9 @@ static void reference(const char *s, size_t len, cp_norm_mode mode,
  * settled at once rather than in confirming passes: none, some (most of
  * them, the usual case), all. Either way the listed repeats are the first
  * ones in input order. */
-static void big_case(const char *data, size_t len, cp_norm_mode mode,
-                     const char *threads, uint64_t mask, size_t resident) {
+static void big_case_mem(const char *data, size_t len, cp_norm_mode mode,
+                         const char *threads, uint64_t mask, size_t resident,
+                         size_t memory, unsigned min_passes) {
   static uint64_t first[REF_ITEMS][2];
   uint64_t unique, dups;
   reference(data, len, mode, &unique, &dups, first);
@@ -285,12 +286,17 @@ static void big_case(const char *data, size_t len, cp_norm_mode mode,
   o.mode = mode;
   o.test_hash_mask = mask;
   o.resident_bytes = resident;
+  if (memory) o.memory_bytes = memory;
   cp_check *c = cp_check_new(&o);
   cp_check_buffer(c, "big", data, len, CP_FMT_LINES);
   const cp_check_report *r = cp_check_finish(c);
   CHECK_INT(r->unique, unique);
   CHECK_INT(r->duplicates, dups);
-  CHECK(dups > 100000); /* enough for several confirming passes */
+  if (r->passes < min_passes)
+    CHECK_INT(r->passes, min_passes); /* says how many it took */
+  if (!memory) CHECK_INT(r->passes, 1);
+  if (len > ((size_t)4 << 20))
+    CHECK(dups > 100000); /* enough for several confirming passes */
   CHECK_INT(r->problems.total, 0);
   CHECK_INT(r->n_dups, REF_ITEMS);
   for (size_t i = 0; i < REF_ITEMS && i < r->n_dups; i++) {
@@ -302,6 +308,11 @@ static void big_case(const char *data, size_t len, cp_norm_mode mode,
   }
   cp_check_free(c);
   unsetenv("COGPIPE_THREADS");
+}
+
+static void big_case(const char *data, size_t len, cp_norm_mode mode,
+                     const char *threads, uint64_t mask, size_t resident) {
+  big_case_mem(data, len, mode, threads, mask, resident, 0, 1);
 }
 
 static void test_check_large(void) {
@@ -337,11 +348,158 @@ static void test_check_large(void) {
   free(data);
 }
 
-/* Candidate texts longer than a set's first arrays hold: the set grows,
- * keeping what it had. Three 1.5 MiB lines each repeated after a 1 KiB
- * resident head, on both thread counts. */
+/* About `mib` MiB of short lines, most of them new texts, the rest
+ * repeats of any earlier one: a table too big for a small bound. */
+static char *make_distinct(size_t mib, size_t *len) {
+  size_t cap = (mib << 20) + 4096, n = 0;
+  unsigned next = 0;
+  char *s = malloc(cap);
+  while (n + 64 < (mib << 20)) {
+    unsigned r = rnd() % 100;
+    unsigned k = r < 70 || !next ? next++ : rnd() % next;
+    int w = r < 3 ? snprintf(s + n, cap - n, "\n")
+            : r < 6 ? snprintf(s + n, cap - n, "  ITEM %u\n", k)
+                    : snprintf(s + n, cap - n, "item %u\n", k);
+    n += (size_t)w;
+  }
+  *len = n;
+  return s;
+}
+
+/* More distinct texts than the table may hold at once: the check counts
+ * them again part by part of the hash space, with the same answers --
+ * counts, and the first repeats in input order -- whichever side settles
+ * them; the resident head gives way first. */
+static void test_check_parts(void) {
+  size_t len;
+  char *data = make_distinct(16, &len);
+  size_t mem = (size_t)16 << 20, all = CP_CHECK_RESIDENT_DEFAULT;
+  big_case_mem(data, len, CP_NORM_TRIM, "2", 0, all, mem, 3);
+  big_case_mem(data, len, CP_NORM_TRIM, "1", 0, (size_t)1 << 20, mem, 3);
+  big_case_mem(data, len, CP_NORM_CASEFOLD, "2", 0, 0, mem, 3);
+  free(data);
+  /* Room for the table, not for the head as well: no second pass. */
+  data = make_corpus(12, &len);
+  big_case_mem(data, len, CP_NORM_TRIM, "2", 0, all, (size_t)16 << 20, 1);
+  /* 4096 hash values, in 256 parts: collisions in the passes after. */
+  size_t small = 600000;
+  while (data[small - 1] != '\n') small--;
+  big_case_mem(data, small, CP_NORM_TRIM, "1", 0xF00000000000FF00ull, 0,
+               (size_t)1 << 20, 2);
+  /* A bound too small for any table: one more pass, without it. */
+  big_case_mem(data, small, CP_NORM_TRIM, "1", 0, 0, (size_t)64 << 10, 2);
+  free(data);
+}
+
+/* Parts across files, with conflicts: the first occurrence of a repeat
+ * may be in an earlier file, and the overflow may come in a later one. */
+static void test_check_parts_files(void) {
+  size_t n = 40000, cap = n * 40;
+  char *a = malloc(cap), *b = malloc(cap);
+  size_t la = (size_t)sprintf(a, "text,intent\n"), lb = (size_t)sprintf(b, "intent,text\n");
+  for (size_t i = 0; i < n; i++) {
+    la += (size_t)sprintf(a + la, "utterance %zu,i%zu\n", i, i % 7);
+    lb += (size_t)sprintf(b + lb, "i%zu,utterance %zu\n", (i * 3) % 7, 2 * i);
+  }
+  for (int k = 0; k < 2; k++) {
+    cp_check_opts o;
+    cp_check_opts_init(&o);
+    o.max_items = 50;
+    if (k) o.memory_bytes = (size_t)1 << 20;
+    cp_check *c = cp_check_new(&o);
+    cp_check_buffer(c, "a.csv", a, la, CP_FMT_CSV);
+    cp_check_buffer(c, "b.csv", b, lb, CP_FMT_CSV);
+    const cp_check_report *r = cp_check_finish(c);
+    CHECK(k ? r->passes > 1 : r->passes == 1);
+    CHECK_INT(r->lines, 2 * n);
+    CHECK_INT(r->unique, n + n / 2);
+    CHECK_INT(r->duplicates + r->conflicts, n / 2);
+    /* b's utterance 2j repeats a's line j + 2 when 2j < n. */
+    size_t dup = 0, conf = 0;
+    for (size_t j = 0; 2 * j < n; j++) {
+      int same = (2 * j) % 7 == (j * 3) % 7;
+      if (same) dup++;
+      else conf++;
+    }
+    CHECK_INT(r->duplicates, dup);
+    CHECK_INT(r->conflicts, conf);
+    CHECK_INT(r->n_conflicts, 50);
+    CHECK_STR(r->conflict_items[0].file, "b.csv");
+    CHECK_STR(r->conflict_items[0].first_file, "a.csv");
+    CHECK_INT(r->conflict_items[0].line, 3); /* j = 1: utterance 2 */
+    CHECK_INT(r->conflict_items[0].first_line, 4);
+    CHECK_STR(r->conflict_items[0].text, "utterance 2");
+    CHECK_STR(r->conflict_items[0].intent, "i3");
+    CHECK_STR(r->conflict_items[0].first_intent, "i2");
+    CHECK_STR(r->conflict_items[49].file, "b.csv");
+    cp_check_free(c);
+  }
+  free(a);
+  free(b);
+}
+
+/* Texts up to CP_CHECK_MAX_TEXT bytes are deduplicated; longer ones are a
+ * problem each, not compared. */
+static void test_check_text_limit(void) {
+  size_t max = CP_CHECK_MAX_TEXT;
+  char *data = malloc(3 * (max + 2) + 16);
+  size_t len = 0;
+  for (int k = 0; k < 2; k++) {
+    memset(data + len, 'm', max);
+    len += max;
+    data[len++] = '\n';
+  }
+  memset(data + len, 'o', max + 1);
+  len += max + 1;
+  data[len++] = '\n';
+  cp_check_opts o;
+  cp_check_opts_init(&o);
+  o.limits.max_chars = 0;
+  cp_check *c = cp_check_new(&o);
+  cp_check_buffer(c, "t", data, len, CP_FMT_LINES);
+  const cp_check_report *r = cp_check_finish(c);
+  CHECK_INT(r->unique, 1);
+  CHECK_INT(r->duplicates, 1);
+  CHECK_INT(r->invalid, 1);
+  CHECK_INT(r->problems.total, 1);
+  CHECK_INT(r->problems.items[0].line, 3);
+  CHECK(strstr(r->problems.items[0].reason, "over 1 MiB") != NULL);
+  /* The repeat is listed, its text read again from the input. */
+  CHECK_INT(r->n_dups, 1);
+  CHECK_INT(strlen(r->dups[0].text), max);
+  cp_check_free(c);
+  free(data);
+}
+
+/* The listed repeats' texts stop at CP_CHECK_LISTED_TEXT bytes; all are
+ * counted. */
+static void test_check_listed_text(void) {
+  size_t each = (size_t)300 << 10, n = 12, len = 0;
+  char *data = malloc(2 * n * (each + 1));
+  for (int round = 0; round < 2; round++)
+    for (size_t k = 0; k < n; k++) {
+      memset(data + len, 'a' + (int)k, each);
+      len += each;
+      data[len++] = '\n';
+    }
+  cp_check_opts o;
+  cp_check_opts_init(&o);
+  o.limits.max_chars = 0;
+  cp_check *c = cp_check_new(&o);
+  cp_check_buffer(c, "t", data, len, CP_FMT_LINES);
+  const cp_check_report *r = cp_check_finish(c);
+  CHECK_INT(r->duplicates, n);
+  CHECK_INT(r->n_dups, CP_CHECK_LISTED_TEXT / each);
+  CHECK_INT(r->dups[0].line, n + 1);
+  cp_check_free(c);
+  free(data);
+}
+
+/* Candidate texts as long as a check deduplicates, each repeated after a
+ * 1 KiB resident head, so that they are confirmed by passes over the
+ * input, on both thread counts. */
 static void test_check_long_candidates(void) {
-  size_t each = (size_t)3 << 19, len = 0;
+  size_t each = (size_t)600 << 10, len = 0; /* 3 listed: under 2 MiB */
   char *data = malloc(6 * (each + 1) + 64);
   CHECK(data != NULL);
   len += (size_t)sprintf(data, "head\n");
@@ -423,6 +581,10 @@ int main(void) {
   RUN(test_max_items);
   RUN(test_check_large);
   RUN(test_check_long_candidates);
+  RUN(test_check_parts);
+  RUN(test_check_parts_files);
+  RUN(test_check_text_limit);
+  RUN(test_check_listed_text);
   RUN(test_check_file);
   DONE();
 }

@@ -32,7 +32,8 @@ different intents (conflicts), across all the files. Nothing is sent.
   --max-chars N    length limit of each text in characters (default 500;
                    0 for none)
   --max-listed N   problems, duplicates and conflicts listed (default 1000
-                   each; all are counted)
+                   each; all are counted; the texts of the duplicates
+                   listed, and of the conflicts, stop at 2 MiB)
   --near T         also list near-duplicates: pairs whose character
                    shingles have a Jaccard similarity >= T (e.g. 0.8)
   --semantic T     also list semantic duplicates: pairs whose embeddings
@@ -43,6 +44,10 @@ different intents (conflicts), across all the files. Nothing is sent.
   --json           print one JSON document instead of the report
 
 Only regular files are read: a FIFO, a device or a directory is refused.
+Texts longer than 1 MiB are reported, not deduplicated. A check keeps
+within 50 MiB of memory however many distinct texts the files hold: when
+they are too many for that at once, it reads the files again, a share of
+the texts at a time.
 
 exit status: 0 valid (duplicates alone are reported, not fatal); 3 a
 problem or a conflict was found; 2 usage error or a file cannot be read;
