@@ -830,12 +830,12 @@ static size_t table_need(const table *t, size_t n) {
 static size_t long_room(size_t lmax) { return LONG_COPIES * lmax; }
 
 /* Probing side: what the candidate sets hold (their pages stay mapped once
- * used), and the sweep's arrays sized after them. */
+ * used), and the sweep's arrays, as much of them as those candidates use. */
 static size_t sets_bytes(const cp_check *c) {
   size_t n = 0;
   for (int i = 0; i < 2; i++) {
     const cset *s = &c->sets[i];
-    n += s->cready + s->tready + s->cbytes / sizeof(cand) * (sizeof(uint32_t) + 1);
+    n += s->cready + s->tready + s->cready / sizeof(cand) * (sizeof(uint32_t) + 1);
   }
   return n;
 }

@@ -295,7 +295,7 @@ static void big_case_mem(const char *data, size_t len, cp_norm_mode mode,
   if (r->passes < min_passes)
     CHECK_INT(r->passes, min_passes); /* says how many it took */
   if (!memory) CHECK_INT(r->passes, 1);
-  if (len > ((size_t)4 << 20))
+  if (!memory && len > ((size_t)4 << 20))
     CHECK(dups > 100000); /* enough for several confirming passes */
   CHECK_INT(r->problems.total, 0);
   CHECK_INT(r->n_dups, REF_ITEMS);
@@ -348,7 +348,7 @@ static void test_check_large(void) {
   free(data);
 }
 
-/* About `mib` MiB of short lines, most of them new texts, the rest
+/* About `mib` MiB of short lines, nine in ten of them new texts, the rest
  * repeats of any earlier one: a table too big for a small bound. */
 static char *make_distinct(size_t mib, size_t *len) {
   size_t cap = (mib << 20) + 4096, n = 0;
@@ -356,7 +356,7 @@ static char *make_distinct(size_t mib, size_t *len) {
   char *s = malloc(cap);
   while (n + 64 < (mib << 20)) {
     unsigned r = rnd() % 100;
-    unsigned k = r < 70 || !next ? next++ : rnd() % next;
+    unsigned k = r < 90 || !next ? next++ : rnd() % next;
     int w = r < 3 ? snprintf(s + n, cap - n, "\n")
             : r < 6 ? snprintf(s + n, cap - n, "  ITEM %u\n", k)
                     : snprintf(s + n, cap - n, "item %u\n", k);
@@ -372,11 +372,10 @@ static char *make_distinct(size_t mib, size_t *len) {
  * them; the resident head gives way first. */
 static void test_check_parts(void) {
   size_t len;
-  char *data = make_distinct(16, &len);
-  size_t mem = (size_t)16 << 20, all = CP_CHECK_RESIDENT_DEFAULT;
+  char *data = make_distinct(6, &len);
+  size_t mem = (size_t)10 << 20, all = CP_CHECK_RESIDENT_DEFAULT;
   big_case_mem(data, len, CP_NORM_TRIM, "2", 0, all, mem, 3);
-  big_case_mem(data, len, CP_NORM_TRIM, "1", 0, (size_t)1 << 20, mem, 3);
-  big_case_mem(data, len, CP_NORM_CASEFOLD, "2", 0, 0, mem, 3);
+  big_case_mem(data, len, CP_NORM_CASEFOLD, "1", 0, (size_t)1 << 20, mem, 3);
   free(data);
   /* Room for the table, not for the head as well: no second pass. */
   data = make_corpus(12, &len);
