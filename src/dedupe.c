@@ -436,12 +436,12 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
 #define PART_MIN 1024    /* a table this small is never split */
 #define HLL_BITS 12      /* HyperLogLog registers: 2^this, within 2% */
 #define NBLOCKS 3                       /* blocks in flight */
-#define PASS_TEXT ((size_t)2 << 20)     /* candidate text that starts a pass */
-#define PASS_CANDS ((size_t)32 << 10)   /* candidates that start a pass */
+#define PASS_TEXT ((size_t)4 << 20)     /* candidate text that starts a pass */
+#define PASS_CANDS ((size_t)64 << 10)   /* candidates that start a pass */
 #define REGION_SHIFT 18                 /* 256 KiB regions for the sweep */
 #define THREAD_MIN ((size_t)4 << 20)    /* smaller inputs stay on one thread */
 #define CONFIRM_PAR_MIN 4096            /* smaller sets are confirmed on one */
-#define RELEASE_EVERY ((size_t)1 << 20) /* drop probed input this often */
+#define RELEASE_EVERY ((size_t)512 << 10) /* drop probed input this often */
 #define INTENT_CHUNK 1024
 #define INTENT_TOP 4096 /* intents beyond the first 4M are not told apart */
 
@@ -803,7 +803,9 @@ static void release_range(cp_check *c, uint64_t from, uint64_t to) {
  * against the larger head may still fault a few of those pages in again;
  * compare_block drops them once more when it has compared them. */
 static void lower_keep(cp_check *c, uint64_t want) {
-  want &= ~(uint64_t)4095;
+  /* In whole MiBs: each drop interrupts the other thread, whose TLB must
+   * forget the pages, and makes blocks in flight drop again. */
+  want &= ~(((uint64_t)1 << 20) - 1);
   uint64_t old = keep_now(c);
   while (want < old && !__atomic_compare_exchange_n(&c->keep, &old, want, 0,
                                                     __ATOMIC_RELAXED,
@@ -1038,9 +1040,11 @@ static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
       resolve_collision(c, &c->now, &r);
   }
   /* The head shrank since the block was probed: its first occurrences in
-   * the part given up were faulted in again just now. */
+   * the part given up were faulted in again just now, and with them, where
+   * the page cache holds the file in large folios, whole folios around
+   * them (a fault maps up to 2 MiB): all of the part given up goes. */
   uint64_t keep = keep_now(c);
-  if (b->nmatches && keep < b->keep) drop_range(c, keep, b->keep);
+  if (b->nmatches && keep < b->keep) drop_range(c, keep, c->o.resident_bytes);
   b->nmatches = 0;
   source *s = &c->srcs[src];
   /* Each drop interrupts the other thread (its TLB must forget the pages),
@@ -1292,16 +1296,21 @@ static void overflow(cp_check *c) {
  * scanner has seen texts of lmax bytes. Makes room for both, from the
  * resident head, or finds that there is none. */
 static void plan_memory(cp_check *c, size_t n, size_t lmax) {
-  size_t tb = table_need(&c->t, c->t.nents + n) + sets_bytes(c);
-  size_t need = tb + long_room(lmax);
+  size_t tab = table_need(&c->t, c->t.nents + n), sets = sets_bytes(c);
+  size_t need = tab + sets + long_room(lmax);
   /* Over the bound with next to nothing in the table, it is the rest that
    * does not fit: splitting the table further would not help. */
   if (need > c->o.memory_bytes && !c->unbounded && c->t.nents >= PART_MIN) {
     overflow(c);
     return;
   }
-  fit_keep(c, need);
-  __atomic_store_n(&c->table_bytes, tb, __ATOMIC_RELAXED);
+  /* The head gives way a few blocks ahead of the table's slots doubling
+   * (megabytes at once): the blocks in flight were probed against the
+   * larger head, and comparing them brings some of its dropped pages back
+   * for a while. */
+  size_t ahead = table_need(&c->t, c->t.nents + n + NBLOCKS * BLOCK_RECS);
+  fit_keep(c, (ahead - tab >= HUGE_PAGE ? ahead - tab : 0) + need);
+  __atomic_store_n(&c->table_bytes, tab + sets, __ATOMIC_RELAXED);
 }
 
 /* Probing side: takes one block of pending records. */
@@ -1546,7 +1555,7 @@ typedef struct scan_job {
  * `pos`, a call per MiB instead of a fault every 64 KiB. Far enough ahead
  * that the reader does not catch up within a block, near enough that
  * the pages are resident for little longer than they are needed. */
-#define MAP_AHEAD ((size_t)1 << 20)
+#define MAP_AHEAD ((size_t)512 << 10)
 static void map_ahead(source *s, size_t pos) {
   /* Never behind the reader: what it has read may have been dropped. */
   if (s->mapped < pos) s->mapped = pos;

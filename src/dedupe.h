@@ -73,7 +73,7 @@ void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask);
  * resident head of the input and room for its longest texts; the rest of
  * its memory (blocks of records in flight, buffers, the program) is about
  * 10 MiB more. */
-#define CP_CHECK_MEMORY_DEFAULT ((size_t)36 << 20)
+#define CP_CHECK_MEMORY_DEFAULT ((size_t)37 << 20)
 /* The longest text (in bytes, as read and once normalised) a check
  * deduplicates; a longer one is reported as a problem instead. */
 #define CP_CHECK_MAX_TEXT ((size_t)1 << 20)

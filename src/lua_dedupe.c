@@ -22,7 +22,7 @@
  *             normalize ("trim"), max_bytes (52428800: nothing past it is
  *             read), max_chars, max_problems (1000), max_items (1000:
  *             duplicates and conflicts listed, their texts 2 MiB at most),
- *             memory_bytes (36 MiB: the table of distinct texts, the
+ *             memory_bytes (37 MiB: the table of distinct texts, the
  *             candidate sets, the input kept mapped and room for long
  *             texts; about 10 MiB more are not counted; 0: the default)
  *       report: {files, bytes, lines, blank_lines, invalid, utterances,
