@@ -837,7 +837,8 @@ static size_t sets_bytes(const cp_check *c) {
   size_t n = 0;
   for (int i = 0; i < 2; i++) {
     const cset *s = &c->sets[i];
-    n += s->cready + s->tready + s->cready / sizeof(cand) * (sizeof(uint32_t) + 1);
+    n += s->cready + s->tready +
+         s->cready / sizeof(cand) * (sizeof(uint32_t) + 1);
   }
   return n;
 }
@@ -881,8 +882,8 @@ static void keep_item(tally *t, int conflict, const repeat *r,
   it->fat = fat;
   it->intent = r->intent;
   it->first_intent = first_intent;
-  it->text = fat == NO_PLACE || r->len <= ITEM_COPY ? cp_strndup(r->text, r->len)
-                                                    : NULL;
+  int copy = fat == NO_PLACE || r->len <= ITEM_COPY;
+  it->text = copy ? cp_strndup(r->text, r->len) : NULL;
 }
 
 /* One repeat of the first occurrence at first_key (source << 40 | line)
@@ -917,7 +918,8 @@ static void resolve_collision(cp_check *c, tally *t, const repeat *r) {
       t->side, r->text, r->len, r->intent ? (const char *)&r->intent : NULL,
       r->intent ? sizeof r->intent : 0, t->nside, &hit);
   if (res == CP_DEDUPE_NEW) {
-    t->side_keys = cp_realloc(t->side_keys, (t->nside + 1) * sizeof *t->side_keys);
+    t->side_keys =
+        cp_realloc(t->side_keys, (t->nside + 1) * sizeof *t->side_keys);
     t->side_keys[t->nside++] = r->key;
     t->unique++;
     return;
@@ -1289,7 +1291,8 @@ static double hll_estimate(const cp_check *c) {
 static void overflow(cp_check *c) {
   __atomic_store_n(&c->overflow, 1, __ATOMIC_RELAXED);
   if (!c->primary) return; /* a part that is split in two needs no count */
-  for (size_t i = 0; i < c->t.nents; i++) hll_add(c, ent(&c->t, (uint32_t)i)->hash);
+  for (size_t i = 0; i < c->t.nents; i++)
+    hll_add(c, ent(&c->t, (uint32_t)i)->hash);
 }
 
 /* Probing side: the table is to take up to n more entries, and the
@@ -1738,7 +1741,7 @@ void cp_check_buffer(cp_check *c, const char *name, const char *data,
   run_source(c, c->nsrcs - 1);
 }
 
-/* ---- passes ---------------------------------------------------------------- */
+/* ---- passes ------------------------------------------------------------ */
 
 /* Merges the items of a and b (each in input order) into a, keeping the
  * first max of them. Frees the rest. */
@@ -1797,8 +1800,8 @@ static size_t table_cap(const cp_check *c, size_t lmax) {
   size_t lo = 0, hi = (size_t)1 << 31;
   while (hi - lo > 1) {
     size_t mid = lo + (hi - lo) / 2;
-    if (table_need(&t, mid) + long_room(lmax) + sets_bytes(c) <= c->o.memory_bytes)
-      lo = mid;
+    size_t need = table_need(&t, mid) + long_room(lmax) + sets_bytes(c);
+    if (need <= c->o.memory_bytes) lo = mid;
     else hi = mid;
   }
   return lo;

@@ -138,8 +138,8 @@ cp_check *cp_check_new(const cp_check_opts *o);
  * Nothing past the size limit (opts.limits.max_bytes) is read. Returns 0,
  * or -1 (the file is at fault) or -2 (the process or the system is out of
  * file descriptors or memory) with a message in err when the file cannot
- * be read, as cp_file_map_open; the check itself goes on. The file stays open until cp_check_free: a pass may
- * read it again. */
+ * be read, as cp_file_map_open; the check itself goes on. The file stays
+ * open until cp_check_free: a pass may read it again. */
 int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
                   size_t errlen);
 /* The same over bytes in memory, which must live until cp_check_free. */

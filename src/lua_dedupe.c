@@ -296,7 +296,8 @@ static int l_file(lua_State *L) {
     o.limits.max_chars = (size_t)opt_int(L, 2, "max_chars", CP_DEFAULT_MAX_CHARS);
     o.max_problems = (size_t)opt_int(L, 2, "max_problems", CP_DEFAULT_MAX_PROBLEMS);
     o.max_items = (size_t)opt_int(L, 2, "max_items", 1000);
-    o.memory_bytes = (size_t)opt_int(L, 2, "memory_bytes", (lua_Integer)CP_CHECK_MEMORY_DEFAULT);
+    o.memory_bytes = (size_t)opt_int(L, 2, "memory_bytes",
+                                     (lua_Integer)CP_CHECK_MEMORY_DEFAULT);
     lua_getfield(L, 2, "normalize");
     o.mode = check_mode(L, lua_gettop(L), "trim");
     lua_pop(L, 1);

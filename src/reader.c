@@ -233,7 +233,7 @@ void cp_reader_drop_long(cp_reader *r, cp_file_map *m, size_t longer_than) {
 /* The piece a long record is read in, whose pages are then dropped. */
 #define DROP_PIECE ((size_t)1 << 20)
 
-static void drop(cp_reader *r, size_t from, size_t to) {
+static void drop(const cp_reader *r, size_t from, size_t to) {
   cp_file_map_release(r->drop_map, from, to);
 }
 
@@ -264,10 +264,13 @@ static void locate_long(cp_reader *r, const char *from, uint64_t line,
   size_t chars = 0;
   while (a < p) {
     size_t k = (size_t)(p - a) < DROP_PIECE ? (size_t)(p - a) : DROP_PIECE;
-    for (int b = 0; b < 3 && a + k < p && k > 1 && ((unsigned char)a[k] & 0xC0) == 0x80; b++)
+    for (int b = 0; b < 3 && a + k < p && k > 1 &&
+                    ((unsigned char)a[k] & 0xC0) == 0x80;
+         b++)
       k--;
     const char *e = a + k, *ls = NULL, *nl;
-    for (const char *q = a; (nl = memchr(q, '\n', (size_t)(e - q))); q = nl + 1) {
+    for (const char *q = a; (nl = memchr(q, '\n', (size_t)(e - q)));
+         q = nl + 1) {
       line++;
       ls = nl + 1;
     }
@@ -351,7 +354,7 @@ static size_t long_line_end(const cp_reader *r, size_t pos, size_t *next) {
       *next = (size_t)(nl - r->data) + 1;
       return (size_t)(nl - r->data);
     }
-    drop((cp_reader *)r, at, at + n);
+    drop(r, at, at + n);
     at += n;
     if (at >= r->len) {
       *next = r->len;
@@ -780,7 +783,8 @@ static int read_csv_record(cp_reader *r, const char *rec_start,
  * the size limit: it reaches the end of what may be read without its line
  * ending. */
 static int csv_cut(const cp_reader *r, int bad) {
-  return r->cut && (bad == 2 || (r->pos == r->len && r->data[r->len - 1] != '\n'));
+  return r->cut &&
+         (bad == 2 || (r->pos == r->len && r->data[r->len - 1] != '\n'));
 }
 
 static uint64_t count_newlines(const char *s, size_t n) {
@@ -932,7 +936,8 @@ int cp_reader_next(cp_reader *r, cp_record *rec) {
   else got = 0;
   /* The limit fell between two records (or after a CSV header that ended
    * the reading): the input still goes on past it. */
-  if (!got && r->cut && !r->cut_reported) cut_here(r, r->data + r->pos, r->line);
+  if (!got && r->cut && !r->cut_reported)
+    cut_here(r, r->data + r->pos, r->line);
   return got;
 }
 
@@ -953,7 +958,8 @@ static const char *file_kind(mode_t mode) {
  * process or the system ran out of something, else -1 (see reader.h). */
 static int open_error(const char *path, int e, char *err, size_t errlen) {
   struct rlimit rl;
-  if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+  if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+      rl.rlim_cur != RLIM_INFINITY)
     snprintf(err, errlen,
              "%s: cannot open: too many open files (this process may have "
              "%llu; raise the limit with ulimit -n)",

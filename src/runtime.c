@@ -165,7 +165,8 @@ static int open_searcher(lua_State *L) {
       return 0; /* there: the Lua searcher loads it */
     }
     if (e == EMFILE || e == ENFILE)
-      return luaL_error(L, "cannot open module '%s' (%s): too many open files%s",
+      return luaL_error(L,
+                        "cannot open module '%s' (%s): too many open files%s",
                         name, cand,
                         e == ENFILE ? " in the system"
                                     : "; raise the limit with ulimit -n");
