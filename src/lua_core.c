@@ -34,7 +34,7 @@ static void sleep_fired(uv_timer_t *t) {
   sleep_op *op = t->data;
   cp_task *task = op->task;
   uv_close((uv_handle_t *)&op->timer, sleep_closed);
-  cp_task_resume(task, 0);
+  cp_task_resume(task, NULL, NULL);
 }
 
 static void sleep_cancel(void *data) {
@@ -50,6 +50,7 @@ static int l_sleep(lua_State *L) {
   cp_runtime *rt = cp_runtime_from_lua(L);
   /* owned by the timer handle; freed in sleep_closed */
   sleep_op *op = cp_malloc(sizeof *op);
+  if (!op) return cp_lua_nomem(L, "starting a sleep");
   op->task = task;
   op->rt = rt;
   uv_timer_init(cp_runtime_loop(rt), &op->timer);

@@ -441,11 +441,13 @@ static int push_result(lua_State *L, const cp_http_result *r) {
 
 /* ---- requests ----------------------------------------------------------------------- */
 
+static int push_done(lua_State *L, void *data) {
+  return push_result(L, data);
+}
+
 static void on_done(cp_http_call *c, const cp_http_result *r, void *data) {
   (void)c;
-  cp_task *t = data;
-  lua_State *co = cp_task_thread(t);
-  cp_task_resume(t, push_result(co, r));
+  cp_task_resume(data, push_done, (void *)r);
 }
 
 static void cancel_call(void *op) { cp_http_call_cancel(op); }

@@ -1,9 +1,11 @@
 /*
  * lutil.c -- helpers every Lua binding uses: `nil, err` error tables,
- * counted registry references, and the protected call with a traceback.
- * Holds no state but the reference counter.
+ * counted registry references, the protected call with a traceback, and
+ * memory errors. Holds no state but the reference counter.
  */
 #include "lutil.h"
+
+#include "runtime.h"
 
 static long live_refs;
 
@@ -88,7 +90,33 @@ int cp_lua_pcall(lua_State *L, int nargs, int nresults) {
   lua_insert(L, base);
   int status = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
+  if (status == LUA_ERRMEM) cp_lua_note_oom(L, NULL);
   return status;
+}
+
+int cp_lua_protect(lua_State *L, lua_CFunction fn, void *ud, int nresults) {
+  /* the function, its argument, the message handler, and the results a
+   * fixed count asks for (a C function makes room for more itself) */
+  if (!lua_checkstack(L, 3 + (nresults > 0 ? nresults : 0))) {
+    cp_lua_note_oom(L, NULL);
+    return LUA_ERRMEM;
+  }
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, ud);
+  int status = cp_lua_pcall(L, 1, nresults);
+  if (status != LUA_OK) lua_pop(L, 1);
+  return status;
+}
+
+void cp_lua_note_oom(lua_State *L, const char *what) {
+  cp_runtime *rt = cp_runtime_of_state(L);
+  if (rt) cp_runtime_note_oom(rt, what);
+}
+
+int cp_lua_nomem(lua_State *L, const char *what) {
+  cp_lua_note_oom(L, what);
+  cp_lua_push_error(L, "memory", "out of memory while %s", what);
+  return lua_error(L);
 }
 
 void cp_lua_setstr(lua_State *L, const char *k, const char *v) {

@@ -1,7 +1,15 @@
 /*
  * lutil.h -- the conventions every Lua binding of libcogpipe shares: the
  * `nil, err` error tables, registry references that are counted so a leak
- * fails the tests, and the one protected call with a traceback.
+ * fails the tests, the one protected call with a traceback, and how
+ * running out of memory is reported.
+ *
+ * Memory: a binding whose C allocation fails raises a memory error with
+ * cp_lua_nomem, as Lua itself raises one when its own allocation fails --
+ * never a result a script could mistake for data; the run then fails. C
+ * code outside any Lua call (loop callbacks, the embedding API) enters Lua
+ * only through cp_lua_protect or cp_lua_pcall, so an error there is a
+ * status, never the end of the process.
  */
 #ifndef CP_LUTIL_H
 #define CP_LUTIL_H
@@ -28,8 +36,27 @@ void cp_lua_unref(lua_State *L, int *ref); /* releases and sets LUA_NOREF */
 long cp_lua_live_refs(void);
 
 /* lua_pcall with debug.traceback as the message handler. On error the
- * traceback string is left on the stack. */
+ * traceback string is left on the stack; a memory error is also noted with
+ * the runtime (cp_lua_note_oom). The caller makes room for the handler (one
+ * slot: lua_checkstack, which never raises, outside a Lua call). */
 int cp_lua_pcall(lua_State *L, int nargs, int nresults);
+
+/* Calls fn on L in protected mode (cp_lua_pcall) with ud as its only
+ * argument, a light userdata, and leaves nresults values (LUA_MULTRET: all
+ * of them) on success. On failure the error object is popped and the status
+ * returned (LUA_ERRMEM also when L has no room to start the call). For C
+ * code outside any Lua call; never raises. */
+int cp_lua_protect(lua_State *L, lua_CFunction fn, void *ud, int nresults);
+
+/* Notes that memory ran out in L's runtime while doing what (NULL: running
+ * Lua code): the run then ends failed and says so. Allocates nothing; does
+ * nothing for a state that is not a runtime's own (the tenant sandbox). */
+void cp_lua_note_oom(lua_State *L, const char *what);
+
+/* What a binding does when a C allocation fails: notes it, and raises the
+ * error table {kind = "memory", message = "out of memory while <what>"}.
+ * Free what C holds first. */
+int cp_lua_nomem(lua_State *L, const char *what);
 
 /* Sets a field of the table at the top of the stack. */
 void cp_lua_setstr(lua_State *L, const char *k, const char *v);

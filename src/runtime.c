@@ -1,8 +1,10 @@
 /*
  * runtime.c -- a cogpipe runtime: one Lua state on one libuv loop. Owns the
- * state, the loop (when it made it), the scheduler, the run's outcome, and
- * the order of shutdown. What tasks do is task.c's; what modules offer is
- * lua_core.c's and the bindings'.
+ * state and its allocator (with the embedder's memory limit), the loop
+ * (when it made it), the scheduler, the run's outcome, and the order of
+ * shutdown. What tasks do is task.c's; what modules offer is lua_core.c's
+ * and the bindings'. Nothing here ends the process: every entry into Lua
+ * from the embedding API is a protected call.
  */
 #define _GNU_SOURCE /* dladdr */
 #include "runtime.h"
@@ -49,6 +51,12 @@ struct cp_runtime {
   int next_hook_id;
   int natives_ref; /* table of functions registered by the embedder */
 
+  /* the Lua state's memory (rt_alloc) */
+  size_t mem_used, mem_limit;
+  void *refused_block; /* the last allocation refused, until one succeeds */
+  size_t refused_size;
+  int refused;
+
   /* the current run */
   int running;
   cp_task *main;
@@ -57,6 +65,9 @@ struct cp_runtime {
   cp_status requested; /* the highest status a script asked for */
   int remote_failed;
   char *error;
+  int oom;           /* memory ran out during this run */
+  int oom_said;      /* oom_msg says what was being done */
+  char oom_msg[256]; /* "out of memory while ...": kept without allocating */
   cp_done_cb done;
   void *done_data;
 };
@@ -80,7 +91,8 @@ void cp_runtime_request_status(cp_runtime *rt, cp_status st) {
 }
 
 int cp_runtime_on_close(cp_runtime *rt, cp_close_fn fn, void *data) {
-  close_hook *h = cp_malloc(sizeof *h);
+  close_hook *h = cp_malloc(sizeof *h); /* the runtime's list owns it */
+  if (!h) return -1;
   h->id = ++rt->next_hook_id;
   h->fn = fn;
   h->data = data;
@@ -105,14 +117,14 @@ void cp_runtime_off_close(cp_runtime *rt, int id) {
 static int has_init(const char *dir) {
   cp_buf p = CP_BUF_INIT;
   cp_buf_printf(&p, "%s/cogpipe/init.lua", dir);
-  int ok = access(p.data, R_OK) == 0;
+  int ok = cp_buf_ok(&p) && access(p.data, R_OK) == 0;
   cp_buf_free(&p);
   return ok;
 }
 
 /* Looks for the Lua half beside a binary at path: an installed tree
  * (bin/../share, lib/../share) or a build tree, which mirrors it. Returns a
- * malloc'd directory, or NULL. */
+ * malloc'd directory, or NULL (not found, or out of memory). */
 static char *beside(const char *path) {
   static const char *const rel[] = {"/../share/cogpipe/lua", "/share/cogpipe/lua"};
   const char *slash = strrchr(path, '/');
@@ -126,7 +138,7 @@ static char *beside(const char *path) {
   return NULL;
 }
 
-/* Returns a malloc'd directory; the caller owns it. */
+/* Returns a malloc'd directory the caller owns; NULL when out of memory. */
 static char *find_lua_dir(const char *given) {
   if (given) return cp_strdup(given);
   const char *env = getenv("COGPIPE_LUA_DIR");
@@ -203,38 +215,117 @@ static void set_package_path(lua_State *L, const char *dir) {
   lua_pop(L, 2);
 }
 
+/* ---- memory ------------------------------------------------------------- */
+
+/* The Lua state's allocator: counts what the state holds, refuses what
+ * would take it past the embedder's limit, and notes memory that truly ran
+ * out. Lua answers a refusal with an emergency collection and asks once
+ * more for the same block; only a second refusal of that request is a
+ * memory error (a first one, or a failed growth Lua can do without, such
+ * as a shrink, is not). */
+static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  cp_runtime *rt = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    rt->mem_used -= old;
+    return NULL;
+  }
+  void *p = NULL;
+  if (!(rt->mem_limit && nsize > old && nsize - old > rt->mem_limit - rt->mem_used))
+    p = realloc(ptr, nsize);
+  if (!p) {
+    if (rt->refused && rt->refused_block == ptr && rt->refused_size == nsize)
+      cp_runtime_note_oom(rt, NULL);
+    rt->refused = 1;
+    rt->refused_block = ptr;
+    rt->refused_size = nsize;
+    return NULL;
+  }
+  if (nsize > old) rt->refused = 0;
+  rt->mem_used = rt->mem_used - old + nsize;
+  return p;
+}
+
+cp_runtime *cp_runtime_of_state(lua_State *L) {
+  void *ud = NULL;
+  return lua_getallocf(L, &ud) == rt_alloc ? ud : NULL;
+}
+
+void cp_runtime_note_oom(cp_runtime *rt, const char *what) {
+  if (rt->oom && (rt->oom_said || !what)) return;
+  rt->oom = 1;
+  rt->oom_said = what != NULL;
+  /* snprintf into a buffer of our own: no allocation */
+  snprintf(rt->oom_msg, sizeof rt->oom_msg, "out of memory%s%s",
+           what ? " while " : "", what ? what : "");
+}
+
+int cp_runtime_out_of_memory(const cp_runtime *rt) { return rt->oom; }
+
 /* ---- creation and teardown ---------------------------------------------- */
 
 static void on_task_finish(cp_task *t, void *data);
 static void on_idle(void *data);
 
+/* In protected mode: everything the state needs before a script runs. */
+static int init_state(lua_State *L) {
+  cp_runtime *rt = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  set_package_path(L, rt->lua_dir);
+  lua_newtable(L);
+  rt->natives_ref = cp_lua_ref(L);
+  cp_sched_init(rt->sched);
+  return 0;
+}
+
+/* Frees what cp_runtime_new got to make; for its failures. */
+static void discard(cp_runtime *rt, int err) {
+  if (rt->L) {
+    cp_lua_unref(rt->L, &rt->natives_ref);
+    if (rt->sched) cp_sched_free(rt->sched);
+    lua_close(rt->L);
+  }
+  if (rt->owns_loop) uv_loop_close(&rt->own_loop);
+  free(rt->lua_dir);
+  free(rt);
+  errno = err;
+}
+
 cp_runtime *cp_runtime_new(const cp_runtime_options *opts) {
-  cp_runtime *rt = cp_calloc(1, sizeof *rt);
+  cp_runtime *rt = cp_calloc(1, sizeof *rt); /* the caller's: cp_runtime_free */
+  if (!rt) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  rt->natives_ref = LUA_NOREF;
+  rt->main_ref = LUA_NOREF;
+  rt->mem_limit = opts ? opts->memory_limit : 0;
   if (opts && opts->loop) {
     rt->loop = opts->loop;
   } else {
-    if (uv_loop_init(&rt->own_loop) != 0) {
-      free(rt);
+    int rc = uv_loop_init(&rt->own_loop);
+    if (rc != 0) {
+      discard(rt, -rc);
       return NULL;
     }
     rt->loop = &rt->own_loop;
     rt->owns_loop = 1;
   }
-  rt->L = luaL_newstate();
+  rt->lua_dir = find_lua_dir(opts ? opts->lua_dir : NULL);
+  rt->L = rt->lua_dir ? lua_newstate(rt_alloc, rt) : NULL;
   if (!rt->L) {
-    if (rt->owns_loop) uv_loop_close(&rt->own_loop);
-    free(rt);
+    discard(rt, ENOMEM);
     return NULL;
   }
   *(cp_runtime **)lua_getextraspace(rt->L) = rt;
-  luaL_openlibs(rt->L);
-  rt->lua_dir = find_lua_dir(opts ? opts->lua_dir : NULL);
-  set_package_path(rt->L, rt->lua_dir);
-  lua_newtable(rt->L);
-  rt->natives_ref = cp_lua_ref(rt->L);
-  rt->main_ref = LUA_NOREF;
   cp_sched_hooks hooks = {on_task_finish, on_idle, rt};
   rt->sched = cp_sched_new(rt->L, &hooks);
+  if (!rt->sched || cp_lua_protect(rt->L, init_state, rt, 0) != LUA_OK) {
+    discard(rt, ENOMEM);
+    return NULL;
+  }
+  rt->oom = rt->oom_said = 0; /* a refusal it got over is no failed run */
   return rt;
 }
 
@@ -281,21 +372,32 @@ void cp_runtime_free(cp_runtime *rt) {
 
 /* ---- registration and arguments ----------------------------------------- */
 
-int cp_runtime_register(cp_runtime *rt, const char *name, lua_CFunction fn) {
-  lua_State *L = rt->L;
+typedef struct native {
+  const char *name;
+  lua_CFunction fn;
+} native;
+
+static int do_register(lua_State *L) {
+  native *n = lua_touserdata(L, 1);
+  cp_runtime *rt = cp_runtime_from_lua(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->natives_ref);
-  lua_pushcfunction(L, fn);
-  lua_setfield(L, -2, name);
+  lua_pushcfunction(L, n->fn);
+  lua_setfield(L, -2, n->name);
   lua_pop(L, 1);
   /* Already loaded: add it to the live module too. */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "cogpipe.core");
   if (lua_istable(L, -1)) {
-    lua_pushcfunction(L, fn);
-    lua_setfield(L, -2, name);
+    lua_pushcfunction(L, n->fn);
+    lua_setfield(L, -2, n->name);
   }
   lua_pop(L, 2);
   return 0;
+}
+
+int cp_runtime_register(cp_runtime *rt, const char *name, lua_CFunction fn) {
+  native n = {name, fn};
+  return cp_lua_protect(rt->L, do_register, &n, 0) == LUA_OK ? 0 : -1;
 }
 
 /* Pushes the embedder's registered functions table (for lua_core.c). */
@@ -303,17 +405,29 @@ void cp_runtime_push_natives(cp_runtime *rt, lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->natives_ref);
 }
 
-void cp_runtime_set_args(cp_runtime *rt, const char *script, int argc,
-                         char **argv) {
-  lua_State *L = rt->L;
-  lua_createtable(L, argc, 1);
-  lua_pushstring(L, script ? script : "");
+typedef struct args {
+  const char *script;
+  int argc;
+  char **argv;
+} args;
+
+static int do_set_args(lua_State *L) {
+  args *a = lua_touserdata(L, 1);
+  lua_createtable(L, a->argc, 1);
+  lua_pushstring(L, a->script ? a->script : "");
   lua_rawseti(L, -2, 0);
-  for (int i = 0; i < argc; i++) {
-    lua_pushstring(L, argv[i]);
+  for (int i = 0; i < a->argc; i++) {
+    lua_pushstring(L, a->argv[i]);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setglobal(L, "arg");
+  return 0;
+}
+
+int cp_runtime_set_args(cp_runtime *rt, const char *script, int argc,
+                        char **argv) {
+  args a = {script, argc, argv};
+  return cp_lua_protect(rt->L, do_set_args, &a, 0) == LUA_OK ? 0 : -1;
 }
 
 /* ---- running ------------------------------------------------------------ */
@@ -321,31 +435,48 @@ void cp_runtime_set_args(cp_runtime *rt, const char *script, int argc,
 static void set_error(cp_runtime *rt, const char *msg) {
   free(rt->error);
   rt->error = msg ? cp_strdup(msg) : NULL;
+  if (msg && !rt->error) cp_runtime_note_oom(rt, "keeping the error message");
+}
+
+typedef struct finished {
+  cp_task *t;
+  int cancelled;
+  const char *what; /* valid until the protected call's values are popped */
+} finished;
+
+/* In protected mode: what a failed task says, left on the stack. */
+static int read_failure(lua_State *L) {
+  finished *f = lua_touserdata(L, 1);
+  cp_task_push_results(f->t, L);
+  lua_getfield(L, -1, "kind");
+  f->cancelled = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "cancelled") == 0;
+  lua_getfield(L, -2, "traceback");
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, -2, "message");
+  }
+  f->what = lua_tostring(L, -1);
+  return 3;
 }
 
 static void on_task_finish(cp_task *t, void *data) {
   cp_runtime *rt = data;
   if (!cp_task_failed(t)) return;
   lua_State *L = rt->L;
-  cp_task_push_results(t, L);
-  lua_getfield(L, -1, "kind");
-  int cancelled = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "cancelled") == 0;
-  lua_getfield(L, -2, "traceback");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_getfield(L, -2, "message");
-  }
-  const char *what = lua_tostring(L, -1);
+  finished f = {t, 0, NULL};
+  int read = cp_lua_protect(L, read_failure, &f, 3) == LUA_OK;
+  const char *what = f.what ? f.what : "(a task failed; its error cannot be read)";
+  if (!read) what = rt->oom_msg[0] ? rt->oom_msg : "out of memory";
   if (t == rt->main) {
     /* The main chunk failed: the run is over; nothing else may go on. */
     set_error(rt, what);
-    lua_pop(L, 3);
+    if (read) lua_pop(L, 3);
     cp_sched_cancel_all(rt->sched, "the main chunk failed");
     return;
   }
   /* A task's failure does not stop the run, but is never silent. */
-  if (!cancelled) fprintf(stderr, "cogpipe: task failed: %s\n", what);
-  lua_pop(L, 3);
+  if (!f.cancelled) fprintf(stderr, "cogpipe: task failed: %s\n", what);
+  if (read) lua_pop(L, 3);
 }
 
 static void finish_run(cp_runtime *rt) {
@@ -356,6 +487,9 @@ static void finish_run(cp_runtime *rt) {
   else if (cp_sched_unobserved_failures(rt->sched) > 0 || rt->remote_failed)
     st = CP_EFAILED;
   if (rt->requested > st) st = rt->requested;
+  /* A run that ran out of memory may have lost anything: never ok, and
+   * never a lesser failure that would hide it. */
+  if (rt->oom) st = CP_EFAILED;
   rt->status = st;
   if (rt->owns_loop) uv_stop(rt->loop);
   if (rt->done) rt->done(rt, st, rt->done_data);
@@ -363,10 +497,27 @@ static void finish_run(cp_runtime *rt) {
 
 static void on_idle(void *data) { finish_run(data); }
 
+static int spawn_main(lua_State *L) {
+  cp_runtime *rt = lua_touserdata(L, 1);
+  lua_pushvalue(L, 2); /* the loaded chunk */
+  rt->main = cp_sched_spawn(rt->sched, L, 0);
+  rt->main_ref = cp_lua_ref(L);
+  return 0;
+}
+
+/* Starts the chunk at the top of the stack (or the load error there) as
+ * the main task; pops it. */
 static cp_status start_loaded(cp_runtime *rt, int load_status, cp_done_cb done,
                               void *data) {
   lua_State *L = rt->L;
   set_error(rt, NULL);
+  if (!rt->running) rt->oom = rt->oom_said = 0;
+  if (load_status == LUA_ERRMEM) {
+    lua_pop(L, 1);
+    cp_runtime_note_oom(rt, "loading the script");
+    rt->status = CP_EFAILED;
+    return CP_EFAILED;
+  }
   if (load_status != LUA_OK) {
     set_error(rt, lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -380,15 +531,35 @@ static cp_status start_loaded(cp_runtime *rt, int load_status, cp_done_cb done,
     return CP_EUSAGE;
   }
   cp_lua_unref(L, &rt->main_ref);
-  rt->running = 1;
+  rt->main = NULL;
   rt->status = CP_OK;
   rt->requested = CP_OK;
   rt->remote_failed = 0;
   cp_sched_clear_failures(rt->sched);
+  /* the chunk is the protected call's second argument */
+  int st = LUA_ERRMEM;
+  if (lua_checkstack(L, 4)) {
+    lua_pushcfunction(L, spawn_main);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, rt);
+    lua_insert(L, -2);
+    st = cp_lua_pcall(L, 2, 0);
+    if (st != LUA_OK) lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (st != LUA_OK) {
+    /* a task half started must not run with the next one */
+    rt->main = NULL;
+    cp_lua_unref(L, &rt->main_ref);
+    cp_sched_cancel_all(rt->sched, "out of memory");
+    cp_runtime_note_oom(rt, "starting the script");
+    rt->status = CP_EFAILED;
+    return CP_EFAILED;
+  }
+  rt->running = 1;
   rt->done = done;
   rt->done_data = data;
-  rt->main = cp_sched_spawn(rt->sched, L, 0);
-  rt->main_ref = cp_lua_ref(L);
   cp_sched_run_pending(rt->sched);
   return CP_OK;
 }
@@ -415,11 +586,10 @@ static cp_status run_to_end(cp_runtime *rt, cp_status started) {
     if (rt->running && uv_loop_alive(rt->loop)) continue;
     if (rt->running) {
       /* The loop ran dry with tasks still waiting: they wait on each other. */
-      cp_buf m = CP_BUF_INIT;
-      cp_buf_printf(&m, "deadlock: %ld task(s) wait for each other forever",
-                    cp_sched_live(rt->sched));
-      set_error(rt, m.data);
-      cp_buf_free(&m);
+      char m[96];
+      snprintf(m, sizeof m, "deadlock: %ld task(s) wait for each other forever",
+               cp_sched_live(rt->sched));
+      set_error(rt, m);
       cp_sched_cancel_all(rt->sched, "deadlock");
       cp_runtime_request_status(rt, CP_EFAILED);
       finish_run(rt);
@@ -438,9 +608,22 @@ cp_status cp_runtime_run_string(cp_runtime *rt, const char *code,
 }
 
 cp_status cp_runtime_status(const cp_runtime *rt) { return rt->status; }
-const char *cp_runtime_error(const cp_runtime *rt) { return rt->error; }
+
+const char *cp_runtime_error(const cp_runtime *rt) {
+  if (rt->error) return rt->error;
+  return rt->oom ? rt->oom_msg : NULL;
+}
+
+static int push_main_results(lua_State *L) {
+  cp_runtime *rt = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  return cp_task_push_results(rt->main, L);
+}
 
 int cp_runtime_push_results(cp_runtime *rt) {
   if (!rt->main || rt->running || cp_task_failed(rt->main)) return 0;
-  return cp_task_push_results(rt->main, rt->L);
+  int top = lua_gettop(rt->L);
+  if (cp_lua_protect(rt->L, push_main_results, rt, LUA_MULTRET) != LUA_OK)
+    return 0;
+  return lua_gettop(rt->L) - top;
 }

@@ -39,6 +39,7 @@ struct cp_task {
   cp_task *prev, *next; /* live (unfinished) tasks */
   cp_task *qnext;       /* run queue */
   int qnargs;
+  int raise; /* the pending call raises the value on top instead of returning */
 };
 
 struct cp_sched {
@@ -50,22 +51,34 @@ struct cp_sched {
   cp_task *current;
   long unobserved_failures;
   int registry_ref; /* weak table thread -> task object */
+  /* The error of a task that ran out of memory, made up front: reporting
+   * one must not need any. */
+  int nomem_ref;
   cp_sched_hooks hooks;
 };
 
 /* ---- scheduler ---------------------------------------------------------- */
 
 cp_sched *cp_sched_new(lua_State *L, const cp_sched_hooks *hooks) {
-  cp_sched *s = cp_calloc(1, sizeof *s);
+  cp_sched *s = cp_calloc(1, sizeof *s); /* the runtime's; cp_sched_free */
+  if (!s) return NULL;
   s->L = L;
   if (hooks) s->hooks = *hooks;
+  s->registry_ref = LUA_NOREF;
+  s->nomem_ref = LUA_NOREF;
+  return s;
+}
+
+void cp_sched_init(cp_sched *s) {
+  lua_State *L = s->L;
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   s->registry_ref = cp_lua_ref(L);
-  return s;
+  cp_lua_push_error(L, "memory", "out of memory");
+  s->nomem_ref = cp_lua_ref(L);
 }
 
 long cp_sched_live(const cp_sched *s) { return s->nlive; }
@@ -115,6 +128,85 @@ static void drain(cp_sched *s) {
   if (s->nlive == 0 && s->hooks.on_idle) s->hooks.on_idle(s->hooks.data);
 }
 
+/* ---- handing values over ------------------------------------------------- */
+
+static void finish(cp_task *t, tstate how);
+
+/* Gives a task that could not be resumed or reported normally the memory
+ * error made up front: after lua_resetthread the thread has room for it. */
+static void fail_nomem(cp_task *t) {
+  cp_sched *s = t->sched;
+  lua_resetthread(t->co);
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, s->nomem_ref);
+  t->nres = 1;
+  finish(t, T_FAILED);
+}
+
+/* Fails t with the value at the top of the main state, which it pops. */
+static void fail_with_top(cp_task *t) {
+  lua_resetthread(t->co);
+  lua_xmove(t->sched->L, t->co, 1);
+  t->nres = 1;
+  finish(t, T_FAILED);
+}
+
+typedef struct handover {
+  cp_task_push_fn push;
+  void *data;
+} handover;
+
+static int call_push(lua_State *L) {
+  handover *h = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  return h->push(L, h->data);
+}
+
+/* Readies a suspended task to go on with the values push builds. They are
+ * made on the main state under a protected call -- never on the suspended
+ * thread, where an error would have no handler -- and moved over; when
+ * that fails the task is readied to raise the error instead (see
+ * resumed). Never raises. */
+static void hand_over(cp_task *t, cp_task_push_fn push, void *data) {
+  cp_sched *s = t->sched;
+  lua_State *L = s->L, *co = t->co;
+  int top = lua_gettop(L);
+  int n = 0, raise = 0;
+  if (push) {
+    handover h = {push, data};
+    int st = LUA_ERRMEM;
+    if (lua_checkstack(L, 3)) {
+      lua_pushcfunction(L, call_push);
+      lua_pushlightuserdata(L, &h);
+      st = cp_lua_pcall(L, 1, LUA_MULTRET);
+    } else {
+      cp_lua_note_oom(L, "resuming a task");
+    }
+    if (st == LUA_OK) {
+      n = lua_gettop(L) - top;
+    } else {
+      raise = 1;
+      n = st == LUA_ERRMEM ? 0 : lua_gettop(L) - top; /* push's own error */
+    }
+    if (n > 0 && !lua_checkstack(co, n)) {
+      cp_lua_note_oom(L, "resuming a task");
+      raise = 1;
+      n = 0;
+    }
+    if (n > 0) lua_xmove(L, co, n);
+    lua_settop(L, top);
+  }
+  if (raise && n == 0) {
+    if (!lua_checkstack(co, 1)) { /* not even room to raise: it fails here */
+      fail_nomem(t);
+      return;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->nomem_ref);
+    n = 1;
+  }
+  t->raise = raise;
+  enqueue(t, n);
+}
+
 /* ---- finishing ---------------------------------------------------------- */
 
 /* A failure someone reads is handled; one nobody reads fails the run. */
@@ -123,10 +215,14 @@ static void mark_observed(cp_task *t) {
   t->observed = 1;
 }
 
+/* Copies a finished task's results (all, or the first or nil) to `to`.
+ * Raises when there is no room: runs in protected mode. */
 static void push_outcome(cp_task *t, lua_State *to, int all) {
   mark_observed(t);
   if (t->state == T_FAILED) {
+    luaL_checkstack(to, 2, "too many results");
     lua_pushnil(to);
+    if (!lua_checkstack(t->co, 1)) cp_lua_nomem(to, "reading a task's error");
     lua_pushvalue(t->co, -1);
     lua_xmove(t->co, to, 1);
     return;
@@ -134,13 +230,15 @@ static void push_outcome(cp_task *t, lua_State *to, int all) {
   int n = all ? t->nres : (t->nres > 0 ? 1 : 0);
   int base = lua_gettop(t->co) - t->nres;
   luaL_checkstack(to, n + 1, "too many results");
+  if (!lua_checkstack(t->co, n)) cp_lua_nomem(to, "reading a task's results");
   for (int i = 1; i <= n; i++) lua_pushvalue(t->co, base + i);
   lua_xmove(t->co, to, n);
   if (!all && n == 0) lua_pushnil(to);
 }
 
 /* What cp.wait returns: one task's results, or one value per task followed
- * by a table of errors by position when any of them failed. */
+ * by a table of errors by position when any of them failed. Raises on a
+ * memory error: runs in protected mode. */
 static int push_wait_results(cp_task **ts, int n, lua_State *to) {
   if (n == 1) {
     int before = lua_gettop(to);
@@ -162,11 +260,22 @@ static int push_wait_results(cp_task **ts, int n, lua_State *to) {
   lua_newtable(to);
   for (int i = 0; i < n; i++) {
     if (ts[i]->state != T_FAILED) continue;
+    if (!lua_checkstack(ts[i]->co, 1)) cp_lua_nomem(to, "reading a task's error");
     lua_pushvalue(ts[i]->co, -1);
     lua_xmove(ts[i]->co, to, 1);
     lua_rawseti(to, -2, i + 1);
   }
   return n + 1;
+}
+
+typedef struct joined {
+  cp_task **ts;
+  int n;
+} joined;
+
+static int push_joined(lua_State *L, void *data) {
+  joined *j = data;
+  return push_wait_results(j->ts, j->n, L);
 }
 
 static void finish(cp_task *t, tstate how) {
@@ -179,12 +288,12 @@ static void finish(cp_task *t, tstate how) {
     cp_task *waiter = w->waiter;
     free(w);
     if (--waiter->remaining == 0) {
-      int n = push_wait_results(waiter->joined, waiter->njoined, waiter->co);
-      free(waiter->joined);
+      joined j = {waiter->joined, waiter->njoined};
       waiter->joined = NULL;
       waiter->cancel = NULL;
       waiter->op = NULL;
-      enqueue(waiter, n);
+      hand_over(waiter, push_joined, &j);
+      free(j.ts);
     }
   }
   t->waiters = NULL;
@@ -193,41 +302,72 @@ static void finish(cp_task *t, tstate how) {
   cp_lua_unref(s->L, &t->self_ref);
 }
 
-/* Replaces whatever the failed coroutine holds with one error table. */
-static void fail_task(cp_task *t, const char *kind, const char *msg,
-                      const char *tb) {
-  lua_State *L = t->sched->L;
-  cp_lua_push_error(L, kind, "%s", msg);
-  if (tb) cp_lua_setstr(L, "traceback", tb);
-  lua_resetthread(t->co);
-  lua_xmove(L, t->co, 1);
-  t->nres = 1;
-  finish(t, T_FAILED);
-}
+typedef struct failure {
+  cp_task *t;
+  int status; /* of lua_resume, for a task whose code raised */
+  const char *kind, *msg;
+} failure;
 
-static const char *error_text(lua_State *co) {
-  const char *msg = lua_tostring(co, -1);
+static const char *error_text(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
   if (msg) return msg;
-  if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1)) {
-    msg = lua_tostring(co, -1);
-    return msg;
-  }
-  return lua_pushfstring(co, "(error object is a %s value)",
-                         luaL_typename(co, -1));
+  if (luaL_callmeta(L, -1, "__tostring") && lua_isstring(L, -1))
+    return lua_tostring(L, -1);
+  return lua_pushfstring(L, "(error object is a %s value)",
+                         luaL_typename(L, -1));
 }
 
-static void report_failure(cp_task *t) {
-  lua_State *L = t->sched->L, *co = t->co;
-  const char *msg = error_text(co);
+/* In protected mode on the main state: the error table {kind, message}. */
+static int build_error(lua_State *L) {
+  failure *f = lua_touserdata(L, 1);
+  cp_lua_push_error(L, f->kind, "%s", f->msg);
+  return 1;
+}
+
+/* In protected mode on the main state: the error table of a task whose
+ * code raised, from the error object it left (taken off the dead thread,
+ * whose frames stay for the traceback). The kind is "memory" when memory
+ * ran out there, whether Lua's own allocation or a binding's. */
+static int build_failure(lua_State *L) {
+  failure *f = lua_touserdata(L, 1);
+  lua_State *co = f->t->co;
+  lua_xmove(co, L, 1);
+  const char *kind = "task";
+  if (f->status == LUA_ERRMEM) {
+    kind = "memory";
+  } else if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "kind");
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "memory") == 0)
+      kind = "memory";
+    lua_pop(L, 1);
+  }
+  const char *msg = error_text(L);
   luaL_traceback(L, co, msg, 0);
-  const char *tb = lua_tostring(L, -1);
   /* The message keeps its file:line; the whole traceback rides along. */
-  char *m = cp_strdup(msg);
-  char *tbc = cp_strdup(tb);
-  lua_pop(L, 1);
-  fail_task(t, "task", m, tbc);
-  free(m);
-  free(tbc);
+  cp_lua_push_error(L, kind, "%s", msg);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "traceback");
+  return 1;
+}
+
+/* Replaces whatever the failed coroutine holds with one error table; when
+ * even that cannot be made, with the memory error made up front. */
+static void fail_task(cp_task *t, const char *kind, const char *msg) {
+  failure f = {t, LUA_OK, kind, msg};
+  if (cp_lua_protect(t->sched->L, build_error, &f, 1) == LUA_OK)
+    fail_with_top(t);
+  else
+    fail_nomem(t);
+}
+
+static void report_failure(cp_task *t, int status) {
+  lua_State *L = t->sched->L;
+  if (status == LUA_ERRMEM) cp_lua_note_oom(L, NULL);
+  failure f = {t, status, NULL, NULL};
+  if (cp_lua_protect(L, build_failure, &f, 1) == LUA_OK)
+    fail_with_top(t);
+  else
+    fail_nomem(t);
 }
 
 static void run(cp_task *t) {
@@ -246,8 +386,7 @@ static void run(cp_task *t) {
     lua_pop(t->co, nres);
     fail_task(t, "task",
               "coroutine.yield out of a task: async calls yield by "
-              "themselves, use cp.sleep(0) to let other tasks run",
-              NULL);
+              "themselves, use cp.sleep(0) to let other tasks run");
     return;
   }
   if (status == LUA_OK) {
@@ -255,7 +394,7 @@ static void run(cp_task *t) {
     finish(t, T_DONE);
     return;
   }
-  report_failure(t);
+  report_failure(t, status);
 }
 
 /* ---- the C API ---------------------------------------------------------- */
@@ -278,18 +417,29 @@ cp_task *cp_task_current(lua_State *L) {
   return t;
 }
 
+/* Where a suspended primitive goes on: it returns the values it was
+ * resumed with, or raises the one hand_over left when they could not be
+ * made. */
+static int resumed(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  cp_task *t = (cp_task *)ctx;
+  if (t->raise) {
+    t->raise = 0;
+    return lua_error(L);
+  }
+  return t->qnargs;
+}
+
 int cp_task_suspend(lua_State *L, cp_task *t, cp_cancel_fn cancel, void *op) {
   t->cancel = cancel;
   t->op = op;
-  return lua_yield(L, 0);
+  return lua_yieldk(L, 0, (lua_KContext)t, resumed);
 }
 
-lua_State *cp_task_thread(cp_task *t) { return t->co; }
-
-void cp_task_resume(cp_task *t, int nargs) {
+void cp_task_resume(cp_task *t, cp_task_push_fn push, void *data) {
   t->cancel = NULL;
   t->op = NULL;
-  enqueue(t, nargs);
+  hand_over(t, push, data);
   drain(t->sched);
 }
 
@@ -331,7 +481,7 @@ static void cancel_task(cp_task *t, const char *why) {
     t->joined = NULL;
   }
   t->observed = 1; /* a cancellation is not a failure to report */
-  fail_task(t, "cancelled", why, NULL);
+  fail_task(t, "cancelled", why);
 }
 
 void cp_sched_cancel_all(cp_sched *s, const char *why) {
@@ -342,6 +492,7 @@ void cp_sched_cancel_all(cp_sched *s, const char *why) {
 void cp_sched_free(cp_sched *s) {
   cp_sched_cancel_all(s, "runtime closed");
   cp_lua_unref(s->L, &s->registry_ref);
+  cp_lua_unref(s->L, &s->nomem_ref);
   free(s);
 }
 
@@ -355,6 +506,8 @@ int cp_task_finished(const cp_task *t) {
 int cp_task_push_results(cp_task *t, lua_State *to) {
   int before = lua_gettop(to);
   if (t->state == T_FAILED) { /* a look, not handling: observed stays */
+    luaL_checkstack(to, 1, "no room for a task's error");
+    if (!lua_checkstack(t->co, 1)) cp_lua_nomem(to, "reading a task's error");
     lua_pushvalue(t->co, -1);
     lua_xmove(t->co, to, 1);
   } else if (t->state == T_DONE) {
@@ -426,27 +579,31 @@ static void push_task_meta(lua_State *L) {
 }
 
 /* Creates a task running the function at the top of L's stack, with nargs
- * arguments below... above it; pops them all and pushes the task object. */
+ * arguments below... above it; pops them all and pushes the task object.
+ * Everything that can raise comes before the task is anchored or counted:
+ * a raise leaves garbage, never a half-made live task. */
 cp_task *cp_sched_spawn(cp_sched *s, lua_State *L, int nargs) {
   lua_State *co = lua_newthread(L);
+  if (!lua_checkstack(co, nargs + 1))
+    luaL_error(L, "out of memory while starting a task with %d arguments", nargs);
   cp_task *t = lua_newuserdatauv(L, sizeof *t, 0);
   memset(t, 0, sizeof *t);
   t->sched = s;
   t->co_ref = LUA_NOREF;
   t->self_ref = LUA_NOREF;
   push_task_meta(L);
-  lua_setmetatable(L, -2);
+  lua_setmetatable(L, -2); /* from here task_gc releases co_ref */
   /* stack: fn args... co task */
-  lua_pushvalue(L, -2);
-  t->co_ref = cp_lua_ref(L);
-  t->co = co;
-  lua_pushvalue(L, -1);
-  t->self_ref = cp_lua_ref(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->registry_ref);
   lua_pushvalue(L, -3);
   lua_pushlightuserdata(L, t);
   lua_rawset(L, -3);
   lua_pop(L, 1);
+  lua_pushvalue(L, -2);
+  t->co_ref = cp_lua_ref(L);
+  t->co = co;
+  lua_pushvalue(L, -1);
+  t->self_ref = cp_lua_ref(L);
   /* move fn and args onto the coroutine, keep the task object on L */
   lua_insert(L, -(nargs + 3));
   lua_pop(L, 1); /* the thread value; co_ref keeps it */
@@ -481,36 +638,44 @@ static int l_wait(lua_State *L) {
     tstate st = check_task(L, i)->state;
     if (st != T_DONE && st != T_FAILED) pending++;
   }
-  cp_task **ts = cp_malloc((size_t)n * sizeof *ts);
-  for (int i = 1; i <= n; i++) ts[i - 1] = check_task(L, i);
   if (!pending) { /* fast path: no yield */
-    lua_settop(L, 0);
-    int nres = push_wait_results(ts, n, L);
-    free(ts);
-    return nres;
+    cp_task **ts = lua_newuserdatauv(L, (size_t)n * sizeof *ts, 0);
+    for (int i = 1; i <= n; i++) ts[i - 1] = check_task(L, i);
+    return push_wait_results(ts, n, L);
   }
   cp_task *self = task_of_thread(s, L);
-  if (!self || self != s->current) {
-    free(ts);
+  if (!self || self != s->current)
     return luaL_error(L, "cp.wait outside a cogpipe task");
-  }
-  for (int i = 0; i < n; i++)
-    if (ts[i] == self) {
-      free(ts);
+  for (int i = 1; i <= n; i++)
+    if (check_task(L, i) == self)
       return luaL_error(L, "a task cannot wait for itself");
-    }
+  /* Everything is allocated before anything is linked, so running out of
+   * memory leaves every task as it was. */
+  cp_task **ts = cp_malloc((size_t)n * sizeof *ts); /* self->joined owns it */
+  waitlink **links = cp_calloc((size_t)pending, sizeof *links);
+  int got = 0;
+  while (ts && links && got < pending && (links[got] = cp_malloc(sizeof **links)))
+    got++;
+  if (got < pending) {
+    for (int i = 0; i < got; i++) free(links[i]);
+    free(links);
+    free(ts);
+    return cp_lua_nomem(L, "waiting for tasks");
+  }
+  for (int i = 1; i <= n; i++) ts[i - 1] = check_task(L, i);
   self->joined = ts;
   self->njoined = n;
   self->remaining = pending;
-  for (int i = 0; i < n; i++) {
+  for (int i = 0, k = 0; i < n; i++) {
     if (ts[i]->state == T_DONE || ts[i]->state == T_FAILED) continue;
-    waitlink *w = cp_malloc(sizeof *w);
+    waitlink *w = links[k++]; /* owned by ts[i]'s waiter list */
     w->waiter = self;
     w->next = ts[i]->waiters;
     ts[i]->waiters = w;
   }
+  free(links);
   /* The tasks stay reachable from this frame, so none is collected while
-   * joined; finish() pushes the results and wakes us. */
+   * joined; finish() hands over the results and wakes us. */
   return cp_task_suspend(L, self, join_cancel, NULL);
 }
 

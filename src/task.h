@@ -11,15 +11,21 @@
  *     return cp_task_suspend(L, t, cancel_op, op);
  *   }
  *   // later, in a loop callback:
- *   lua_State *co = cp_task_thread(op->task);
- *   lua_pushinteger(co, result);                // the values l_thing returns
- *   cp_task_resume(op->task, 1);
+ *   static int push_thing(lua_State *L, void *data) {  // may raise
+ *     lua_pushinteger(L, ((struct op *)data)->result);
+ *     return 1;                                 // the values l_thing returns
+ *   }
+ *   cp_task_resume(op->task, push_thing, op);
  *
  * cancel_op is called instead, exactly once, when the task is abandoned
  * (runtime shutdown, main chunk failed) before the operation completed; it
  * must stop the operation so that its callback never resumes the task, and
  * release what it owns (closing handles is fine; their close callbacks run
  * later). After resume or cancel the task forgets the operation.
+ *
+ * Nothing a loop callback does here can end the process: the values are
+ * built under a protected call, and when that fails (a Lua error, out of
+ * memory) the task's pending call raises the error instead of returning.
  */
 #ifndef CP_TASK_H
 #define CP_TASK_H
@@ -37,11 +43,16 @@ cp_task *cp_task_current(lua_State *L);
  * The values later pushed by the resumer become the C function's results. */
 int cp_task_suspend(lua_State *L, cp_task *t, cp_cancel_fn cancel, void *op);
 
-/* The coroutine to push resume values onto. */
-lua_State *cp_task_thread(cp_task *t);
+/* Builds the values a suspended task resumes with, on the runtime's main
+ * state L inside a protected call: it may raise (a Lua error, memory) and
+ * should luaL_checkstack beyond a few values. Returns how many it pushed. */
+typedef int (*cp_task_push_fn)(lua_State *L, void *data);
 
-/* Resumes a suspended task with the top nargs values of its thread. Runs the
- * task until it suspends again or ends; never raises. */
-void cp_task_resume(cp_task *t, int nargs);
+/* Resumes a suspended task with the values push builds (push NULL: none).
+ * When they cannot be built or handed over, the task's pending call raises
+ * instead: push's error, or a memory error made up front so that reporting
+ * one needs no memory. Runs the task until it suspends again or ends;
+ * never raises. */
+void cp_task_resume(cp_task *t, cp_task_push_fn push, void *data);
 
 #endif

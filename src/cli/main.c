@@ -4,6 +4,7 @@
  * command module (lua/cogpipe/cmd/<name>.lua) in a runtime, and turns the
  * outcome into an exit status. It has no back door into the library.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,17 @@
 
 static const char *progname = "cogpipe";
 
-static cp_runtime *new_runtime(void) {
+/* Messages about memory come from stdio on stderr, which is unbuffered:
+ * they need no memory of their own. */
+static void out_of_memory(const char *name, const char *doing) {
+  fprintf(stderr, "%s: out of memory while %s the %s command; it failed (exit status 1)\n",
+          progname, doing, name);
+}
+
+static cp_runtime *new_runtime(const char *name) {
   cp_runtime *rt = cp_runtime_new(NULL);
-  if (!rt) fprintf(stderr, "%s: cannot create a runtime\n", progname);
+  if (!rt && errno == ENOMEM) out_of_memory(name, "starting");
+  else if (!rt) fprintf(stderr, "%s: cannot create a runtime: %s\n", progname, strerror(errno));
   return rt;
 }
 
@@ -58,9 +67,13 @@ static int cmd_module(const char *name, int argc, char **argv) {
             name, progname);
     return CP_EUSAGE;
   }
-  cp_runtime *rt = new_runtime();
+  cp_runtime *rt = new_runtime(name);
   if (!rt) return CP_EFAILED;
-  cp_runtime_set_args(rt, name, argc, argv);
+  if (cp_runtime_set_args(rt, name, argc, argv) != 0) {
+    out_of_memory(name, "starting");
+    cp_runtime_free(rt);
+    return CP_EFAILED;
+  }
   lua_State *L = cp_runtime_lua(rt);
   /* The chunk takes the command name as its vararg. */
   char code[sizeof dispatch + 64];
@@ -74,6 +87,11 @@ static int cmd_module(const char *name, int argc, char **argv) {
     lua_pop(L, n);
   }
   if ((int)st > exitcode) exitcode = (int)st;
+  if (cp_runtime_out_of_memory(rt)) {
+    /* whatever the command said it found, it may not have seen it all */
+    out_of_memory(name, "running");
+    exitcode = CP_EFAILED;
+  }
   cp_runtime_free(rt);
   return exitcode;
 }
