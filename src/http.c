@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "json.h"
+#include "lutil.h"
 
 /* ---- types ---------------------------------------------------------------- */
 
@@ -132,6 +133,7 @@ struct cp_http_call {
 
   int attempts;
   int too_big; /* the answer went over MAX_ANSWER */
+  int oom;     /* memory ran out preparing the call or holding its answer */
   uint64_t started; /* uv_hrtime at start */
   cp_http_kind fail_kind;
   char *fail_msg;
@@ -151,6 +153,7 @@ const char *cp_http_kind_name(cp_http_kind k) {
   case CP_HTTP_IO: return "io";
   case CP_HTTP_USAGE: return "usage";
   case CP_HTTP_AUTH: return "auth";
+  case CP_HTTP_MEMORY: return "memory";
   }
   return "http";
 }
@@ -244,6 +247,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   }
   if (!s) {
     s = cp_calloc(1, sizeof *s); /* owned by the poll; freed in on_poll_closed */
+    if (!s) return -1; /* libcurl fails the transfers on this socket */
     s->fd = fd;
     s->h = h;
     if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
@@ -294,16 +298,21 @@ cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
   /* Loading runs libcurl's global init once; cp_http_free does not undo
    * it since other clients may share it. */
   if (cp_curl_load(err, errlen)) return NULL;
-  cp_http *h = cp_calloc(1, sizeof *h);
+  cp_http *h = cp_calloc(1, sizeof *h); /* the caller's: cp_http_free */
+  if (!h) {
+    snprintf(err, errlen, "out of memory while creating the HTTP client");
+    return NULL;
+  }
   h->loop = loop;
   h->rt = rt;
   h->close_hook = -1;
   h->rng = (unsigned long long)uv_hrtime() ^ (unsigned long long)(uintptr_t)h;
   if (h->rng == 0) h->rng = 0x9e3779b97f4a7c15ULL;
   h->multi = cp_curl.multi_init();
-  if (!h->multi) {
-    fprintf(stderr, "cogpipe: cannot create an HTTP client\n");
-    abort();
+  if (!h->multi) { /* libcurl's only reason is memory */
+    snprintf(err, errlen, "out of memory while creating the HTTP client");
+    free(h);
+    return NULL;
   }
   cp_curl.multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   cp_curl.multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
@@ -357,28 +366,48 @@ void cp_http_free(cp_http *h) {
   uv_close((uv_handle_t *)&h->idle, on_client_timer_closed);
 }
 
+#define CLIENT_KEY "cogpipe.http.client"
+
+static int forget_client(lua_State *L) {
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, CLIENT_KEY);
+  return 0;
+}
+
 static void client_close_hook(void *data) {
   cp_http *h = data;
-  lua_State *L = cp_runtime_main_lua(h->rt);
-  lua_pushnil(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
+  /* at shutdown, outside any Lua call: protected */
+  cp_lua_protect(cp_runtime_main_lua(h->rt), forget_client, NULL, 0);
   h->close_hook = -1;
   cp_http_free(h);
 }
 
-cp_http *cp_http_of(cp_runtime *rt, char *err, size_t errlen) {
-  /* The client is found through the registry of the runtime's main state,
-   * which every coroutine shares. */
-  lua_State *L = cp_runtime_main_lua(rt);
-  lua_getfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
+cp_http *cp_http_of(lua_State *L, char *err, size_t errlen) {
+  /* The client is found through the runtime's registry, which every
+   * coroutine shares. Anything that can raise comes before the client is
+   * made, so a raise cannot leave one unfreed. */
+  cp_runtime *rt = cp_runtime_from_lua(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, CLIENT_KEY);
   cp_http *h = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (h) return h;
+  lua_pushboolean(L, 1); /* makes the registry's slot for the key */
+  lua_setfield(L, LUA_REGISTRYINDEX, CLIENT_KEY);
   h = cp_http_new(cp_runtime_loop(rt), rt, err, errlen);
-  if (!h) return NULL;
-  lua_pushlightuserdata(L, h);
-  lua_setfield(L, LUA_REGISTRYINDEX, "cogpipe.http.client");
-  h->close_hook = cp_runtime_on_close(rt, client_close_hook, h);
+  int hook = h ? cp_runtime_on_close(rt, client_close_hook, h) : -1;
+  if (h && hook < 0) {
+    snprintf(err, errlen, "out of memory while creating the HTTP client");
+    cp_http_free(h); /* its handles close with the loop's next turn */
+    h = NULL;
+  }
+  if (!h) {
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, CLIENT_KEY);
+    return NULL;
+  }
+  h->close_hook = hook;
+  lua_pushlightuserdata(L, h); /* the slot exists: allocates nothing */
+  lua_setfield(L, LUA_REGISTRYINDEX, CLIENT_KEY);
   return h;
 }
 
@@ -387,6 +416,7 @@ cp_http *cp_http_of(cp_runtime *rt, char *err, size_t errlen) {
 cp_http_limiter *cp_http_limiter_new(double rate, double burst,
                                      int max_in_flight) {
   cp_http_limiter *l = cp_calloc(1, sizeof *l); /* freed by the last unref */
+  if (!l) return NULL;
   cp_limiter_init(&l->lim, rate, burst, max_in_flight, now_s());
   l->refs = 1;
   return l;
@@ -466,10 +496,12 @@ static void release_slot(cp_http_call *c) {
 /* ---- origins ---------------------------------------------------------------- */
 
 /* "scheme://host:port" of url, lower case, the port made explicit: what the
- * platform counts a client's requests by. malloc'd; NULL when unparsable. */
-static char *origin_key(const char *url) {
+ * platform counts a client's requests by. malloc'd; NULL when unparsable or
+ * out of memory (*oom then set). */
+static char *origin_key(const char *url, int *oom) {
   CURLU *u = cp_curl.url();
   char *scheme = NULL, *host = NULL, *port = NULL, *key = NULL;
+  *oom = !u;
   if (u &&
       cp_curl.url_set(u, CURLUPART_URL, url,
                       CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) ==
@@ -481,7 +513,8 @@ static char *origin_key(const char *url) {
     cp_buf b = CP_BUF_INIT;
     cp_buf_printf(&b, "%s://%s:%s", scheme, host, port);
     key = cp_buf_steal(&b, NULL);
-    for (char *k = key; *k; k++) *k = (char)tolower((unsigned char)*k);
+    *oom = !key;
+    for (char *k = key; k && *k; k++) *k = (char)tolower((unsigned char)*k);
   }
   cp_curl.free(scheme);
   cp_curl.free(host);
@@ -493,9 +526,9 @@ static char *origin_key(const char *url) {
 static void on_origin_timer(uv_timer_t *t);
 
 /* The gate of url's origin, made on first use; NULL for a URL that does not
- * parse (libcurl will refuse it anyway). */
-static origin_gate *origin_of(cp_http *h, const char *url) {
-  char *key = origin_key(url);
+ * parse (libcurl will refuse it anyway), or when out of memory (*oom set). */
+static origin_gate *origin_of(cp_http *h, const char *url, int *oom) {
+  char *key = origin_key(url, oom);
   if (!key) return NULL;
   for (origin_gate *o = h->origins; o; o = o->next)
     if (strcmp(o->key, key) == 0) {
@@ -503,6 +536,11 @@ static origin_gate *origin_of(cp_http *h, const char *url) {
       return o;
     }
   origin_gate *o = cp_calloc(1, sizeof *o); /* the client's; freed by cp_http_free */
+  if (!o) {
+    free(key);
+    *oom = 1;
+    return NULL;
+  }
   o->h = h;
   o->key = key;
   cp_limiter_init(&o->lim, 0, 1, 0, now_s());
@@ -516,8 +554,9 @@ static origin_gate *origin_of(cp_http *h, const char *url) {
 
 int cp_http_origin_limit(cp_http *h, const char *url, double rate,
                          double burst) {
-  origin_gate *o = origin_of(h, url);
-  if (!o) return -1;
+  int oom;
+  origin_gate *o = origin_of(h, url, &oom);
+  if (!o) return oom ? -2 : -1;
   if (rate > 0 && (o->lim.base_rate == 0 || rate < o->lim.base_rate)) {
     double b = burst >= 1 ? burst : 1;
     if (o->lim.base_rate > 0 && o->lim.burst < b) b = o->lim.burst;
@@ -527,7 +566,9 @@ int cp_http_origin_limit(cp_http *h, const char *url, double rate,
 }
 
 double cp_http_origin_paused(cp_http *h, const char *url) {
-  char *key = origin_key(url);
+  int oom;
+  char *key = origin_key(url, &oom);
+  if (!key && oom) return -1;
   double left = 0;
   for (origin_gate *o = h->origins; key && o; o = o->next)
     if (strcmp(o->key, key) == 0 && o->paused_until > now_s())
@@ -652,27 +693,39 @@ static void wipe(char *s) {
 
 cp_http_cred *cp_http_cred_new(const char *header) {
   cp_http_cred *cr = cp_calloc(1, sizeof *cr); /* freed by the last unref */
+  char *name = cp_strdup(header);
+  if (!cr || !name) {
+    free(cr);
+    free(name);
+    return NULL;
+  }
   cr->refs = 1;
-  cr->name = cp_strdup(header);
+  cr->name = name;
   return cr;
 }
+
+/* Why a credential failed, when even that could not be copied. */
+static char failed_nomem[] = "the credential failed (out of memory)";
 
 void cp_http_cred_unref(cp_http_cred *cr) {
   if (!cr || --cr->refs > 0) return;
   wipe(cr->value);
   free(cr->value);
   free(cr->name);
-  free(cr->failed);
+  if (cr->failed != failed_nomem) free(cr->failed);
   free(cr);
 }
 
-void cp_http_cred_set(cp_http_cred *cr, const char *value, double expires_at) {
+int cp_http_cred_set(cp_http_cred *cr, const char *value, double expires_at) {
+  char *v = cp_strdup(value);
+  if (!v) return -1;
   wipe(cr->value);
   free(cr->value);
-  cr->value = cp_strdup(value);
+  cr->value = v;
   cr->expires_at = expires_at;
   cr->gen++;
   cr->proven = 0;
+  return 0;
 }
 
 void cp_http_cred_invalidate(cp_http_cred *cr, unsigned gen) {
@@ -714,6 +767,7 @@ static void unqueue(cp_http_call *c) {
 
 void cp_http_cred_fail(cp_http *h, cp_http_cred *cr, const char *msg) {
   if (!cr->failed) cr->failed = cp_strdup(msg);
+  if (!cr->failed) cr->failed = failed_nomem;
   wipe(cr->value);
   free(cr->value);
   cr->value = NULL;
@@ -746,6 +800,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *userp) {
     return 0; /* libcurl ends the transfer with CURLE_WRITE_ERROR */
   }
   cp_buf_add(&c->resp, p, size * n);
+  if (!cp_buf_ok(&c->resp)) {
+    c->oom = 1;
+    return 0;
+  }
   return size * n;
 }
 
@@ -777,8 +835,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp) {
   const char *colon = memchr(p, ':', len);
   if (!colon || colon == p) return size * n; /* blank line or obs-fold */
   if (c->n_hdrs == c->cap_hdrs) {
-    c->cap_hdrs = c->cap_hdrs ? c->cap_hdrs * 2 : 16;
-    c->hdrs = cp_realloc(c->hdrs, c->cap_hdrs * sizeof *c->hdrs);
+    size_t cap = c->cap_hdrs ? c->cap_hdrs * 2 : 16;
+    hdr_off *hdrs = cp_reallocarray(c->hdrs, cap, sizeof *hdrs);
+    if (!hdrs) {
+      c->oom = 1;
+      return 0; /* libcurl ends the transfer */
+    }
+    c->hdrs = hdrs;
+    c->cap_hdrs = cap;
   }
   hdr_off *o = &c->hdrs[c->n_hdrs++];
   o->name = c->hdr_arena.len;
@@ -791,6 +855,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp) {
   o->value = c->hdr_arena.len;
   cp_buf_add(&c->hdr_arena, v, (size_t)(end - v));
   cp_buf_addc(&c->hdr_arena, '\0');
+  if (!cp_buf_ok(&c->hdr_arena)) {
+    c->oom = 1;
+    return 0;
+  }
   return size * n;
 }
 
@@ -802,7 +870,8 @@ static const char *find_header(cp_http_call *c, const char *name) {
 }
 
 /* scheme://host[:port]/path of url, without user info or query, which may
- * hold credentials. Returns a malloc'd string the caller owns. */
+ * hold credentials. Returns a malloc'd string the caller owns; NULL when
+ * out of memory. */
 static char *describe_url(const char *url) {
   CURLU *u = cp_curl.url();
   char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
@@ -829,16 +898,24 @@ static char *describe_url(const char *url) {
 
 cp_http_call *cp_http_call_new(cp_http *h, const char *method,
                                const char *url) {
+  /* Everything is made before the call is linked anywhere, so a failure
+   * only has to free. */
   cp_http_call *c = cp_calloc(1, sizeof *c); /* freed in on_call_closed */
+  if (!c) return NULL;
+  int oom = 0;
   c->h = h;
-  c->easy = cp_curl.easy_init();
-  if (!c->easy) {
-    fprintf(stderr, "cogpipe: cannot create an HTTP request\n");
-    abort();
-  }
+  c->easy = cp_curl.easy_init(); /* NULL only for want of memory */
   c->method = cp_strdup(method);
-  for (char *m = c->method; *m; m++) *m = (char)toupper((unsigned char)*m);
   c->where = describe_url(url);
+  c->origin = c->easy && c->method && c->where ? origin_of(h, url, &oom) : NULL;
+  if (!c->easy || !c->method || !c->where || oom) {
+    if (c->easy) cp_curl.easy_cleanup(c->easy);
+    free(c->method);
+    free(c->where);
+    free(c);
+    return NULL;
+  }
+  for (char *m = c->method; *m; m++) *m = (char)toupper((unsigned char)*m);
   cp_retry_policy_default(&c->retry);
   uv_timer_init(h->loop, &c->timer);
   c->timer.data = c;
@@ -848,7 +925,8 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   h->calls = c;
 
   CURL *e = c->easy;
-  cp_curl.easy_setopt(e, CURLOPT_URL, url);
+  /* libcurl copies the URL: that can fail only for want of memory */
+  if (cp_curl.easy_setopt(e, CURLOPT_URL, url) == CURLE_OUT_OF_MEMORY) c->oom = 1;
   cp_curl.easy_setopt(e, CURLOPT_PRIVATE, c);
   cp_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   cp_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
@@ -857,7 +935,6 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   cp_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   cp_curl.easy_setopt(e, CURLOPT_HEADERDATA, c);
   cp_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  c->origin = origin_of(h, url);
   /* Over TLS, wait for a multiplexed HTTP/2 connection rather than open
    * more: ALPN says within the handshake whether there will be one. Over
    * plain HTTP there never is, and waiting would mean waiting for the first
@@ -879,10 +956,12 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   return c;
 }
 
+void cp_http_call_nomem(cp_http_call *c) { c->oom = 1; }
+
 void cp_http_call_header(cp_http_call *c, const char *line) {
   struct curl_slist *n = cp_curl.slist_append(c->headers, line);
-  if (!n) abort();
-  c->headers = n;
+  if (!n) c->oom = 1; /* the list is as it was */
+  else c->headers = n;
 }
 
 void cp_http_call_body(cp_http_call *c, char *body, size_t len) {
@@ -893,7 +972,7 @@ void cp_http_call_body(cp_http_call *c, char *body, size_t len) {
 
 curl_mime *cp_http_call_mime(cp_http_call *c) {
   if (!c->mime) c->mime = cp_curl.mime_init(c->easy);
-  if (!c->mime) abort();
+  if (!c->mime) c->oom = 1;
   return c->mime;
 }
 
@@ -905,6 +984,7 @@ void cp_http_call_timeouts(cp_http_call *c, double total, double connect) {
 void cp_http_call_tls(cp_http_call *c, const char *ca_file, int insecure) {
   free(c->ca_file);
   c->ca_file = ca_file ? cp_strdup(ca_file) : NULL;
+  if (ca_file && !c->ca_file) c->oom = 1;
   c->insecure = insecure;
 }
 
@@ -929,6 +1009,7 @@ void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg) {
   if (c->fail_msg) return; /* the first problem is the one to report */
   c->fail_kind = kind;
   c->fail_msg = cp_strdup(msg);
+  if (!c->fail_msg) c->oom = 1;
 }
 
 /* Bodies of non-idempotent requests go through these two callbacks instead
@@ -980,7 +1061,9 @@ static void apply_options(cp_http_call *c) {
       cp_curl.easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
       cp_curl.easy_setopt(e, CURLOPT_SEEKDATA, c);
       /* a read-callback body would otherwise wait for 100 Continue */
-      c->headers = cp_curl.slist_append(c->headers, "Expect:");
+      struct curl_slist *n = cp_curl.slist_append(c->headers, "Expect:");
+      if (!n) c->oom = 1;
+      else c->headers = n;
     } else {
       cp_curl.easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
     }
@@ -1010,7 +1093,11 @@ void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data) {
   c->data = data;
   c->started = uv_hrtime();
   apply_options(c);
-  if (c->fail_msg) {
+  if (c->oom && !c->fail_msg) {
+    c->fail_kind = CP_HTTP_MEMORY;
+    c->st = ST_FAILING;
+    uv_timer_start(&c->timer, on_call_timer, 0, 0);
+  } else if (c->fail_msg) {
     /* Reported from the loop: done must never run inside start. */
     c->st = ST_FAILING;
     uv_timer_start(&c->timer, on_call_timer, 0, 0);
@@ -1028,7 +1115,8 @@ void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data) {
 static void fail_soon(cp_http_call *c, cp_http_kind kind, const char *msg) {
   free(c->fail_msg);
   c->fail_msg = NULL;
-  cp_http_call_fail(c, kind, msg);
+  if (msg) cp_http_call_fail(c, kind, msg);
+  c->fail_kind = kind;
   c->st = ST_FAILING;
   uv_timer_start(&c->timer, on_call_timer, 0, 0);
 }
@@ -1037,6 +1125,12 @@ static void free_sent_headers(cp_http_call *c) {
   for (struct curl_slist *n = c->sent_headers; n; n = n->next) wipe(n->data);
   cp_curl.slist_free_all(c->sent_headers);
   c->sent_headers = NULL;
+}
+
+static int append_sent(cp_http_call *c, const char *line) {
+  struct curl_slist *n = cp_curl.slist_append(c->sent_headers, line);
+  if (n) c->sent_headers = n;
+  return n != NULL;
 }
 
 /* The headers of this attempt: the call's own and, with a credential, its
@@ -1059,13 +1153,21 @@ static int attempt_headers(cp_http_call *c) {
                            "send again)");
     return -1;
   }
-  for (struct curl_slist *n = c->headers; n; n = n->next)
-    c->sent_headers = cp_curl.slist_append(c->sent_headers, n->data);
+  int ok = 1;
+  for (struct curl_slist *n = c->headers; n && ok; n = n->next)
+    ok = append_sent(c, n->data);
   cp_buf line = CP_BUF_INIT;
   cp_buf_printf(&line, "%s: %s", cr->name, cr->value);
-  c->sent_headers = cp_curl.slist_append(c->sent_headers, line.data);
-  wipe(line.data);
+  ok = ok && cp_buf_ok(&line) && append_sent(c, line.data);
+  if (line.data) wipe(line.data);
   cp_buf_free(&line);
+  if (!ok) {
+    free_sent_headers(c);
+    release_slot(c);
+    c->oom = 1;
+    fail_soon(c, CP_HTTP_MEMORY, NULL);
+    return -1;
+  }
   cp_curl.easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->sent_headers);
   c->cred_gen = cr->gen;
   return 0;
@@ -1253,6 +1355,11 @@ static void add_error_detail(cp_buf *m, const char *body, size_t len) {
  * transport error, or for an HTTP status a note to append. */
 static void finish(cp_http_call *c, cp_http_kind kind, long status,
                    const char *why, int retryable, int unknown) {
+  if (kind == CP_HTTP_MEMORY) {
+    status = 0;
+    retryable = 0;
+    if (!why) why = "out of memory";
+  }
   cp_buf msg = CP_BUF_INIT;
   if (kind == CP_HTTP_STATUS) {
     cp_buf_printf(&msg, "%s %s: %ld", c->method, c->where, status);
@@ -1267,7 +1374,24 @@ static void finish(cp_http_call *c, cp_http_kind kind, long status,
   if (unknown)
     cp_buf_adds(&msg, "; the request was sent and may have been applied");
 
-  cp_http_header *hs = cp_calloc(c->n_hdrs ? c->n_hdrs : 1, sizeof *hs);
+  cp_http_header *hs = cp_calloc(c->n_hdrs, sizeof *hs);
+  if (!hs && kind != CP_HTTP_MEMORY) { /* an answer cannot go half read */
+    kind = CP_HTTP_MEMORY;
+    unknown = c->attempts > 0 && !c->idempotent;
+    retryable = 0;
+    status = 0;
+  }
+  /* A message that cannot be built is still a message: the basic one, in
+   * a buffer of our own. */
+  char fallback[512];
+  const char *message = msg.data;
+  if (kind == CP_HTTP_MEMORY || !cp_buf_ok(&msg) || !msg.data) {
+    snprintf(fallback, sizeof fallback, "%s %s: %s%s", c->method, c->where,
+             kind == CP_HTTP_MEMORY ? "out of memory" : (why ? why : "failed"),
+             unknown ? "; the request was sent and may have been applied" : "");
+    message = fallback;
+  }
+  if (!hs) c->n_hdrs = 0;
   for (size_t i = 0; i < c->n_hdrs; i++) {
     hs[i].name = c->hdr_arena.data + c->hdrs[i].name;
     hs[i].value = c->hdr_arena.data + c->hdrs[i].value;
@@ -1279,7 +1403,7 @@ static void finish(cp_http_call *c, cp_http_kind kind, long status,
       .body_len = c->resp.len,
       .headers = hs,
       .n_headers = c->n_hdrs,
-      .message = kind == CP_HTTP_OK ? NULL : msg.data,
+      .message = kind == CP_HTTP_OK ? NULL : message,
       .retryable = retryable,
       .unknown = unknown,
       .attempts = c->attempts,
@@ -1363,6 +1487,9 @@ static cp_http_kind classify(CURLcode rc, int *transient) {
   case CURLE_READ_ERROR:
     *transient = 0;
     return CP_HTTP_IO;
+  case CURLE_OUT_OF_MEMORY:
+    *transient = 0;
+    return CP_HTTP_MEMORY;
   case CURLE_URL_MALFORMAT:
   case CURLE_UNSUPPORTED_PROTOCOL:
   case CURLE_BAD_FUNCTION_ARGUMENT:
@@ -1418,6 +1545,12 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
   cp_retry_verdict v;
   const char *why = NULL;
   char whybuf[CURL_ERROR_SIZE + 256];
+  if (c->oom) {
+    /* The answer could not be held: sent, maybe applied, never retried. */
+    finish(c, CP_HTTP_MEMORY, 0, "out of memory while receiving the answer",
+           0, !c->idempotent && how_far(c, rc) == CP_SENT_ALL);
+    return;
+  }
   if (rc == CURLE_OK) {
     if (status >= 400) kind = CP_HTTP_STATUS;
     v = cp_retry_decide(c->idempotent, status, 0, CP_SENT_ALL);
@@ -1488,7 +1621,8 @@ static void on_call_timer(uv_timer_t *t) {
     }
     break;
   case ST_FAILING:
-    finish(c, c->fail_kind, 0, c->fail_msg, 0, 0);
+    /* no message: it could not be kept, for want of memory */
+    finish(c, c->fail_msg ? c->fail_kind : CP_HTTP_MEMORY, 0, c->fail_msg, 0, 0);
     break;
   default:
     break;

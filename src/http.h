@@ -9,16 +9,23 @@
  * (cp_http_call) is one request with all its retries:
  *
  *   cp_http_call *c = cp_http_call_new(h, "POST", url);  // caller owns c
+ *   if (!c) ...                                           // out of memory
  *   cp_http_call_header(c, "Content-Type: application/json");
  *   cp_http_call_body(c, body, len);                       // c owns body
  *   cp_http_call_start(c, done, data);      // from here the client owns c
  *   ... done(c, &result, data) runs once, from the loop; c is freed after
  *   done returns. cp_http_call_cancel(c) instead stops it: done never runs.
+ *
+ * Running out of memory never ends the process: a setter that cannot copy
+ * what it is given marks the call, which then completes from the loop with
+ * CP_HTTP_MEMORY instead of going out; an answer that cannot be held ends
+ * the same way (with unknown set when the request may have been applied).
  */
 #ifndef CP_HTTP_H
 #define CP_HTTP_H
 
 #include <stddef.h>
+#include <lua.h>
 #include <uv.h>
 
 #include "curl_load.h"
@@ -40,7 +47,8 @@ typedef enum cp_http_kind {
   CP_HTTP_NETWORK, /* connection reset, closed or garbled mid-request */
   CP_HTTP_IO,      /* a local file (multipart part) could not be read */
   CP_HTTP_USAGE,   /* a request libcurl refused (bad URL, bad option) */
-  CP_HTTP_AUTH     /* not sent: its credential failed or has no value now */
+  CP_HTTP_AUTH,    /* not sent: its credential failed or has no value now */
+  CP_HTTP_MEMORY   /* memory ran out preparing it or reading its answer */
 } cp_http_kind;
 
 /* Names used as the `kind` of Lua error tables: "http", "connect", ... */
@@ -78,8 +86,8 @@ typedef void (*cp_http_done_fn)(cp_http_call *c, const cp_http_result *r,
 
 /* A client on loop. rt may be NULL (a plain loop, as in the unit tests);
  * otherwise the client counts its handles on rt. The first client loads
- * libcurl (curl_load.h); when it cannot be loaded, returns NULL with the
- * reason in err. */
+ * libcurl (curl_load.h); when it cannot be loaded, or memory runs out,
+ * returns NULL with the reason in err. */
 cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
                      size_t errlen);
 /* Cancels every call (their done callbacks do not run) and closes every
@@ -87,13 +95,14 @@ cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
  * loop must run once more. */
 void cp_http_free(cp_http *h);
 
-/* The runtime's client, created on first use and freed by a close hook of
- * the runtime; NULL, with the reason in err, when libcurl cannot be
- * loaded. */
-cp_http *cp_http_of(cp_runtime *rt, char *err, size_t errlen);
+/* The client of L's runtime, created on first use and freed by a close
+ * hook of the runtime; NULL, with the reason in err, when libcurl cannot
+ * be loaded or memory runs out. L is the state of the calling Lua function
+ * (the runtime's registry is reached through it, which may raise). */
+cp_http *cp_http_of(lua_State *L, char *err, size_t errlen);
 
-/* Calls. method and url are copied. The setters may be called until
- * cp_http_call_start. */
+/* Calls. method and url are copied; NULL when out of memory. The setters
+ * may be called until cp_http_call_start. */
 cp_http_call *cp_http_call_new(cp_http *h, const char *method,
                                const char *url);
 /* "Name: value", copied. */
@@ -101,7 +110,8 @@ void cp_http_call_header(cp_http_call *c, const char *line);
 /* Takes ownership of body (malloc'd). */
 void cp_http_call_body(cp_http_call *c, char *body, size_t len);
 /* The call's MIME body, created on first use and owned by the call; parts
- * that name a file are read from disk while sending, never held whole. */
+ * that name a file are read from disk while sending, never held whole.
+ * NULL when it cannot be made (the call then fails as out of memory). */
 curl_mime *cp_http_call_mime(cp_http_call *c);
 /* Seconds; 0 or less leaves libcurl's default (total: none, connect 300 s). */
 void cp_http_call_timeouts(cp_http_call *c, double total, double connect);
@@ -115,8 +125,11 @@ void cp_http_call_limiter(cp_http_call *c, cp_http_limiter *l);
  * goes on the wire (not when it is queued); it holds a reference on cr. */
 void cp_http_call_cred(cp_http_call *c, cp_http_cred *cr);
 /* Records a failure to report instead of sending (e.g. a part's file is
- * missing): the call completes from the loop with that error. Copied. */
+ * missing): the call completes from the loop with that error. Copied.
+ * cp_http_call_nomem records that something could not be set for lack of
+ * memory (a part libcurl could not add). */
 void cp_http_call_fail(cp_http_call *c, cp_http_kind kind, const char *msg);
+void cp_http_call_nomem(cp_http_call *c);
 
 void cp_http_call_start(cp_http_call *c, cp_http_done_fn done, void *data);
 /* Stops and frees a started or unstarted call; done never runs. Not from
@@ -142,11 +155,12 @@ double cp_http_origin_paused(cp_http *h, const char *url);
  * expires_at) or a failed credential completes with CP_HTTP_AUTH without
  * being sent. Reference counted like limiters. The value is a secret: it is
  * wiped when replaced and never appears in a message. */
-cp_http_cred *cp_http_cred_new(const char *header);
+cp_http_cred *cp_http_cred_new(const char *header); /* NULL: out of memory */
 void cp_http_cred_unref(cp_http_cred *cr);
 /* A new value (copied) good until expires_at (seconds on now's clock, 0:
- * no expiry): the generation goes up by one. */
-void cp_http_cred_set(cp_http_cred *cr, const char *value, double expires_at);
+ * no expiry): the generation goes up by one. Returns 0, or -1 when out of
+ * memory (the credential is then left as it was). */
+int cp_http_cred_set(cp_http_cred *cr, const char *value, double expires_at);
 /* Drops the value if gen is still the current generation (a 401 answered
  * a request that carried it); a newer value is kept. */
 void cp_http_cred_invalidate(cp_http_cred *cr, unsigned gen);
@@ -164,7 +178,8 @@ void cp_http_cred_get(const cp_http_cred *cr, cp_http_cred_state *out);
 double cp_http_now(void);
 
 /* Limiters, shared by the calls of one tenant. Reference counted: the
- * creator holds one reference, each call using it another. */
+ * creator holds one reference, each call using it another. NULL when out
+ * of memory. */
 cp_http_limiter *cp_http_limiter_new(double rate, double burst,
                                      int max_in_flight);
 void cp_http_limiter_unref(cp_http_limiter *l);

@@ -42,12 +42,15 @@ typedef struct parser {
   seg path[MAX_DEPTH + 2];
 } parser;
 
+/* NULL when out of memory (or n absurd). */
 static void *arena_alloc(cp_json_doc *doc, size_t n) {
+  if (n > SIZE_MAX / 2) return NULL;
   n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
   block *b = doc->blocks;
   if (!b || b->cap - b->used < n) {
     size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
-    b = cp_malloc(sizeof(block) + cap);
+    b = cp_malloc(sizeof(block) + cap); /* the doc's; cp_json_doc_free */
+    if (!b) return NULL;
     b->cap = cap;
     b->used = 0;
     b->next = doc->blocks;
@@ -82,6 +85,13 @@ static int fail(parser *ps, const char *at, const char *fmt, ...) {
   return -1;
 }
 
+/* Fails the parse for want of memory: no position or text to blame. */
+static int nomem(parser *ps) {
+  int r = fail(ps, ps->p, "out of memory");
+  if (ps->err) ps->err->out_of_memory = 1;
+  return r;
+}
+
 /* The path of the value being parsed, e.g. $.examples[3].text. */
 static void format_path(const parser *ps, char *out, size_t cap) {
   cp_buf b = CP_BUF_INIT;
@@ -106,7 +116,7 @@ static void format_path(const parser *ps, char *out, size_t cap) {
       cp_buf_adds(&b, "]");
     }
   }
-  snprintf(out, cap, "%s", b.data);
+  snprintf(out, cap, "%s", cp_buf_ok(&b) && b.data ? b.data : "$ (path lost: out of memory)");
   cp_buf_free(&b);
 }
 
@@ -134,7 +144,8 @@ static void keyset_put(keyset *ks, const cp_json_member *ms, size_t i) {
   ks->slots[j] = (uint32_t)(i + 1);
 }
 
-/* Adds member n (ms[n] filled in); returns 1 when its key was there. */
+/* Adds member n (ms[n] filled in); returns 1 when its key was there, -1
+ * when out of memory. */
 static int keyset_add(keyset *ks, const cp_json_member *ms, size_t n) {
   const char *k = ms[n].key;
   size_t kl = ms[n].key_len;
@@ -144,10 +155,13 @@ static int keyset_add(keyset *ks, const cp_json_member *ms, size_t n) {
     return 0;
   }
   if ((n + 1) * 2 > ks->cap) {
+    size_t cap = ks->cap ? ks->cap * 2 : 64;
+    while ((n + 1) * 2 > cap) cap *= 2;
+    uint32_t *slots = cp_calloc(cap, sizeof *slots);
+    if (!slots) return -1;
     free(ks->slots);
-    ks->cap = ks->cap ? ks->cap * 2 : 64;
-    while ((n + 1) * 2 > ks->cap) ks->cap *= 2;
-    ks->slots = cp_calloc(ks->cap, sizeof *ks->slots);
+    ks->slots = slots;
+    ks->cap = cap;
     for (size_t i = 0; i < n; i++) keyset_put(ks, ms, i);
   }
   size_t mask = ks->cap - 1, j = key_hash(k, kl) & mask;
@@ -163,8 +177,10 @@ static void skip_ws(parser *ps) {
     ps->p++;
 }
 
+/* NULL when out of memory (the parse has failed then). */
 static cp_json *node(parser *ps, cp_json_type t, const char *at) {
   cp_json *v = arena_alloc(ps->doc, sizeof *v);
+  if (!v) return nomem(ps), NULL;
   memset(v, 0, sizeof *v);
   v->type = t;
   v->offset = (size_t)(at - ps->s);
@@ -259,6 +275,7 @@ static int parse_string_raw(parser *ps) {
     if (q >= ps->end) return fail(ps, ps->p, "unterminated string");
     unsigned char c = (unsigned char)*q;
     if (c == '"') {
+      if (!cp_buf_ok(&ps->scratch)) return nomem(ps);
       ps->p = q + 1;
       return 0;
     }
@@ -306,9 +323,11 @@ static int parse_string_raw(parser *ps) {
   }
 }
 
+/* NULL when out of memory (the parse has failed then). */
 static const char *arena_str(parser *ps, size_t *len) {
   *len = ps->scratch.len;
   char *s = arena_alloc(ps->doc, ps->scratch.len + 1);
+  if (!s) return nomem(ps), NULL;
   if (ps->scratch.len) memcpy(s, ps->scratch.data, ps->scratch.len);
   s[ps->scratch.len] = '\0';
   return s;
@@ -351,6 +370,7 @@ static cp_json *parse_number(parser *ps) {
     /* long mantissas are legal; strtod copes when given a NUL-terminated copy */
   }
   char *copy = n < sizeof tmp ? tmp : cp_malloc(n + 1);
+  if (!copy) return nomem(ps), NULL;
   memcpy(copy, start, n);
   copy[n] = '\0';
   cp_json *v;
@@ -362,7 +382,7 @@ static cp_json *parse_number(parser *ps) {
       v = NULL;
     } else {
       v = node(ps, CP_JSON_INT, start);
-      v->u.i = i;
+      if (v) v->u.i = i;
     }
   } else {
     double d = strtod(copy, NULL);
@@ -371,7 +391,7 @@ static cp_json *parse_number(parser *ps) {
       v = NULL;
     } else {
       v = node(ps, CP_JSON_NUMBER, start);
-      v->u.d = d;
+      if (v) v->u.d = d;
     }
   }
   if (copy != tmp) free(copy);
@@ -391,6 +411,7 @@ static int expect_word(parser *ps, const char *w) {
  * a growable array, then copied once into the arena at the right size. */
 static cp_json *parse_array(parser *ps) {
   cp_json *v = node(ps, CP_JSON_ARRAY, ps->p);
+  if (!v) return NULL;
   ps->p++;
   cp_json **items = NULL;
   size_t n = 0, cap = 0;
@@ -404,8 +425,14 @@ static cp_json *parse_array(parser *ps) {
     cp_json *item = parse_value(ps);
     if (!item) goto err;
     if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      items = cp_realloc(items, cap * sizeof *items);
+      size_t ncap = cap ? cap * 2 : 8;
+      cp_json **grown = cp_reallocarray(items, ncap, sizeof *items);
+      if (!grown) {
+        nomem(ps);
+        goto err;
+      }
+      items = grown;
+      cap = ncap;
     }
     items[n++] = item;
     skip_ws(ps);
@@ -425,6 +452,10 @@ static cp_json *parse_array(parser *ps) {
     goto err;
   }
   v->u.arr.items = arena_alloc(ps->doc, n * sizeof *items);
+  if (!v->u.arr.items) {
+    nomem(ps);
+    goto err;
+  }
   memcpy(v->u.arr.items, items, n * sizeof *items);
   v->u.arr.n = n;
   free(items);
@@ -436,6 +467,7 @@ err:
 
 static cp_json *parse_object(parser *ps) {
   cp_json *v = node(ps, CP_JSON_OBJECT, ps->p);
+  if (!v) return NULL;
   ps->p++;
   cp_json_member *ms = NULL;
   size_t n = 0, cap = 0;
@@ -455,13 +487,25 @@ static cp_json *parse_object(parser *ps) {
     if (parse_string_raw(ps)) goto err;
     cp_json_member m;
     m.key = arena_str(ps, &m.key_len);
+    if (!m.key) goto err;
     ps->path[ps->depth] = (seg){m.key, m.key_len, 0};
     if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      ms = cp_realloc(ms, cap * sizeof *ms);
+      size_t ncap = cap ? cap * 2 : 8;
+      cp_json_member *grown = cp_reallocarray(ms, ncap, sizeof *ms);
+      if (!grown) {
+        nomem(ps);
+        goto err;
+      }
+      ms = grown;
+      cap = ncap;
     }
     ms[n] = m;
-    if (keyset_add(&seen, ms, n)) {
+    int dup = keyset_add(&seen, ms, n);
+    if (dup < 0) {
+      nomem(ps);
+      goto err;
+    }
+    if (dup) {
       /* Parsers disagree on which copy wins; a record that says two things
        * must not be read as either. */
       char where[96];
@@ -495,6 +539,10 @@ static cp_json *parse_object(parser *ps) {
     goto err;
   }
   v->u.obj.members = arena_alloc(ps->doc, n * sizeof *ms);
+  if (!v->u.obj.members) {
+    nomem(ps);
+    goto err;
+  }
   memcpy(v->u.obj.members, ms, n * sizeof *ms);
   v->u.obj.n = n;
   free(ms);
@@ -522,8 +570,8 @@ static cp_json *parse_value(parser *ps) {
   case '"':
     if (parse_string_raw(ps)) return NULL;
     v = node(ps, CP_JSON_STRING, at);
-    v->u.str.s = arena_str(ps, &v->u.str.len);
-    return v;
+    if (v) v->u.str.s = arena_str(ps, &v->u.str.len);
+    return v && v->u.str.s ? v : NULL;
   case 't': return expect_word(ps, "true") ? NULL : node(ps, CP_JSON_TRUE, at);
   case 'f': return expect_word(ps, "false") ? NULL : node(ps, CP_JSON_FALSE, at);
   case 'n': return expect_word(ps, "null") ? NULL : node(ps, CP_JSON_NULL, at);
@@ -535,8 +583,9 @@ static cp_json *parse_value(parser *ps) {
 
 cp_json_doc *cp_json_parse(const char *text, size_t len, cp_json_error *err) {
   parser ps = {.s = text, .end = text + len, .p = text, .err = err};
-  ps.doc = cp_calloc(1, sizeof *ps.doc);
   if (err) memset(err, 0, sizeof *err);
+  ps.doc = cp_calloc(1, sizeof *ps.doc); /* the caller's: cp_json_doc_free */
+  if (!ps.doc) return nomem(&ps), NULL;
   cp_json *root = parse_value(&ps);
   if (root) {
     skip_ws(&ps);

@@ -58,11 +58,14 @@ typedef struct cp_json_error {
   int line;      /* 1-based */
   int column;    /* 1-based, in bytes */
   char message[128];
+  int out_of_memory; /* the text may be fine: memory ran out parsing it */
 } cp_json_error;
 
 /* Parses exactly one JSON value (surrounding white space allowed). Returns
  * NULL and fills err on failure. Nesting deeper than 512 is an error, and
- * so is an object that repeats a key (the message gives its path). */
+ * so is an object that repeats a key (the message gives its path). Running
+ * out of memory is a failure too, with err->out_of_memory set: callers
+ * must not report the text as invalid then. */
 cp_json_doc *cp_json_parse(const char *text, size_t len, cp_json_error *err);
 const cp_json *cp_json_root(const cp_json_doc *doc);
 void cp_json_doc_free(cp_json_doc *doc);
@@ -73,7 +76,8 @@ const cp_json *cp_json_get(const cp_json *v, const char *key);
 const char *cp_json_type_name(cp_json_type t);
 
 /* Appends s as a JSON string literal (quotes included). Returns -1 without
- * appending anything when s is not valid UTF-8. */
+ * appending anything when s is not valid UTF-8. Like every append, a
+ * buffer that runs out of memory is left failed (cp_buf_ok). */
 int cp_json_add_string(cp_buf *b, const char *s, size_t len);
 /* Appends a double in the shortest form that reads back to the same value;
  * -1 for NaN and infinities, which JSON cannot carry. */

@@ -27,9 +27,14 @@
  *   }
  *   -- resp.status, resp.headers (lower-case names; repeated ones joined
  *   -- with ", "), resp.body, resp.attempts, resp.elapsed, resp:json()
- *   -- err: {kind = "http"|"connect"|"tls"|"timeout"|"network"|"io"|"usage",
+ *   -- err: {kind = "http"|"connect"|"tls"|"timeout"|"network"|"io"|"usage"
+ *   --               |"memory",
  *   --       message, status?, retryable, outcome? = "unknown", attempts,
  *   --       elapsed, body_excerpt?}
+ *   -- A request that ran out of memory on the way ends like any failed
+ *   -- request (kind "memory", outcome "unknown" when it may have been
+ *   -- applied), and the run fails; misuse and memory running out while
+ *   -- the request is being built raise.
  *
  * An auth object is any value with a method perform(auth, send, opts): it
  * calls send(opts, headers, credential) -- a request that adds the given
@@ -173,10 +178,10 @@ static void add_form(lua_State *L, int idx, int keys, cp_buf *b, int plus) {
 static int l_form_encode(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   push_form_keys(L, 1, "form");
-  cp_buf b = CP_BUF_INIT;
-  add_form(L, 1, -1, &b, 1);
-  lua_pushlstring(L, b.data ? b.data : "", b.len);
-  cp_buf_free(&b);
+  cp_buf *b = cp_lua_newbuf(L);
+  add_form(L, 1, -2, b, 1);
+  if (!cp_buf_ok(b)) return cp_lua_nomem(L, "encoding a form");
+  lua_pushlstring(L, b->data ? b->data : "", b->len);
   return 1;
 }
 
@@ -224,6 +229,7 @@ static int l_limiter(lua_State *L) {
   box->l = NULL;
   luaL_setmetatable(L, LIMITER_MT);
   box->l = cp_http_limiter_new(rate, burst, (int)mif); /* box holds the ref */
+  if (!box->l) return cp_lua_nomem(L, "creating a limiter");
   box->rate = rate;
   box->burst = burst;
   box->max_in_flight = (int)mif;
@@ -289,6 +295,7 @@ static int l_credential(lua_State *L) {
   box->cr = NULL;
   luaL_setmetatable(L, CRED_MT);
   box->cr = cp_http_cred_new(name); /* box holds the ref */
+  if (!box->cr) return cp_lua_nomem(L, "creating a credential");
   return 1;
 }
 
@@ -300,7 +307,8 @@ static int cred_set(lua_State *L) {
   if (n == 0 || memchr(v, '\r', n) || memchr(v, '\n', n) || strlen(v) != n)
     luaL_argerror(L, 2, "a header value without line breaks or NUL expected");
   double exp = luaL_optnumber(L, 3, 0);
-  cp_http_cred_set(box->cr, v, exp == HUGE_VAL ? 0 : exp);
+  if (cp_http_cred_set(box->cr, v, exp == HUGE_VAL ? 0 : exp) != 0)
+    return cp_lua_nomem(L, "setting a credential");
   return 0;
 }
 
@@ -316,9 +324,8 @@ static int cred_invalidate(lua_State *L) {
 static int cred_fail(lua_State *L) {
   cred_box *box = check_cred(L, 1);
   const char *msg = luaL_checkstring(L, 2);
-  cp_runtime *rt = cp_runtime_from_lua(L);
   char err[300];
-  cp_http_cred_fail(cp_http_of(rt, err, sizeof err), box->cr, msg);
+  cp_http_cred_fail(cp_http_of(L, err, sizeof err), box->cr, msg);
   return 0;
 }
 
@@ -356,23 +363,24 @@ static int l_origin_limit(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   double rate = opt_number_field(L, 2, "rate", 0, 0);
   double burst = opt_number_field(L, 2, "burst", rate >= 1 ? rate : 1, 1);
-  cp_runtime *rt = cp_runtime_from_lua(L);
   char err[300];
-  cp_http *h = cp_http_of(rt, err, sizeof err);
+  cp_http *h = cp_http_of(L, err, sizeof err);
   if (!h) return luaL_error(L, "%s", err);
-  if (cp_http_origin_limit(h, url, rate, burst))
-    return luaL_argerror(L, 1, "not a URL");
+  int rc = cp_http_origin_limit(h, url, rate, burst);
+  if (rc == -2) return cp_lua_nomem(L, "limiting an origin");
+  if (rc) return luaL_argerror(L, 1, "not a URL");
   return 0;
 }
 
 /* http.origin_paused(url) -> seconds until url's origin takes requests. */
 static int l_origin_paused(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
-  cp_runtime *rt = cp_runtime_from_lua(L);
   char err[300];
-  cp_http *h = cp_http_of(rt, err, sizeof err);
+  cp_http *h = cp_http_of(L, err, sizeof err);
   if (!h) return luaL_error(L, "%s", err);
-  lua_pushnumber(L, cp_http_origin_paused(h, url));
+  double left = cp_http_origin_paused(h, url);
+  if (left < 0) return cp_lua_nomem(L, "looking up an origin");
+  lua_pushnumber(L, left);
   return 1;
 }
 
@@ -411,6 +419,7 @@ static void push_excerpt(lua_State *L, const char *body, size_t len) {
 
 /* Pushes what request returns: resp, or nil and an error table. */
 static int push_result(lua_State *L, const cp_http_result *r) {
+  if (r->kind == CP_HTTP_MEMORY) cp_lua_note_oom(L, "sending an HTTP request");
   if (r->kind == CP_HTTP_OK) {
     lua_createtable(L, 0, 5);
     cp_lua_setint(L, "status", r->status);
@@ -598,17 +607,20 @@ static void check_spec(lua_State *L, int opts, int extra, spec *s) {
   }
   if (lua_getfield(L, opts, "json") != LUA_TNIL) {
     nbodies++;
-    cp_buf b = CP_BUF_INIT;
+    int v = lua_gettop(L);
+    cp_buf *b = cp_lua_newbuf(L);
     char *why = NULL;
-    if (cp_lua_json_encode(L, lua_gettop(L), &b, &why) != 0) {
-      cp_buf_free(&b);
-      lua_pushfstring(L, "http.request: json: %s", why ? why : "cannot encode");
+    int rc = cp_lua_json_encode(L, v, b, &why);
+    if (rc == CP_LUA_JSON_NOMEM) cp_lua_nomem(L, "encoding a request body");
+    if (rc != 0) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", why ? why : "cannot encode");
       free(why);
-      lua_error(L);
+      luaL_error(L, "http.request: json: %s", msg);
     }
-    lua_pushlstring(L, b.data ? b.data : "", b.len);
-    cp_buf_free(&b);
-    lua_remove(L, -2);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    lua_replace(L, v);
+    lua_pop(L, 1); /* the buffer */
     s->body = lua_gettop(L);
     s->content_type = "Content-Type: application/json";
   } else {
@@ -618,12 +630,12 @@ static void check_spec(lua_State *L, int opts, int extra, spec *s) {
     nbodies++;
     int f = lua_gettop(L);
     push_form_keys(L, f, "http.request: form");
-    cp_buf b = CP_BUF_INIT;
-    add_form(L, f, -1, &b, 1);
-    lua_pushlstring(L, b.data ? b.data : "", b.len);
-    cp_buf_free(&b);
+    cp_buf *b = cp_lua_newbuf(L);
+    add_form(L, f, -2, b, 1);
+    if (!cp_buf_ok(b)) cp_lua_nomem(L, "encoding a request body");
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
     lua_replace(L, f);
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     s->body = f;
     s->content_type = "Content-Type: application/x-www-form-urlencoded";
   } else {
@@ -661,16 +673,16 @@ static void check_spec(lua_State *L, int opts, int extra, spec *s) {
     int q = lua_gettop(L);
     push_form_keys(L, q, "http.request: query");
     const char *u = lua_tostring(L, url);
-    cp_buf b = CP_BUF_INIT;
-    cp_buf_adds(&b, u);
-    size_t before = b.len;
-    cp_buf_addc(&b, strchr(u, '?') ? '&' : '?');
-    add_form(L, q, -1, &b, 0);
-    if (b.len == before + 1) b.len = before; /* empty query table */
-    lua_pushlstring(L, b.data, b.len);
-    cp_buf_free(&b);
+    cp_buf *b = cp_lua_newbuf(L);
+    cp_buf_adds(b, u);
+    size_t before = b->len;
+    cp_buf_addc(b, strchr(u, '?') ? '&' : '?');
+    add_form(L, q, -2, b, 0);
+    if (!cp_buf_ok(b)) cp_lua_nomem(L, "encoding a query");
+    if (b->len == before + 1) b->len = before; /* empty query table */
+    lua_pushlstring(L, b->data, b->len);
     lua_replace(L, url);
-    lua_pop(L, 2);
+    lua_pop(L, 3);
   } else {
     lua_pop(L, 1);
   }
@@ -696,11 +708,17 @@ static void check_spec(lua_State *L, int opts, int extra, spec *s) {
 
 static void add_parts(lua_State *L, cp_http_call *c, int idx) {
   curl_mime *m = cp_http_call_mime(c);
+  if (!m) return; /* the call fails as out of memory */
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     int p = lua_gettop(L);
     curl_mimepart *part = cp_curl.mime_addpart(m);
+    if (!part) {
+      cp_http_call_nomem(c);
+      lua_settop(L, p - 1);
+      return;
+    }
     lua_getfield(L, p, "name");
     cp_curl.mime_name(part, lua_tostring(L, -1));
     if (lua_getfield(L, p, "value") == LUA_TSTRING) {
@@ -726,6 +744,31 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
   }
 }
 
+/* A call being built: closing the guard (a raise while the call is filled
+ * in, running out of memory) cancels the call unless it was started. */
+typedef struct call_guard {
+  cp_http_call *c;
+} call_guard;
+
+static int guard_close(lua_State *L) {
+  call_guard *g = lua_touserdata(L, 1);
+  if (g->c) cp_http_call_cancel(g->c);
+  g->c = NULL;
+  return 0;
+}
+
+static call_guard *push_guard(lua_State *L) {
+  call_guard *g = lua_newuserdatauv(L, sizeof *g, 0);
+  g->c = NULL;
+  if (luaL_newmetatable(L, "cogpipe.http.guard")) {
+    lua_pushcfunction(L, guard_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  lua_toclose(L, -1);
+  return g;
+}
+
 /* request(opts [, extra_headers [, credential]]) without auth: checks,
  * builds the call, suspends the task; on_done resumes it with the result. */
 static int send_request(lua_State *L, int opts, int extra, int cred) {
@@ -734,13 +777,15 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
   check_spec(L, opts, extra, &s);
   s.cred = cred ? check_cred(L, cred)->cr : NULL;
 
-  cp_runtime *rt = cp_runtime_from_lua(L);
   char err[300];
-  cp_http *h = cp_http_of(rt, err, sizeof err);
-  if (!h) return luaL_error(L, "%s", err); /* the installation is broken */
+  cp_http *h = cp_http_of(L, err, sizeof err);
+  if (!h) return luaL_error(L, "%s", err); /* broken installation, memory */
 
-  /* From here on nothing raises (short of running out of memory). */
+  /* From here on only memory can run out: the guard then cancels c. */
+  call_guard *g = push_guard(L);
   cp_http_call *c = cp_http_call_new(h, s.method, lua_tostring(L, s.url));
+  if (!c) return cp_lua_nomem(L, "preparing an HTTP request");
+  g->c = c;
   if (s.headers) add_headers(L, c, s.headers, s.extra);
   if (s.extra) add_headers(L, c, s.extra, 0);
   if (s.content_type && !has_header(L, s.headers, "Content-Type"))
@@ -751,6 +796,7 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
     size_t n;
     const char *b = lua_tolstring(L, s.body, &n);
     char *copy = cp_malloc(n + 1); /* owned by the call from here */
+    if (!copy) return cp_lua_nomem(L, "preparing an HTTP request");
     memcpy(copy, b, n);
     copy[n] = '\0';
     cp_http_call_body(c, copy, n);
@@ -761,6 +807,7 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
   cp_http_call_retry(c, &s.retry);
   if (s.limiter) cp_http_call_limiter(c, s.limiter);
   if (s.cred) cp_http_call_cred(c, s.cred);
+  g->c = NULL; /* the client owns it from here */
   cp_http_call_start(c, on_done, t);
   return cp_task_suspend(L, t, cancel_call, c);
 }

@@ -8,6 +8,7 @@
  */
 #include "lua_json.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,9 +67,18 @@ static void push_tree(lua_State *L, const cp_json *v) {
 
 void cp_lua_json_push(lua_State *L, const cp_json *v) { push_tree(L, v); }
 
+/* In protected mode: the tree of the doc given, as Lua values. */
+static int push_doc(lua_State *L) {
+  const cp_json_doc *doc = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  push_tree(L, cp_json_root(doc));
+  return 1;
+}
+
 int cp_lua_json_decode(lua_State *L, const char *s, size_t len) {
   cp_json_error err;
   cp_json_doc *doc = cp_json_parse(s, len, &err);
+  if (!doc && err.out_of_memory) return cp_lua_nomem(L, "decoding JSON");
   if (!doc) {
     cp_lua_fail(L, "json", "invalid JSON at line %d, column %d: %s", err.line,
                 err.column, err.message);
@@ -77,8 +87,16 @@ int cp_lua_json_decode(lua_State *L, const char *s, size_t len) {
     cp_lua_setint(L, "offset", (lua_Integer)err.offset);
     return 2;
   }
-  push_tree(L, cp_json_root(doc));
+  /* Building the values may raise (memory, depth): the doc goes first. */
+  if (!lua_checkstack(L, 3)) {
+    cp_json_doc_free(doc);
+    return cp_lua_nomem(L, "decoding JSON");
+  }
+  lua_pushcfunction(L, push_doc);
+  lua_pushlightuserdata(L, doc);
+  int st = lua_pcall(L, 1, 1, 0);
   cp_json_doc_free(doc);
+  if (st != LUA_OK) return lua_error(L);
   return 1;
 }
 
@@ -179,12 +197,14 @@ static int encode_table(encoder *e, int idx) {
                       (long long)nint, (long long)maxint);
     return encode_array(e, idx, nint);
   }
-  const char **keys = cp_malloc((nstr ? nstr : 1) * sizeof *keys);
+  /* Lua memory: a raise cannot leak it (encoding runs protected). */
+  const char **keys = lua_newuserdatauv(L, (nstr ? nstr : 1) * sizeof *keys, 0);
+  int keys_slot = lua_gettop(L);
   size_t k = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    keys[k++] = lua_tostring(L, -1); /* anchored by the table itself */
+    if (k < nstr) keys[k++] = lua_tostring(L, -1); /* anchored by the table */
   }
   qsort(keys, nstr, sizeof *keys, cmp_keys);
   cp_buf_addc(e->out, '{');
@@ -204,7 +224,7 @@ static int encode_table(encoder *e, int idx) {
     lua_pop(L, 1);
     if (!r) e->depth--;
   }
-  free(keys);
+  lua_remove(L, keys_slot);
   if (!r) cp_buf_addc(e->out, '}');
   return r;
 }
@@ -244,12 +264,44 @@ static int encode_value(encoder *e, int idx) {
   }
 }
 
-int cp_lua_json_encode(lua_State *L, int idx, cp_buf *out, char **errmsg) {
-  encoder *e = cp_calloc(1, sizeof *e);
+/* In protected mode: encodes its second argument with the encoder given
+ * as the first. */
+static int encode_protected(lua_State *L) {
+  encoder *e = lua_touserdata(L, 1);
   e->L = L;
+  lua_pushinteger(L, encode_value(e, 2));
+  return 1;
+}
+
+int cp_lua_json_encode(lua_State *L, int idx, cp_buf *out, char **errmsg) {
+  if (errmsg) *errmsg = NULL;
+  idx = lua_absindex(L, idx);
+  encoder *e = cp_calloc(1, sizeof *e); /* freed below: 8 KiB of path */
+  if (!e || !lua_checkstack(L, 4)) {
+    free(e);
+    cp_lua_note_oom(L, "encoding JSON");
+    return CP_LUA_JSON_NOMEM;
+  }
   e->out = out;
-  int r = encode_value(e, lua_absindex(L, idx));
-  if (r && errmsg) *errmsg = cp_buf_steal(&e->err, NULL);
+  lua_pushcfunction(L, encode_protected);
+  lua_pushlightuserdata(L, e);
+  lua_pushvalue(L, idx);
+  int st = lua_pcall(L, 2, 1, 0);
+  int r = st == LUA_OK ? (int)lua_tointeger(L, -1) : CP_LUA_JSON_NOMEM;
+  if (st != LUA_OK && st != LUA_ERRMEM) {
+    /* not memory: the Lua stack ran out on a very deep value */
+    const char *why = lua_tostring(L, -1);
+    cp_buf_reset(&e->err);
+    cp_buf_adds(&e->err, why ? why : "value nested too deeply");
+    r = -1;
+  }
+  lua_pop(L, 1);
+  if (r == 0 && !cp_buf_ok(out)) r = CP_LUA_JSON_NOMEM;
+  if (r == -1 && errmsg) {
+    *errmsg = cp_buf_steal(&e->err, NULL);
+    if (!*errmsg) r = CP_LUA_JSON_NOMEM;
+  }
+  if (r == CP_LUA_JSON_NOMEM) cp_lua_note_oom(L, "encoding JSON");
   cp_buf_free(&e->err);
   free(e);
   return r;
@@ -261,11 +313,18 @@ static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   cp_buf out = CP_BUF_INIT;
   char *err = NULL;
-  if (cp_lua_json_encode(L, 1, &out, &err)) {
+  int r = cp_lua_json_encode(L, 1, &out, &err);
+  if (r == CP_LUA_JSON_NOMEM) {
     cp_buf_free(&out);
-    lua_pushfstring(L, "json.encode: %s", err);
+    return cp_lua_nomem(L, "encoding JSON");
+  }
+  if (r) {
+    /* C memory goes before anything that could raise */
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", err);
     free(err);
-    return lua_error(L);
+    cp_buf_free(&out);
+    return luaL_error(L, "json.encode: %s", msg);
   }
   lua_pushlstring(L, out.data ? out.data : "", out.len);
   cp_buf_free(&out);

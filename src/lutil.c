@@ -119,6 +119,24 @@ int cp_lua_nomem(lua_State *L, const char *what) {
   return lua_error(L);
 }
 
+static int buf_gc(lua_State *L) {
+  cp_buf_free(luaL_checkudata(L, 1, "cogpipe.buf"));
+  return 0;
+}
+
+cp_buf *cp_lua_newbuf(lua_State *L) {
+  cp_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+  *b = (cp_buf)CP_BUF_INIT;
+  if (luaL_newmetatable(L, "cogpipe.buf")) {
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
 void cp_lua_setstr(lua_State *L, const char *k, const char *v) {
   lua_pushstring(L, v);
   lua_setfield(L, -2, k);

@@ -18,6 +18,8 @@
 #include <lua.h>
 #include <stdarg.h>
 
+#include "buf.h"
+
 /* Pushes nil and an error table {kind=, message=} and returns 2, for
  *   return cp_lua_fail(L, "http", "connect to %s: %s", host, why);
  * Callers add more fields (status, retryable, path) with cp_lua_fail_field
@@ -57,6 +59,12 @@ void cp_lua_note_oom(lua_State *L, const char *what);
  * error table {kind = "memory", message = "out of memory while <what>"}.
  * Free what C holds first. */
 int cp_lua_nomem(lua_State *L, const char *what);
+
+/* Pushes a userdata holding an empty cp_buf and returns the buffer: its
+ * memory is freed when the userdata is collected or closed, so a binding
+ * may build text in it across calls that raise. Raises when out of memory
+ * (before anything is allocated in C). */
+cp_buf *cp_lua_newbuf(lua_State *L);
 
 /* Sets a field of the table at the top of the stack. */
 void cp_lua_setstr(lua_State *L, const char *k, const char *v);
