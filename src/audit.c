@@ -51,8 +51,10 @@ struct cp_audit {
   char resumes[65]; /* hash of the last whole record before it */
   char *from_file;  /* the file an empty new one continues; NULL: unknown */
   int dirty;        /* written since the last sync */
-  /* The failure that stopped this handle (owned), or NULL: a record was
-   * lost, so nothing after it may be written as if it had not been. */
+  /* Set once a record was lost, so nothing after it may be written as if
+   * it had not been; failure says why (owned; NULL when even that could
+   * not be kept for want of memory). */
+  int stopped;
   char *failure;
   int jobs;   /* sync jobs started and not finished keep this allocated */
   int closed; /* cp_audit_close ran; freed when jobs reaches 0 */
@@ -98,23 +100,44 @@ static int need_crypto(char **err) {
   return -1;
 }
 
-static void sha256(const void *data, size_t len, unsigned char md[32]) {
+/* 0, or -1 when libcrypto cannot digest (it allocates a context: memory;
+ * counted as an allocation failure). A hash that was not computed must
+ * never stand for one: it would read as a broken chain. */
+static int sha256(const void *data, size_t len, unsigned char md[32]) {
   unsigned int mdlen = 32;
-  cp_crypto.EVP_Digest(data, len, md, &mdlen, cp_crypto.EVP_sha256(), NULL);
+  if (cp_crypto.EVP_Digest(data, len, md, &mdlen, cp_crypto.EVP_sha256(), NULL) == 1 &&
+      mdlen == 32)
+    return 0;
+  cp_alloc_note_failure();
+  return -1;
 }
 
-static void sha256_hex(const void *data, size_t len, char hex[65]) {
+static int sha256_hex(const void *data, size_t len, char hex[65]) {
   unsigned char md[32];
-  sha256(data, len, md);
+  if (sha256(data, len, md)) return -1;
   to_hex(md, 32, hex);
+  return 0;
+}
+
+/* The record of why a handle stopped: msg (taken), or none when memory ran
+ * out even for that. */
+static void stop(cp_audit *a, char *msg) {
+  if (a->stopped) {
+    free(msg);
+    return;
+  }
+  a->stopped = 1;
+  free(a->failure);
+  a->failure = msg;
 }
 
 int cp_audit_sha256_hex(const void *data, size_t len, char hex[65],
                         char **err) {
   if (err) *err = NULL;
   if (need_crypto(err)) return -1;
-  sha256_hex(data, len, hex);
-  return 0;
+  if (sha256_hex(data, len, hex) == 0) return 0;
+  set_err(err, errf("out of memory while hashing"));
+  return -1;
 }
 
 void cp_audit_timestamp(char out[32]) {
@@ -160,7 +183,8 @@ int cp_audit_fsync_parse(const char *s, cp_audit_fsync *out) {
   return 0;
 }
 
-/* The directory part of path ("." when there is none); caller frees. */
+/* The directory part of path ("." when there is none); caller frees; NULL
+ * when out of memory. */
 static char *dir_of(const char *path) {
   const char *slash = strrchr(path, '/');
   if (!slash) return cp_strdup(".");
@@ -175,6 +199,10 @@ static const char *base_of(const char *path) {
 
 static int fsync_dir(const char *path) {
   char *dir = dir_of(path);
+  if (!dir) {
+    errno = ENOMEM;
+    return -1;
+  }
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   free(dir);
   if (fd < 0) return -1;
@@ -246,7 +274,6 @@ static int read_small(const char *path, size_t max, char **data, size_t *len,
     return -1;
   }
   cp_buf b = CP_BUF_INIT;
-  cp_buf_reserve(&b, 1);
   char chunk[4096];
   for (;;) {
     ssize_t got = read(fd, chunk, sizeof chunk);
@@ -263,12 +290,16 @@ static int read_small(const char *path, size_t max, char **data, size_t *len,
   }
   close(fd);
   *data = cp_buf_steal(&b, len);
+  if (!*data) {
+    set_err(err, errf("cannot read %s: out of memory", path));
+    return -1;
+  }
   return 0;
 }
 
-/* Parses a head file's text. Returns 0, or -1 with *why (malloc'd). A head
- * without "records" (an anchor written by hand) leaves records at
- * UINT64_MAX: not checked. */
+/* Parses a head file's text. Returns 0, -1 with *why (malloc'd), or -2
+ * when memory ran out (*why NULL). A head without "records" (an anchor
+ * written by hand) leaves records at UINT64_MAX: not checked. */
 static int parse_head(const char *text, size_t len, cp_audit_head *h,
                       char **why) {
   memset(h, 0, sizeof *h);
@@ -278,6 +309,10 @@ static int parse_head(const char *text, size_t len, cp_audit_head *h,
   }
   cp_json_error jerr;
   cp_json_doc *doc = cp_json_parse(text, len, &jerr);
+  if (!doc && jerr.out_of_memory) {
+    *why = NULL;
+    return -2;
+  }
   if (!doc) {
     *why = errf("not valid JSON: %s at column %d", jerr.message, jerr.column);
     return -1;
@@ -344,9 +379,16 @@ static int64_t find_nl_from(int fd, int64_t pos, int64_t end) {
   return -1;
 }
 
+/* 0, or -1 with errno: a read error, or ENOMEM when libcrypto cannot
+ * digest. */
 static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
   EVP_MD_CTX *ctx = cp_crypto.EVP_MD_CTX_new();
-  cp_crypto.EVP_DigestInit_ex(ctx, cp_crypto.EVP_sha256(), NULL);
+  if (!ctx || cp_crypto.EVP_DigestInit_ex(ctx, cp_crypto.EVP_sha256(), NULL) != 1) {
+    cp_crypto.EVP_MD_CTX_free(ctx);
+    cp_alloc_note_failure();
+    errno = ENOMEM;
+    return -1;
+  }
   char buf[65536];
   int rc = 0;
   while (len > 0) {
@@ -355,15 +397,24 @@ static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
       rc = -1;
       break;
     }
-    cp_crypto.EVP_DigestUpdate(ctx, buf, n);
+    if (cp_crypto.EVP_DigestUpdate(ctx, buf, n) != 1) {
+      cp_alloc_note_failure();
+      errno = ENOMEM;
+      rc = -1;
+      break;
+    }
     start += (int64_t)n;
     len -= (int64_t)n;
   }
   unsigned char md[32];
   unsigned int mdlen = 32;
-  cp_crypto.EVP_DigestFinal_ex(ctx, md, &mdlen);
+  if (rc == 0 && (cp_crypto.EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32)) {
+    cp_alloc_note_failure();
+    errno = ENOMEM;
+    rc = -1;
+  }
   cp_crypto.EVP_MD_CTX_free(ctx);
-  to_hex(md, 32, hex);
+  if (rc == 0) to_hex(md, 32, hex);
   return rc;
 }
 
@@ -396,19 +447,32 @@ typedef struct tail {
 } tail;
 
 /* Reads the line [start, end) and the fields of it the writer needs.
- * Returns 0, 1 when it is not an audit record, -1 on a read error. */
+ * Returns 0, 1 when it is not an audit record, -1 on a read error or
+ * (errno ENOMEM) when memory runs out -- never 1 for that. */
 static int read_record(int fd, int64_t start, int64_t end, uint64_t *seq,
                        char hash[65], char ts[32], char **run_id) {
   size_t len = (size_t)(end - start);
   char *line = cp_malloc(len + 1);
+  if (!line) {
+    errno = ENOMEM;
+    return -1;
+  }
   if (pread(fd, line, len, (off_t)start) != (ssize_t)len) {
     free(line);
     return -1;
   }
-  if (hash) sha256_hex(line, len, hash);
+  if (hash && sha256_hex(line, len, hash)) {
+    free(line);
+    errno = ENOMEM;
+    return -1;
+  }
   cp_json_error jerr;
   cp_json_doc *doc = cp_json_parse(line, len, &jerr);
   free(line);
+  if (!doc && jerr.out_of_memory) {
+    errno = ENOMEM;
+    return -1;
+  }
   const cp_json *root = doc ? cp_json_root(doc) : NULL;
   const cp_json *s = root ? cp_json_get(root, "seq") : NULL;
   const cp_json *prev = root ? cp_json_get(root, "prev") : NULL;
@@ -425,6 +489,10 @@ static int read_record(int fd, int64_t start, int64_t end, uint64_t *seq,
       const cp_json *id = cp_json_get(root, "run_id");
       *run_id =
           id && id->type == CP_JSON_STRING ? cp_strdup(id->u.str.s) : NULL;
+      if (id && id->type == CP_JSON_STRING && !*run_id) {
+        errno = ENOMEM;
+        rc = -1;
+      }
     }
   }
   cp_json_doc_free(doc);
@@ -485,7 +553,7 @@ static int read_tail_of(int fd, const char *path, uint64_t size, tail *t,
   return 0;
 io_error:
   set_err(err, errf("%s: cannot read the end of the log: %s", path,
-                    strerror(errno)));
+                    errno == ENOMEM ? "out of memory" : strerror(errno)));
   free(t->run_id);
   t->run_id = NULL;
   return -1;
@@ -528,14 +596,25 @@ static const char *last_record_hash(const cp_audit *a) {
  * -------------------------------------------------------------- */
 
 /* The newest rotated file PATH.NNNNNN and its number (0: none); caller
- * frees the name. */
-static char *newest_rotated(const char *path, unsigned long long *num) {
+ * frees the name. *failed is set (errno too) when the directory cannot be
+ * listed or memory runs out: a rotation must never guess a number, since
+ * renaming onto a rotated file would destroy it. */
+static char *newest_rotated(const char *path, unsigned long long *num,
+                            int *failed) {
+  *num = 0;
+  *failed = 0;
   char *dir = dir_of(path);
   const char *base = base_of(path);
   size_t bl = strlen(base);
   unsigned long long max = 0;
-  DIR *d = opendir(dir);
-  if (d) {
+  DIR *d = dir ? opendir(dir) : NULL;
+  if (!d) {
+    if (!dir) errno = ENOMEM;
+    free(dir);
+    *failed = 1;
+    return NULL;
+  }
+  {
     struct dirent *e;
     while ((e = readdir(d))) {
       const char *n = e->d_name;
@@ -552,17 +631,25 @@ static char *newest_rotated(const char *path, unsigned long long *num) {
   if (!max) return NULL;
   cp_buf b = CP_BUF_INIT;
   cp_buf_printf(&b, "%s.%06llu", path, max);
-  return cp_buf_steal(&b, NULL);
+  char *name = cp_buf_steal(&b, NULL);
+  if (!name) {
+    errno = ENOMEM;
+    *failed = 1;
+  }
+  return name;
 }
 
 /* The log is empty and its head names record h: a rotation that moved the
  * full file aside and stopped before the new file's first record leaves
  * exactly this. When the newest rotated file ends at that record, the
- * chain goes on from it; returns 1 then, 0 otherwise. */
+ * chain goes on from it; returns 1 then, 0 otherwise, -1 when memory ran
+ * out finding out (no verdict). */
 static int resume_rotated(cp_audit *a, const cp_audit_head *h) {
   unsigned long long num;
-  char *name = newest_rotated(a->path, &num);
-  if (!name) return 0;
+  int failed;
+  unsigned long before = cp_alloc_failures();
+  char *name = newest_rotated(a->path, &num, &failed);
+  if (!name) return failed && errno == ENOMEM ? -1 : 0;
   int fd = open(name, O_RDONLY | O_CLOEXEC);
   struct stat st;
   tail t = {0};
@@ -570,6 +657,13 @@ static int resume_rotated(cp_audit *a, const cp_audit_head *h) {
            read_tail_of(fd, name, (uint64_t)st.st_size, &t, NULL) == 0 &&
            t.have && !t.torn && t.seq == h->seq && strcmp(t.hash, h->hash) == 0;
   if (fd >= 0) close(fd);
+  char *from = ok ? cp_strdup(base_of(name)) : NULL;
+  if (cp_alloc_failures() != before) {
+    free(t.run_id);
+    free(from);
+    free(name);
+    return -1;
+  }
   if (ok) {
     a->have_chain = 1;
     a->seq = t.seq;
@@ -579,7 +673,7 @@ static int resume_rotated(cp_audit *a, const cp_audit_head *h) {
     a->last_run_id = t.run_id;
     t.run_id = NULL;
     free(a->from_file);
-    a->from_file = cp_strdup(base_of(name));
+    a->from_file = from;
   }
   free(t.run_id);
   free(name);
@@ -599,6 +693,11 @@ static int check_head(cp_audit *a, char **err) {
   char *why = NULL;
   rc = parse_head(text, len, &h, &why);
   free(text);
+  if (rc == -2) {
+    set_err(err, errf("audit log %s: out of memory while reading its head file",
+                      a->path));
+    return -1;
+  }
   if (rc) {
     set_err(err, errf("audit log %s: its head file %s is not valid (%s); "
                       "check the log with `cogpipe audit verify %s`",
@@ -611,7 +710,14 @@ static int check_head(cp_audit *a, char **err) {
   if (seq == h.seq && strcmp(hash, h.hash) == 0) return 0;
   /* also when a chain is carried over: another writer may have rotated
    * after this handle last looked */
-  if (a->size == 0 && resume_rotated(a, &h)) return 0;
+  int resumed = a->size == 0 ? resume_rotated(a, &h) : 0;
+  if (resumed > 0) return 0;
+  if (resumed < 0) {
+    set_err(err, errf("audit log %s: out of memory while reading the file "
+                      "rotated before it",
+                      a->path));
+    return -1;
+  }
   char *what;
   if (seq == 0)
     what = errf("audit log %s has no records, but its head file %s says it "
@@ -634,10 +740,11 @@ static int check_head(cp_audit *a, char **err) {
     what = errf("the last record of audit log %s (seq %llu) is not the one "
                 "its head file %s names (hash %s): the record was changed",
                 a->path, (unsigned long long)seq, a->head_path, h.hash);
-  set_err(err, errf("%s. Nothing was written. Check the log with `cogpipe "
-                    "audit verify %s`; to start a new chain, move the log "
-                    "and its head file aside",
-                    what, a->path));
+  set_err(err, what ? errf("%s. Nothing was written. Check the log with "
+                           "`cogpipe audit verify %s`; to start a new chain, "
+                           "move the log and its head file aside",
+                           what, a->path)
+                    : NULL);
   free(what);
   return -1;
 }
@@ -679,6 +786,12 @@ static int write_head(cp_audit *a, int durable, char **err) {
   add_text_or_null(&b, a->last_ts);
   cp_buf_adds(&b, "}\n");
   char *tmp = errf("%s.tmp", a->head_path);
+  if (!tmp || !cp_buf_ok(&b)) {
+    free(tmp);
+    cp_buf_free(&b);
+    set_err(err, errf("cannot write audit head file %s: out of memory", a->head_path));
+    return -1;
+  }
   int rc = -1, e = 0;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0 || write_all(fd, b.data, b.len, NULL) != 0 ||
@@ -772,19 +885,31 @@ static int rotate(cp_audit *a, char **err) {
     return -1;
   }
   unsigned long long num;
-  free(newest_rotated(a->path, &num));
+  int failed;
+  free(newest_rotated(a->path, &num, &failed));
   cp_buf nb = CP_BUF_INIT;
   cp_buf_printf(&nb, "%s.%06llu", a->path, num + 1);
-  char *to = cp_buf_steal(&nb, NULL);
+  char *to = failed ? NULL : cp_buf_steal(&nb, NULL);
+  cp_buf_free(&nb);
+  char *from = to ? cp_strdup(base_of(to)) : NULL;
+  if (!from) {
+    int e = failed ? errno : ENOMEM;
+    set_err(err, errf("cannot rotate audit log %s: %s", a->path,
+                      e == ENOMEM ? "out of memory" : strerror(e)));
+    free(to);
+    return -1;
+  }
   if (rename(a->path, to) != 0) {
     set_err(err,
             errf("cannot rotate audit log %s: %s", a->path, strerror(errno)));
+    free(from);
     free(to);
     return -1;
   }
   int old = a->fd;
   if (open_log(a, err)) {
     a->fd = old; /* still locked; the caller unlocks it */
+    free(from);
     free(to);
     return -1;
   }
@@ -792,7 +917,7 @@ static int rotate(cp_audit *a, char **err) {
   flock(old, LOCK_UN);
   close(old);
   free(a->from_file);
-  a->from_file = cp_strdup(base_of(to));
+  a->from_file = from;
   free(to);
   if (a->o.fsync != CP_AUDIT_FSYNC_OFF && fsync_dir(a->path) != 0) {
     set_err(err, errf("cannot sync the directory of audit log %s: %s", a->path,
@@ -821,9 +946,16 @@ cp_audit *cp_audit_open(const char *path, const cp_audit_options *o,
   if (err) *err = NULL;
   if (need_crypto(err)) return NULL;
   cp_audit *a = cp_calloc(1, sizeof *a); /* the caller owns it */
-  a->path = cp_strdup(path);
-  a->head_path = cp_audit_head_path(path);
-  a->fd = -1;
+  if (a) {
+    a->path = cp_strdup(path);
+    a->head_path = cp_audit_head_path(path);
+    a->fd = -1;
+  }
+  if (!a || !a->path || !a->head_path) {
+    set_err(err, errf("cannot open audit log %s: out of memory", path));
+    if (a) free_audit(a);
+    return NULL;
+  }
   if (o) a->o = *o;
   strcpy(a->prev, ZERO_HASH);
   if (open_log(a, err) || lock_log(a, err)) {
@@ -839,7 +971,8 @@ cp_audit *cp_audit_open(const char *path, const cp_audit_options *o,
  * ----------------------------------------------------------------------- */
 
 /* Appends one line (with its newline) to b and returns the hash of its
- * bytes in hash and its time in ts; -1 when a text is not UTF-8. */
+ * bytes in hash and its time in ts; -1 when a text is not UTF-8, -3 when
+ * memory ran out (b failed, or the hash could not be computed). */
 static int add_line(cp_buf *b, const cp_audit_record *r, const char *event,
                     uint64_t seq, const char *extra, size_t extra_len,
                     int genesis, const char *prev, char hash[65], char ts[32]) {
@@ -860,9 +993,10 @@ static int add_line(cp_buf *b, const cp_audit_record *r, const char *event,
   }
   if (genesis) cp_buf_adds(b, ",\"genesis\":true");
   cp_buf_printf(b, ",\"prev\":\"%s\"}", prev);
-  sha256_hex(b->data + start, b->len - start, hash);
+  if (!cp_buf_ok(b) || sha256_hex(b->data + start, b->len - start, hash))
+    return -3;
   cp_buf_addc(b, '\n');
-  return 0;
+  return cp_buf_ok(b) ? 0 : -3;
 }
 
 /* fdatasync of the log, fsync of its head file, fsync of their directory:
@@ -909,8 +1043,7 @@ static int fail_write(cp_audit *a, uint64_t start, char *msg, char **err) {
       a->size = UINT64_MAX;
     }
   }
-  free(a->failure);
-  a->failure = cp_strdup(msg);
+  stop(a, msg ? cp_strdup(msg) : NULL);
   set_err(err, msg);
   return -1;
 }
@@ -918,7 +1051,8 @@ static int fail_write(cp_audit *a, uint64_t start, char *msg, char **err) {
 /* The answer to every call after the handle stopped. */
 static int refuse(const cp_audit *a, char **err) {
   set_err(err, errf("audit log %s stopped after an earlier failure: %s",
-                    a->path, a->failure));
+                    a->path,
+                    a->failure ? a->failure : "(its reason was lost: out of memory)"));
   return -1;
 }
 
@@ -929,6 +1063,9 @@ static int refuse(const cp_audit *a, char **err) {
  * back to where it was and the handle stops. */
 static int commit(cp_audit *a, cp_buf *b, const char *hash, uint64_t seq,
                   const char *run_id, const char *ts, char **err) {
+  /* what the state needs is allocated before anything is written */
+  char *rid = run_id ? cp_strdup(run_id) : NULL;
+  if (run_id && !rid) return -3;
   uint64_t start = a->size; /* exact: the lock is held */
   int always = a->o.fsync == CP_AUDIT_FSYNC_ALWAYS;
   size_t done = 0;
@@ -940,12 +1077,15 @@ static int commit(cp_audit *a, cp_buf *b, const char *hash, uint64_t seq,
       free(msg);
       msg = m;
     }
+    free(rid);
     return fail_write(a, done ? start : UINT64_MAX, msg, err);
   }
-  if (always && fdatasync(a->fd) != 0)
+  if (always && fdatasync(a->fd) != 0) {
+    free(rid);
     return fail_write(
         a, start,
         errf("cannot sync audit log %s: %s", a->path, strerror(errno)), err);
+  }
   /* what the head file must say; kept to go back to if it cannot */
   struct cp_audit old = *a;
   a->size += b->len;
@@ -955,7 +1095,7 @@ static int commit(cp_audit *a, cp_buf *b, const char *hash, uint64_t seq,
   a->have_chain = 1;
   a->torn = 0;
   memcpy(a->last_ts, ts, sizeof a->last_ts);
-  a->last_run_id = run_id ? cp_strdup(run_id) : NULL;
+  a->last_run_id = rid;
   char *herr = NULL;
   int hrc = write_head(a, always, &herr);
   if (hrc == -1) {
@@ -971,7 +1111,8 @@ static int commit(cp_audit *a, cp_buf *b, const char *hash, uint64_t seq,
 }
 
 /* Returns 0, -1 for a failure of the file system (the handle stops), -2
- * for a record that cannot be written as given. */
+ * for a record that cannot be written as given, -3 when memory ran out
+ * before anything was written (the handle goes on). */
 static int append_locked(cp_audit *a, const cp_audit_record *r, char **err) {
   cp_buf b = CP_BUF_INIT;
   char hash[65], ts[32];
@@ -983,18 +1124,25 @@ static int append_locked(cp_audit *a, const cp_audit_record *r, char **err) {
     cp_buf_printf(&x, "\"resumes\":\"%s\",\"torn_bytes\":%llu",
                   a->have_chain ? a->resumes : ZERO_HASH,
                   (unsigned long long)a->torn_bytes);
-    int bad = add_line(&b, r, EV_RECOVERED, a->seq + 1, x.data, x.len, 0,
-                       a->prev, hash, ts);
+    int bad = cp_buf_ok(&x) ? add_line(&b, r, EV_RECOVERED, a->seq + 1, x.data,
+                                       x.len, 0, a->prev, hash, ts)
+                             : -3;
     cp_buf_free(&x);
+    if (bad == -3) goto nomem;
     if (bad) goto bad_text;
-    if (commit(a, &b, hash, a->seq + 1, r->run_id, ts, err)) goto done;
+    rc = commit(a, &b, hash, a->seq + 1, r->run_id, ts, err);
+    if (rc == -3) goto nomem;
+    if (rc) goto done;
+    rc = -1;
     cp_buf_reset(&b);
   }
   /* the record alone first, to know its size (rotation is by size) */
   cp_buf rec = CP_BUF_INIT;
-  if (add_line(&rec, r, r->event, a->seq + 1, r->fields, r->fields_len,
-               !a->have_chain, a->have_chain ? a->prev : ZERO_HASH, hash, ts)) {
+  int bad = add_line(&rec, r, r->event, a->seq + 1, r->fields, r->fields_len,
+                     !a->have_chain, a->have_chain ? a->prev : ZERO_HASH, hash, ts);
+  if (bad) {
     cp_buf_free(&rec);
+    if (bad == -3) goto nomem;
     goto bad_text;
   }
   if (a->o.max_bytes && a->size > 0 && a->size + rec.len > a->o.max_bytes &&
@@ -1010,17 +1158,26 @@ static int append_locked(cp_audit *a, const cp_audit_record *r, char **err) {
     /* a new file in a running chain: say where it comes from */
     cp_buf x = CP_BUF_INIT;
     cp_buf_adds(&x, "\"previous_file\":");
-    int bad = add_text(&x, a->from_file);
-    bad = bad || add_line(&b, r, EV_CONTINUED, ++seq, x.data, x.len, 0, prev,
-                          hash, ts);
+    bad = add_text(&x, a->from_file);
+    if (!bad && !cp_buf_ok(&x)) bad = -3;
+    if (!bad)
+      bad = add_line(&b, r, EV_CONTINUED, ++seq, x.data, x.len, 0, prev, hash, ts);
     cp_buf_free(&x);
+    if (bad == -3) goto nomem;
     if (bad) goto bad_text;
     memcpy(prev, hash, 65);
   }
-  if (add_line(&b, r, r->event, ++seq, r->fields, r->fields_len, !a->have_chain,
-               prev, hash, ts))
-    goto bad_text;
+  bad = add_line(&b, r, r->event, ++seq, r->fields, r->fields_len,
+                 !a->have_chain, prev, hash, ts);
+  if (bad == -3) goto nomem;
+  if (bad) goto bad_text;
   rc = commit(a, &b, hash, seq, r->run_id, ts, err);
+  if (rc == -3) goto nomem;
+  goto done;
+nomem:
+  rc = -3;
+  set_err(err, errf("audit record for event '%s' not written: out of memory",
+                    r->event));
   goto done;
 bad_text:
   rc = -2;
@@ -1038,7 +1195,7 @@ int cp_audit_append(cp_audit *a, const cp_audit_record *r, char **err) {
     set_err(err, errf("an audit record needs an event name"));
     return -1;
   }
-  if (a->failure) return refuse(a, err);
+  if (a->stopped) return refuse(a, err);
   char *e = NULL;
   int rc = lock_log(a, &e) ? -1 : 0;
   if (rc == 0) {
@@ -1046,20 +1203,20 @@ int cp_audit_append(cp_audit *a, const cp_audit_record *r, char **err) {
     flock(a->fd, LOCK_UN);
   }
   /* the record is lost: nothing after it may look as if it were not */
-  if (rc == -1 && !a->failure) a->failure = cp_strdup(e);
+  if (rc == -1) stop(a, e ? cp_strdup(e) : NULL);
   set_err(err, e);
   return rc ? -1 : 0;
 }
 
 int cp_audit_sync(cp_audit *a, char **err) {
   if (err) *err = NULL;
-  if (a->failure) return refuse(a, err);
+  if (a->stopped) return refuse(a, err);
   if (a->o.fsync == CP_AUDIT_FSYNC_OFF || !a->dirty) return 0;
   char *e = NULL;
   if (sync_files(a->fd, a->path, a->head_path, &e)) {
     /* after a failed fsync the kernel may have dropped the pages: what is
      * on disk is unknown, and another fsync could wrongly succeed */
-    a->failure = cp_strdup(e);
+    stop(a, e ? cp_strdup(e) : NULL);
     set_err(err, e);
     return -1;
   }
@@ -1077,7 +1234,7 @@ struct cp_audit_sync_job {
 
 cp_audit_sync_job *cp_audit_sync_start(cp_audit *a, char **err) {
   if (err) *err = NULL;
-  if (a->failure) {
+  if (a->stopped) {
     refuse(a, err);
     return NULL;
   }
@@ -1090,10 +1247,22 @@ cp_audit_sync_job *cp_audit_sync_start(cp_audit *a, char **err) {
   }
   /* owned by the caller until cp_audit_sync_finish frees it */
   cp_audit_sync_job *j = cp_calloc(1, sizeof *j);
+  if (j) {
+    j->path = cp_strdup(a->path);
+    j->head_path = cp_strdup(a->head_path);
+  }
+  if (!j || !j->path || !j->head_path) {
+    if (j) {
+      free(j->path);
+      free(j->head_path);
+      free(j);
+    }
+    close(fd);
+    set_err(err, errf("cannot sync audit log %s: out of memory", a->path));
+    return NULL;
+  }
   j->a = a;
   j->fd = fd;
-  j->path = cp_strdup(a->path);
-  j->head_path = cp_strdup(a->head_path);
   a->jobs++;
   a->dirty = 0;
   return j;
@@ -1109,7 +1278,7 @@ int cp_audit_sync_finish(cp_audit_sync_job *j, char **err) {
   cp_audit *a = j->a;
   close(j->fd);
   if (!a->closed) {
-    if (j->rc && !a->failure) a->failure = cp_strdup(j->err);
+    if (j->rc) stop(a, j->err ? cp_strdup(j->err) : NULL);
     if (!j->ran) a->dirty = 1; /* cancelled before it started */
   }
   int rc = j->rc ? -1 : 0;
@@ -1124,7 +1293,7 @@ int cp_audit_sync_finish(cp_audit_sync_job *j, char **err) {
 int cp_audit_close(cp_audit *a, char **err) {
   if (err) *err = NULL;
   if (!a) return 0;
-  int rc = a->failure ? refuse(a, err) : cp_audit_sync(a, err);
+  int rc = a->stopped ? refuse(a, err) : cp_audit_sync(a, err);
   if (a->fd >= 0 && close(a->fd) != 0 && rc == 0) {
     set_err(err,
             errf("cannot close audit log %s: %s", a->path, strerror(errno)));
@@ -1197,10 +1366,16 @@ static void note(cp_audit_note *nt, size_t f, uint64_t line, char *msg) {
   nt->message = msg;
 }
 
+/* Takes msg. A warning that cannot be kept for want of memory is dropped:
+ * cp_audit_verify then reports the verification itself as failed. */
 static void warn(verifier *v, size_t f, uint64_t line, char *msg) {
   cp_audit_report *r = v->rep;
-  r->warnings =
-      cp_realloc(r->warnings, (r->n_warnings + 1) * sizeof *r->warnings);
+  cp_audit_note *w = cp_reallocarray(r->warnings, r->n_warnings + 1, sizeof *w);
+  if (!w) {
+    free(msg);
+    return;
+  }
+  r->warnings = w;
   note(&r->warnings[r->n_warnings++], f, line, msg);
 }
 
@@ -1229,7 +1404,9 @@ static int load_file(vfile *vf, const char *path, char **err) {
   if (vf->size) {
     void *m = mmap(NULL, vf->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) {
-      *err = errf("cannot read %s: %s", path, strerror(errno));
+      if (errno == ENOMEM) cp_alloc_note_failure();
+      *err = errf("cannot read %s: %s", path,
+                  errno == ENOMEM ? "out of memory" : strerror(errno));
       close(fd);
       return -1;
     }
@@ -1242,18 +1419,27 @@ static int load_file(vfile *vf, const char *path, char **err) {
     const char *nl = memchr(vf->data + pos, '\n', vf->size - pos);
     size_t end = nl ? (size_t)(nl - vf->data) : vf->size;
     if (vf->n == cap) {
-      cap = cap ? cap * 2 : 256;
-      vf->lines = cp_realloc(vf->lines, cap * sizeof *vf->lines);
+      size_t ncap = cap ? cap * 2 : 256;
+      vline *grown = cp_reallocarray(vf->lines, ncap, sizeof *grown);
+      if (!grown) goto nomem;
+      vf->lines = grown;
+      cap = ncap;
     }
     vline *l = &vf->lines[vf->n++];
     l->start = pos;
     l->len = end - pos;
     l->seq = 0;
-    sha256(vf->data + pos, l->len, l->hash);
+    if (sha256(vf->data + pos, l->len, l->hash)) goto nomem;
     pos = nl ? end + 1 : end;
   }
   vf->trailing_nl = vf->size == 0 || vf->data[vf->size - 1] == '\n';
   return 0;
+nomem:
+  *err = errf("cannot read %s: out of memory", path);
+  if (vf->data) munmap(vf->data, vf->size);
+  free(vf->lines);
+  memset(vf, 0, sizeof *vf);
+  return -1;
 }
 
 static void free_file(vfile *vf) {
@@ -1459,8 +1645,13 @@ static void track_run(verifier *v, vpos p, const vrec *r) {
     k--;
   if (start) {
     if (k) return; /* started twice: the first start stands */
-    v->runs = cp_realloc(v->runs, (v->n_runs + 1) * sizeof *v->runs);
-    v->runs[v->n_runs++] = (open_run){p.f, p.i + 1, cp_strdup(id)};
+    /* what cannot be kept for want of memory fails the verification */
+    open_run *runs = cp_reallocarray(v->runs, v->n_runs + 1, sizeof *runs);
+    if (!runs) return;
+    v->runs = runs;
+    char *copy = cp_strdup(id);
+    if (!copy) return;
+    v->runs[v->n_runs++] = (open_run){p.f, p.i + 1, copy};
   } else if (k) {
     free(v->runs[k - 1].run_id);
     memmove(&v->runs[k - 1], &v->runs[k], (v->n_runs - k) * sizeof *v->runs);
@@ -1731,14 +1922,34 @@ static int load_head(verifier *v, const char *last, char **why) {
   return rc;
 }
 
+/* A verification that ran out of memory has no verdict: whatever it found
+ * (a line it could not parse, a hash it could not compute) may be the
+ * memory, not the log. */
+static int no_verdict(cp_audit_report *r) {
+  free(r->problem.message);
+  for (size_t i = 0; i < r->n_warnings; i++) free(r->warnings[i].message);
+  free(r->warnings);
+  r->warnings = NULL;
+  r->n_warnings = 0;
+  r->broken = 0;
+  r->unreadable = 1;
+  note(&r->problem, 0, 0, errf("out of memory while verifying the audit log"));
+  return -1;
+}
+
 int cp_audit_verify(const char *const *paths, size_t n,
                     const cp_audit_head *anchor, cp_audit_report *report) {
   memset(report, 0, sizeof *report);
-  report->records = cp_calloc(n ? n : 1, sizeof *report->records);
+  unsigned long failures = cp_alloc_failures();
   if (need_crypto(&report->problem.message)) return -1;
+  report->records = cp_calloc(n, sizeof *report->records);
   verifier v = {0};
-  v.files = cp_calloc(n ? n : 1, sizeof(vfile));
+  v.files = cp_calloc(n, sizeof(vfile));
   v.rep = report;
+  if (!report->records || !v.files) {
+    free(v.files);
+    return no_verdict(report);
+  }
   int rc = 0;
   for (size_t f = 0; f < n; f++) {
     char *err = NULL;
@@ -1772,7 +1983,7 @@ int cp_audit_verify(const char *const *paths, size_t n,
     }
     if (rc == 0 && n && report->head_path) {
       char *who = errf("its head file %s", report->head_path);
-      rc = check_anchor(&v, &report->head, who, 1);
+      rc = check_anchor(&v, &report->head, who ? who : "its head file", 1);
       free(who);
       report->end_checked = 1;
     }
@@ -1788,16 +1999,20 @@ int cp_audit_verify(const char *const *paths, size_t n,
                 paths[n - 1]));
   }
   free(bad_head);
-  report->interrupted =
-      cp_calloc(v.n_runs ? v.n_runs : 1, sizeof *report->interrupted);
-  for (size_t i = 0; i < v.n_runs; i++)
-    report->interrupted[i] =
-        (cp_audit_run){v.runs[i].f, v.runs[i].line, v.runs[i].run_id};
-  report->n_interrupted = v.n_runs;
+  report->interrupted = cp_calloc(v.n_runs, sizeof *report->interrupted);
+  for (size_t i = 0; i < v.n_runs; i++) {
+    if (report->interrupted)
+      report->interrupted[i] =
+          (cp_audit_run){v.runs[i].f, v.runs[i].line, v.runs[i].run_id};
+    else
+      free(v.runs[i].run_id);
+  }
+  report->n_interrupted = report->interrupted ? v.n_runs : 0;
   free(v.runs);
   for (size_t f = 0; f < v.n; f++)
     free_file(&v.files[f]);
   free(v.files);
+  if (cp_alloc_failures() != failures) return no_verdict(report);
   return rc;
 }
 

@@ -13,6 +13,16 @@
 
 /* Allocations left before the one a test asked to fail; 0 when none. */
 static atomic_long fail_countdown;
+static _Thread_local unsigned long failures;
+
+unsigned long cp_alloc_failures(void) { return failures; }
+void cp_alloc_note_failure(void) { failures++; }
+
+/* Counts a NULL from an allocator. */
+static void *counted(void *p) {
+  if (!p) failures++;
+  return p;
+}
 
 void cp_alloc_fail_at(long n) { atomic_store(&fail_countdown, n > 0 ? n : 0); }
 int cp_alloc_fail_pending(void) { return atomic_load(&fail_countdown) > 0; }
@@ -27,23 +37,22 @@ static int injected_failure(void) {
 }
 
 void *cp_malloc(size_t n) {
-  if (injected_failure()) return NULL;
-  return malloc(n ? n : 1);
+  if (injected_failure()) return counted(NULL);
+  return counted(malloc(n ? n : 1));
 }
 
 void *cp_calloc(size_t n, size_t size) {
-  if (size && n > SIZE_MAX / size) return NULL;
-  if (injected_failure()) return NULL;
-  return calloc(n ? n : 1, size ? size : 1);
+  if ((size && n > SIZE_MAX / size) || injected_failure()) return counted(NULL);
+  return counted(calloc(n ? n : 1, size ? size : 1));
 }
 
 void *cp_realloc(void *p, size_t n) {
-  if (injected_failure()) return NULL;
-  return realloc(p, n ? n : 1);
+  if (injected_failure()) return counted(NULL);
+  return counted(realloc(p, n ? n : 1));
 }
 
 void *cp_reallocarray(void *p, size_t n, size_t size) {
-  if (size && n > SIZE_MAX / size) return NULL;
+  if (size && n > SIZE_MAX / size) return counted(NULL);
   return cp_realloc(p, n * size);
 }
 

@@ -60,6 +60,13 @@ void *cp_reallocarray(void *p, size_t n, size_t size);
 char *cp_strdup(const char *s);
 char *cp_strndup(const char *s, size_t n);
 
+/* How many allocations through the functions above have failed on this
+ * thread so far, and a way to count one that failed elsewhere (libcrypto,
+ * libcurl, mmap). A caller compares the count before and after a call that
+ * can only say "failed" to know whether memory was the reason. */
+unsigned long cp_alloc_failures(void);
+void cp_alloc_note_failure(void);
+
 /* For tests of the failure paths: the n-th allocation made through the
  * functions above from now on fails (n >= 1), and only that one; 0 turns
  * it off. cp_alloc_fail_pending says whether that failure is still to

@@ -37,11 +37,19 @@ static laudit *check_open(lua_State *L, int idx) {
   return l;
 }
 
-static int fail_msg(lua_State *L, const char *kind, char *msg) {
-  /* msg is malloc'd by audit.c; copied into the error table, then freed */
-  lua_pushnil(L);
-  cp_lua_push_error(L, kind, "%s", msg ? msg : "unknown error");
+/* The failure of an audit.c call begun when cp_alloc_failures() stood at
+ * before: nil, err for what the file system did, a memory error when
+ * memory ran out (then msg may be NULL: even it could not be made). Takes
+ * msg, which is copied out before anything can raise. */
+static int fail_call(lua_State *L, unsigned long before, const char *doing,
+                     char *msg) {
+  char text[1024];
+  int lost = msg == NULL;
+  snprintf(text, sizeof text, "%s", msg ? msg : "");
   free(msg);
+  if (lost || cp_alloc_failures() != before) return cp_lua_nomem(L, doing);
+  lua_pushnil(L);
+  cp_lua_push_error(L, "io", "%s", text);
   return 2;
 }
 
@@ -49,12 +57,14 @@ static cp_secrets *secrets(lua_State *L) {
   return cp_secrets_of(cp_runtime_from_lua(L));
 }
 
-/* A redacted malloc'd copy of the optional string at idx (NULL for nil). */
+/* A redacted malloc'd copy of the optional string at idx (NULL for nil);
+ * raises when out of memory. */
 static char *opt_text(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx)) return NULL;
   luaL_checkstring(L, idx);
   cp_lua_redact(L, idx, secrets(L));
   char *s = cp_strdup(lua_tostring(L, -1));
+  if (!s) cp_lua_nomem(L, "keeping an audit log's context");
   lua_pop(L, 1);
   return s;
 }
@@ -109,7 +119,8 @@ static int l_open(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  /* everything that can raise is done: from here C memory is allocated */
+  /* from here C memory is allocated: held by l, which __gc frees, so a
+   * memory error raised on the way loses nothing */
   laudit *l = lua_newuserdatauv(L, sizeof *l, 0);
   memset(l, 0, sizeof *l);
   luaL_setmetatable(L, LOG_MT);
@@ -126,15 +137,18 @@ static int l_open(lua_State *L) {
     char id[37];
     cp_audit_run_id(id);
     l->run_id = cp_strdup(id);
+    if (!l->run_id) return cp_lua_nomem(L, "opening an audit log");
   }
   char *err = NULL;
+  unsigned long before = cp_alloc_failures();
   l->a = cp_audit_open(path, &o, &err);
   if (!l->a) {
     free_log(l);
-    return fail_msg(L, "io", err);
+    return fail_call(L, before, "opening an audit log", err);
   }
   l->path = cp_strdup(path);
   l->head_path = cp_audit_head_path(path);
+  if (!l->path || !l->head_path) return cp_lua_nomem(L, "opening an audit log");
   return 1;
 }
 
@@ -179,11 +193,17 @@ static int l_record(lua_State *L) {
    * every path before any error is raised. */
   cp_buf body = CP_BUF_INIT;
   char *why = NULL;
-  if (cp_lua_json_encode(L, 5, &body, &why)) {
+  int enc = cp_lua_json_encode(L, 5, &body, &why);
+  if (enc == CP_LUA_JSON_NOMEM) {
     cp_buf_free(&body);
-    lua_pushfstring(L, "audit: cannot record event fields: %s", why);
+    return cp_lua_nomem(L, "writing an audit record");
+  }
+  if (enc) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", why);
     free(why);
-    return lua_error(L);
+    cp_buf_free(&body);
+    return luaL_error(L, "audit: cannot record event fields: %s", msg);
   }
   if (body.len < 2 || body.data[0] != '{') {
     cp_buf_free(&body);
@@ -192,9 +212,10 @@ static int l_record(lua_State *L) {
   cp_audit_record r = {l->run_id,          tenant,        pipeline,
                        lua_tostring(L, 6), body.data + 1, body.len - 2};
   char *err = NULL;
+  unsigned long before = cp_alloc_failures();
   int rc = cp_audit_append(l->a, &r, &err);
   cp_buf_free(&body);
-  if (rc) return fail_msg(L, "io", err);
+  if (rc) return fail_call(L, before, "writing an audit record", err);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -214,9 +235,10 @@ static void sync_work(void *data) {
 static int sync_push(lua_State *L, void *data) {
   sync_op *op = data;
   char *err = NULL;
+  unsigned long before = cp_alloc_failures();
   int rc = cp_audit_sync_finish(op->job, &err);
   op->job = NULL;
-  if (rc) return fail_msg(L, "io", err);
+  if (rc) return fail_call(L, before, "syncing an audit log", err);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -233,13 +255,19 @@ static void sync_release(void *data) {
 static int l_sync(lua_State *L) {
   laudit *l = check_open(L, 1);
   char *err = NULL;
+  unsigned long before = cp_alloc_failures();
   cp_audit_sync_job *job = cp_audit_sync_start(l->a, &err);
   if (!job) {
-    if (err) return fail_msg(L, "io", err);
+    if (err || cp_alloc_failures() != before)
+      return fail_call(L, before, "syncing an audit log", err);
     lua_pushboolean(L, 1);
     return 1;
   }
   sync_op *op = cp_malloc(sizeof *op); /* owned by cp_offload_run */
+  if (!op) {
+    cp_audit_sync_finish(job, NULL); /* not run: the log stays unsynced */
+    return cp_lua_nomem(L, "syncing an audit log");
+  }
   op->job = job;
   return cp_offload_run(L, op, sync_work, sync_push, sync_release);
 }
@@ -254,9 +282,10 @@ static int l_close(lua_State *L) {
     return 1;
   }
   char *err = NULL;
+  unsigned long before = cp_alloc_failures();
   int rc = close_log(l, &err);
   free_log(l);
-  if (rc) return fail_msg(L, "io", err);
+  if (rc) return fail_call(L, before, "closing an audit log", err);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -383,7 +412,12 @@ static void push_note(lua_State *L, int nfiles, const cp_audit_note *nt) {
   if ((int)nt->file < nfiles)
     cp_lua_setstr(L, "file", lua_tostring(L, (int)nt->file + 1));
   cp_lua_setint(L, "line", (lua_Integer)nt->line);
-  cp_lua_setstr(L, "message", nt->message);
+  cp_lua_setstr(L, "message", nt->message ? nt->message : "(message lost: out of memory)");
+}
+
+static int report_gc(lua_State *L) {
+  cp_audit_report_free(lua_touserdata(L, 1));
+  return 0;
 }
 
 /* audit.verify(path, ... [, {head = {seq=, hash=}}]) -> report | nil, err
@@ -399,25 +433,35 @@ static int l_verify(lua_State *L) {
   cp_audit_head anchor;
   int has_anchor = opts && anchor_opt(L, opts, &anchor);
   lua_settop(L, nfiles);
-  lua_createtable(L, 0, 12); /* the report, made before C memory exists */
-  const char **paths = cp_calloc((size_t)nfiles, sizeof *paths);
+  /* the report's C memory is held by a userdata whose __gc frees it, so a
+   * memory error while it is turned into Lua values loses nothing */
+  cp_audit_report *r = lua_newuserdatauv(L, sizeof *r, 0); /* nfiles + 1 */
+  memset(r, 0, sizeof *r);
+  if (luaL_newmetatable(L, "cogpipe.audit.report")) {
+    lua_pushcfunction(L, report_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  const char **paths = lua_newuserdatauv(L, (size_t)nfiles * sizeof *paths, 0);
   for (int i = 1; i <= nfiles; i++)
     paths[i - 1] = lua_tostring(L, i);
-  cp_audit_report rep;
+  unsigned long before = cp_alloc_failures();
   int rc =
-      cp_audit_verify(paths, (size_t)nfiles, has_anchor ? &anchor : NULL, &rep);
-  free(paths);
+      cp_audit_verify(paths, (size_t)nfiles, has_anchor ? &anchor : NULL, r);
+  lua_pop(L, 1); /* paths */
+  cp_audit_report rep = *r; /* a view: r keeps owning the memory */
+  if (rc < 0 && cp_alloc_failures() != before)
+    return cp_lua_nomem(L, "verifying an audit log");
+  lua_createtable(L, 0, 12);
   if (rc < 0) {
     lua_pushnil(L);
-    cp_lua_push_error(L, "io", "%s", rep.problem.message);
+    cp_lua_push_error(L, "io", "%s", rep.problem.message ? rep.problem.message : "cannot verify");
     if (rep.unreadable)
       cp_lua_setstr(L, "path",
                     rep.head_path ? rep.head_path
                                   : lua_tostring(L, (int)rep.problem.file + 1));
-    cp_audit_report_free(&rep);
     return 2;
   }
-  /* lua_* calls below can only raise on memory errors */
   lua_pushboolean(L, rc == 0);
   lua_setfield(L, -2, "ok");
   cp_lua_setint(L, "records", (lua_Integer)rep.total_records);
@@ -473,7 +517,6 @@ static int l_verify(lua_State *L) {
     }
     lua_setfield(L, -2, "anchor");
   }
-  cp_audit_report_free(&rep);
   return 1;
 }
 
@@ -497,10 +540,14 @@ static int l_sha256(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   char hex[65], *err = NULL;
+  unsigned long before = cp_alloc_failures();
   if (cp_audit_sha256_hex(s, len, hex, &err)) {
     char msg[400]; /* copied out so that raising cannot leak err */
-    snprintf(msg, sizeof msg, "%s", err);
+    int lost = err == NULL;
+    snprintf(msg, sizeof msg, "%s", err ? err : "");
     free(err);
+    if (lost || cp_alloc_failures() != before)
+      return cp_lua_nomem(L, "hashing");
     return luaL_error(L, "%s", msg);
   }
   lua_pushstring(L, hex);
@@ -511,7 +558,9 @@ static int l_sha256(lua_State *L) {
 static int l_sha256_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   char hex[65], *err = NULL;
-  if (cp_audit_sha256_file(path, hex, &err)) return fail_msg(L, "io", err);
+  unsigned long before = cp_alloc_failures();
+  if (cp_audit_sha256_file(path, hex, &err))
+    return fail_call(L, before, "hashing a file", err);
   lua_pushstring(L, hex);
   return 1;
 }

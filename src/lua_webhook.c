@@ -49,6 +49,7 @@ static unsigned char *key_at(lua_State *L, int idx, int i, int n,
   const char *why = NULL;
   unsigned char *key = cp_webhook_key(s, len, keylen, &why);
   lua_pop(L, 1);
+  if (!key && why == CP_WEBHOOK_NOMEM) cp_lua_nomem(L, "reading a webhook secret");
   if (!key) {
     if (n > 1)
       cp_lua_fail(L, "config", "%s (secret %d)", why, i);
@@ -79,11 +80,16 @@ static int l_sign(lua_State *L) {
     unsigned char *key = key_at(L, 1, i, n, &keylen);
     if (!key) return 2;
     cp_buf sig = CP_BUF_INIT;
-    cp_webhook_sign(key, keylen, id, (int64_t)ts, body, blen, &sig);
+    int rc = cp_webhook_sign(key, keylen, id, (int64_t)ts, body, blen, &sig);
     drop_key(key, keylen);
-    /* the signature is copied into Lua before anything can raise */
-    lua_pushlstring(L, sig.data, sig.len);
+    /* C memory goes before anything that can raise */
+    char text[64];
+    int ok = rc == 0 && cp_buf_ok(&sig) && sig.len < sizeof text;
+    if (ok) memcpy(text, sig.data, sig.len + 1);
+    size_t tlen = sig.len;
     cp_buf_free(&sig);
+    if (!ok) return cp_lua_nomem(L, "signing a webhook");
+    lua_pushlstring(L, text, tlen);
     if (i > 1) luaL_addchar(&out, ' ');
     luaL_addvalue(&out);
   }
@@ -105,8 +111,10 @@ static int l_verify(lua_State *L) {
     size_t keylen;
     unsigned char *key = key_at(L, 1, i, n, &keylen);
     if (!key) return 2;
-    ok |= cp_webhook_verify(key, keylen, id, (int64_t)ts, body, blen, header);
+    int r = cp_webhook_verify(key, keylen, id, (int64_t)ts, body, blen, header);
     drop_key(key, keylen);
+    if (r < 0) return cp_lua_nomem(L, "checking a webhook signature");
+    ok |= r;
   }
   lua_pushboolean(L, ok);
   return 1;

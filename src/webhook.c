@@ -14,6 +14,8 @@
 #include "base64.h"
 #include "crypto_load.h"
 
+const char CP_WEBHOOK_NOMEM[] = "out of memory while reading a webhook secret";
+
 unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
                               const char **why) {
   static const char prefix[] = "whsec_";
@@ -27,8 +29,11 @@ unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
     return NULL;
   }
   if (len >= pl && memcmp(secret, prefix, pl) == 0) {
-    key = malloc(len / 4 * 3 + 1); /* the caller owns it */
-    if (!key) abort();
+    key = cp_malloc(len / 4 * 3 + 1); /* the caller owns it */
+    if (!key) {
+      *why = CP_WEBHOOK_NOMEM;
+      return NULL;
+    }
     if (cp_base64_decode(secret + pl, len - pl, key, keylen) != 0) {
       free(key);
       *why = "webhook secret is not valid whsec_<base64>";
@@ -36,6 +41,10 @@ unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
     }
   } else {
     key = (unsigned char *)cp_strndup(secret, len);
+    if (!key) {
+      *why = CP_WEBHOOK_NOMEM;
+      return NULL;
+    }
     *keylen = len;
   }
   if (*keylen < CP_WEBHOOK_KEY_MIN) {
@@ -47,9 +56,11 @@ unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
   return key;
 }
 
-static void mac(const unsigned char *key, size_t keylen, const char *id,
-                int64_t ts, const char *body, size_t len,
-                unsigned char md[32]) {
+/* The HMAC into md: 0, or -1 when libcrypto cannot make it (it allocates
+ * its context; a libcrypto without HMAC-SHA256 fails the same way). */
+static int mac(const unsigned char *key, size_t keylen, const char *id,
+               int64_t ts, const char *body, size_t len,
+               unsigned char md[32]) {
   char stamp[32];
   int sl = snprintf(stamp, sizeof stamp, ".%lld.", (long long)ts);
   EVP_MAC *m = cp_crypto.EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -59,36 +70,33 @@ static void mac(const unsigned char *key, size_t keylen, const char *id,
                              OSSL_MAC_PARAM_DIGEST, digest, 0),
                          cp_crypto.OSSL_PARAM_construct_end()};
   size_t mdlen = 0;
-  if (!ctx || !cp_crypto.EVP_MAC_init(ctx, key, keylen, params) ||
-      !cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) ||
-      !cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)stamp,
-                                (size_t)sl) ||
-      !cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)body, len) ||
-      !cp_crypto.EVP_MAC_final(ctx, md, &mdlen, 32) || mdlen != 32) {
-    /* only a broken libcrypto gets here; a wrong signature must not go out */
-    fprintf(stderr, "cogpipe: HMAC-SHA256 is not available from libcrypto\n");
-    abort();
-  }
+  int ok = ctx && cp_crypto.EVP_MAC_init(ctx, key, keylen, params) &&
+           cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) &&
+           cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)stamp, (size_t)sl) &&
+           cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)body, len) &&
+           cp_crypto.EVP_MAC_final(ctx, md, &mdlen, 32) && mdlen == 32;
   cp_crypto.EVP_MAC_CTX_free(ctx);
   cp_crypto.EVP_MAC_free(m);
+  return ok ? 0 : -1;
 }
 
-void cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
-                     int64_t timestamp, const char *body, size_t len,
-                     cp_buf *out) {
+int cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
+                    int64_t timestamp, const char *body, size_t len,
+                    cp_buf *out) {
   unsigned char md[32];
-  mac(key, keylen, id, timestamp, body, len, md);
+  if (mac(key, keylen, id, timestamp, body, len, md) != 0) return -1;
   char enc[48];
   cp_base64_encode(md, sizeof md, enc);
   cp_buf_adds(out, "v1,");
   cp_buf_adds(out, enc);
+  return 0;
 }
 
 int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
                       int64_t timestamp, const char *body, size_t len,
                       const char *header) {
   unsigned char md[32];
-  mac(key, keylen, id, timestamp, body, len, md);
+  if (mac(key, keylen, id, timestamp, body, len, md) != 0) return -1;
   char want[48];
   size_t wl = cp_base64_encode(md, sizeof md, want);
   int matched = 0;

@@ -20,18 +20,23 @@
  * used as it is. Loads libcrypto (crypto_load.h), which signing and wiping
  * keys need. Returns a malloc'd key the caller frees (and should wipe with
  * cp_crypto.OPENSSL_cleanse), or NULL with *why set to a static message
- * that never quotes the secret. */
+ * that never quotes the secret (CP_WEBHOOK_NOMEM when out of memory). */
+extern const char CP_WEBHOOK_NOMEM[];
 unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
                               const char **why);
 
 /* Appends "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>". key
- * comes from cp_webhook_key, which loaded libcrypto (so for verify). */
-void cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
-                     int64_t timestamp, const char *body, size_t len,
-                     cp_buf *out);
+ * comes from cp_webhook_key, which loaded libcrypto (so for verify).
+ * Returns 0, or -1 when libcrypto cannot compute the HMAC (out of memory,
+ * or a libcrypto without it): nothing is appended then, since a wrong
+ * signature must never go out. */
+int cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
+                    int64_t timestamp, const char *body, size_t len,
+                    cp_buf *out);
 
 /* 1 when one of the space-separated v1 signatures in header matches key,
- * compared in constant time. */
+ * compared in constant time; 0 when none does; -1 when the HMAC cannot be
+ * computed (as for sign). */
 int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
                       int64_t timestamp, const char *body, size_t len,
                       const char *header);
