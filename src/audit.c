@@ -1900,6 +1900,10 @@ static int load_head(verifier *v, const char *last, char **why) {
   char *path = cp_audit_head_path(last);
   char *text = NULL, *err = NULL;
   size_t len;
+  if (!path) { /* cp_audit_verify sees the failure and gives no verdict */
+    rep->unreadable = 1;
+    return -1;
+  }
   int rc = read_small(path, MAX_HEAD, &text, &len, &err);
   if (rc == 1) {
     free(path);

@@ -6,8 +6,9 @@
  */
 #include "crypto_load.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
-#include <uv.h>
 
 #include "dl.h"
 
@@ -17,9 +18,12 @@
 
 cp_crypto_api cp_crypto;
 
-static uv_once_t once = UV_ONCE_INIT;
-static int loaded;
-static char why[256]; /* the reason loading failed, set once */
+/* Loading is tried again until it works: a failure for want of memory
+ * (dlopen cannot map the library) must not leave a long-lived process
+ * without libcrypto for good. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int loaded;
+static char why[256]; /* the reason the last try failed (under lock) */
 
 /* Takes the name after macro expansion, so that a name the headers
  * #define to another is looked up as the symbol it stands for. */
@@ -41,12 +45,15 @@ static void load(void) {
   }
   /* OpenSSL 3 initialises itself, thread-safely, on first use. */
   cp_crypto = api;
-  loaded = 1;
+  atomic_store(&loaded, 1); /* after cp_crypto: readers see it whole */
 }
 
 int cp_crypto_load(char *err, size_t errlen) {
-  uv_once(&once, load);
-  if (loaded) return 0;
-  if (errlen) snprintf(err, errlen, "cannot load libcrypto: %s", why);
-  return -1;
+  if (atomic_load(&loaded)) return 0;
+  pthread_mutex_lock(&lock);
+  if (!atomic_load(&loaded)) load();
+  int ok = atomic_load(&loaded);
+  if (!ok && errlen) snprintf(err, errlen, "cannot load libcrypto: %s", why);
+  pthread_mutex_unlock(&lock);
+  return ok ? 0 : -1;
 }

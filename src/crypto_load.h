@@ -58,7 +58,8 @@ extern cp_crypto_api cp_crypto;
 
 /* Loads libcrypto, once per process and from any thread. Returns 0 when
  * cp_crypto may be used; otherwise -1 with the reason in err (when
- * errlen > 0), and every later call fails alike. */
+ * errlen > 0), and a later call tries again (the reason may have been a
+ * lack of memory). */
 int cp_crypto_load(char *err, size_t errlen);
 
 #endif

@@ -5,8 +5,9 @@
  */
 #include "curl_load.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
-#include <uv.h>
 
 #include "dl.h"
 
@@ -16,9 +17,12 @@
 
 cp_curl_api cp_curl;
 
-static uv_once_t once = UV_ONCE_INIT;
-static int loaded;
-static char why[256]; /* the reason loading failed, set once */
+/* Loading is tried again until it works: a failure for want of memory
+ * (dlopen cannot map the library) must not leave a long-lived process
+ * without libcurl for good. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int loaded;
+static char why[256]; /* the reason the last try failed (under lock) */
 
 static void load(void) {
   void *lib = cp_dl_open(CP_CURL_SONAME, why, sizeof why);
@@ -32,7 +36,7 @@ static void load(void) {
     dlclose(lib);
     return;
   }
-  /* Thread-safe from 7.84 on, and done under the once anyway. */
+  /* Thread-safe from 7.84 on, and done under the lock anyway. */
   CURLcode rc = api.global_init(CURL_GLOBAL_DEFAULT);
   if (rc != CURLE_OK) {
     snprintf(why, sizeof why, "libcurl initialisation failed: %s",
@@ -41,12 +45,15 @@ static void load(void) {
     return;
   }
   cp_curl = api;
-  loaded = 1;
+  atomic_store(&loaded, 1); /* after cp_curl: readers see it whole */
 }
 
 int cp_curl_load(char *err, size_t errlen) {
-  uv_once(&once, load);
-  if (loaded) return 0;
-  if (errlen) snprintf(err, errlen, "cannot load libcurl: %s", why);
-  return -1;
+  if (atomic_load(&loaded)) return 0;
+  pthread_mutex_lock(&lock);
+  if (!atomic_load(&loaded)) load();
+  int ok = atomic_load(&loaded);
+  if (!ok && errlen) snprintf(err, errlen, "cannot load libcurl: %s", why);
+  pthread_mutex_unlock(&lock);
+  return ok ? 0 : -1;
 }

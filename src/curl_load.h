@@ -66,7 +66,8 @@ extern cp_curl_api cp_curl;
 
 /* Loads libcurl and runs its global initialisation, once per process and
  * from any thread. Returns 0 when cp_curl may be used; otherwise -1 with
- * the reason in err (when errlen > 0), and every later call fails alike. */
+ * the reason in err (when errlen > 0), and a later call tries again (the
+ * reason may have been a lack of memory). */
 int cp_curl_load(char *err, size_t errlen);
 
 #endif

@@ -94,8 +94,12 @@ static cp_vecset *read_binary(const unsigned char *p, size_t len,
     return NULL;
   }
   cp_vecset *s = cp_vecset_new(dim);
-  float *v = cp_malloc(dim * sizeof *v);
+  float *v = cp_reallocarray(NULL, dim, sizeof *v);
   size_t at = 24;
+  if (!s || !v) {
+    seterr(err, errlen, "%s: out of memory", path);
+    goto fail;
+  }
   for (uint64_t r = 0; r < count; r++) {
     if (len - at < 4) goto truncated;
     uint32_t tl = get32(p + at);
@@ -121,8 +125,11 @@ static cp_vecset *read_binary(const unsigned char *p, size_t len,
     at += 4 * (size_t)dim;
     const char *why;
     if (cp_vecset_add(s, v, dim, text, tl, intent, intent ? il : 0, &why) < 0) {
-      seterr(err, errlen, "%s: row %llu: vector is %s", path,
-             (unsigned long long)r + 1, why);
+      if (strcmp(why, "memory") == 0)
+        seterr(err, errlen, "%s: out of memory", path);
+      else
+        seterr(err, errlen, "%s: row %llu: vector is %s", path,
+               (unsigned long long)r + 1, why);
       goto fail;
     }
   }
@@ -184,10 +191,14 @@ int cp_embedio_write(const cp_vecset *s, const char *path, char *err,
       put32(&b, bits_of(row[k]));
   }
 
-  char *dir = cp_strdup(path);
-  char *slash = strrchr(dir, '/');
   int rc = -1, fd = -1;
   char *tmp = NULL;
+  char *dir = cp_buf_ok(&b) ? cp_strdup(path) : NULL;
+  if (!dir) {
+    seterr(err, errlen, "%s: out of memory", path);
+    goto done;
+  }
+  char *slash = strrchr(dir, '/');
   if (slash && slash != dir) {
     *slash = '\0';
     if (mkdirs(dir) != 0) {
@@ -200,6 +211,10 @@ int cp_embedio_write(const cp_vecset *s, const char *path, char *err,
   }
   size_t tlen = strlen(path) + 16;
   tmp = cp_malloc(tlen);
+  if (!tmp) {
+    seterr(err, errlen, "%s: out of memory", path);
+    goto done;
+  }
   snprintf(tmp, tlen, "%s.tmp.XXXXXX", path);
   fd = mkstemp(tmp);
   if (fd < 0) {
@@ -246,12 +261,15 @@ done:
 /* ---- JSON Lines ------------------------------------------------------------
  */
 
-/* Reads the numbers of a JSON array into *v (grown to hold them). */
+/* Reads the numbers of a JSON array into *v (grown to hold them): 0, -1
+ * for what is not a vector, -2 when out of memory. */
 static int json_vector(const cp_json *a, double **v, size_t *cap, size_t *n) {
   if (!a || a->type != CP_JSON_ARRAY || a->u.arr.n == 0) return -1;
   if (a->u.arr.n > *cap) {
+    double *grown = cp_reallocarray(*v, a->u.arr.n, sizeof **v);
+    if (!grown) return -2;
+    *v = grown;
     *cap = a->u.arr.n;
-    *v = cp_realloc(*v, *cap * sizeof **v);
   }
   for (size_t k = 0; k < a->u.arr.n; k++) {
     const cp_json *x = a->u.arr.items[k];
@@ -273,6 +291,11 @@ static cp_vecset *read_jsonl(FILE *f, const char *path, char *err,
   size_t cap = 0, vcap = 0, lineno = 0;
   double *v = NULL;
   ssize_t got;
+  if (!s) {
+    seterr(err, errlen, "%s: out of memory", path);
+    return NULL;
+  }
+  errno = 0;
   while ((got = getline(&line, &cap, f)) >= 0) {
     lineno++;
     size_t len = (size_t)got;
@@ -284,6 +307,10 @@ static cp_vecset *read_jsonl(FILE *f, const char *path, char *err,
     if (i == len) continue;
     cp_json_error je;
     cp_json_doc *doc = cp_json_parse(line, len, &je);
+    if (!doc && je.out_of_memory) {
+      seterr(err, errlen, "%s:%zu: out of memory", path, lineno);
+      goto fail;
+    }
     if (!doc) {
       seterr(err, errlen, "%s:%zu:%d: %s", path, lineno, je.column, je.message);
       goto fail;
@@ -295,12 +322,14 @@ static cp_vecset *read_jsonl(FILE *f, const char *path, char *err,
     const cp_json *intent = cp_json_get(root, "intent");
     const char *problem = NULL;
     size_t n = 0;
+    int vr = 0;
     if (!root || root->type != CP_JSON_OBJECT)
       problem = "expected an object {\"text\", \"vector\"}";
     else if (!text || text->type != CP_JSON_STRING)
       problem = "\"text\" must be a string";
-    else if (json_vector(vec, &v, &vcap, &n) != 0)
-      problem = "\"vector\" must be a non-empty array of numbers";
+    else if ((vr = json_vector(vec, &v, &vcap, &n)) != 0)
+      problem = vr == -2 ? "out of memory"
+                         : "\"vector\" must be a non-empty array of numbers";
     else if (intent && intent->type != CP_JSON_STRING &&
              intent->type != CP_JSON_NULL)
       problem = "\"intent\" must be a string";
@@ -316,7 +345,10 @@ static cp_vecset *read_jsonl(FILE *f, const char *path, char *err,
           cp_json_doc_free(doc);
           goto fail;
         }
-        seterr(err, errlen, "%s:%zu: vector is %s", path, lineno, why);
+        if (strcmp(why, "memory") == 0)
+          seterr(err, errlen, "%s:%zu: out of memory", path, lineno);
+        else
+          seterr(err, errlen, "%s:%zu: vector is %s", path, lineno, why);
         cp_json_doc_free(doc);
         goto fail;
       }
@@ -326,6 +358,12 @@ static cp_vecset *read_jsonl(FILE *f, const char *path, char *err,
       seterr(err, errlen, "%s:%zu: %s", path, lineno, problem);
       goto fail;
     }
+    errno = 0;
+  }
+  /* getline says -1 at the end, and when it cannot grow the line */
+  if (errno == ENOMEM) {
+    seterr(err, errlen, "%s:%zu: out of memory", path, lineno + 1);
+    goto fail;
   }
   if (ferror(f)) {
     seterr(err, errlen, "%s: %s", path, strerror(errno));
@@ -356,6 +394,11 @@ cp_vecset *cp_embedio_read(const char *path, char *err, size_t errlen) {
     long size = ftell(f);
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto io;
     unsigned char *p = cp_malloc((size_t)size + 1);
+    if (!p) {
+      seterr(err, errlen, "%s: out of memory", path);
+      fclose(f);
+      return NULL;
+    }
     if (fread(p, 1, (size_t)size, f) != (size_t)size) {
       free(p);
       goto io;
@@ -378,7 +421,8 @@ io:
  */
 
 /* Decodes base64 little-endian float32s into *v. The padding may be left
- * out, as some providers do. */
+ * out, as some providers do. 0, -1 for what is not one, -2 when out of
+ * memory. */
 static int b64_vector(const char *s, size_t len, double **v, size_t *cap,
                       size_t *n) {
   while (len && s[len - 1] == '=')
@@ -388,9 +432,14 @@ static int b64_vector(const char *s, size_t len, double **v, size_t *cap,
   /* Padded again for the strict decoder. */
   size_t padded = (len + 3) / 4 * 4;
   char *in = cp_malloc(padded);
+  unsigned char *raw = cp_malloc(padded / 4 * 3);
+  if (!in || !raw) {
+    free(in);
+    free(raw);
+    return -2;
+  }
   memcpy(in, s, len);
   memset(in + len, '=', padded - len);
-  unsigned char *raw = cp_malloc(padded / 4 * 3);
   size_t got;
   int bad = cp_base64_decode(in, padded, raw, &got) != 0 || got != bytes;
   free(in);
@@ -400,8 +449,13 @@ static int b64_vector(const char *s, size_t len, double **v, size_t *cap,
   }
   size_t count = bytes / 4;
   if (count > *cap) {
+    double *grown = cp_reallocarray(*v, count, sizeof **v);
+    if (!grown) {
+      free(raw);
+      return -2;
+    }
+    *v = grown;
     *cap = count;
-    *v = cp_realloc(*v, *cap * sizeof **v);
   }
   for (size_t k = 0; k < count; k++)
     (*v)[k] = (double)f32_of(get32(raw + 4 * k));
@@ -415,6 +469,10 @@ int cp_embedio_add_response(cp_vecset *s, const char *body, size_t len,
                             size_t n, char *err, size_t errlen) {
   cp_json_error je;
   cp_json_doc *doc = cp_json_parse(body, len, &je);
+  if (!doc && je.out_of_memory) {
+    seterr(err, errlen, "out of memory while reading an embeddings answer");
+    return -1;
+  }
   if (!doc) {
     seterr(err, errlen, "embeddings answer is not JSON (%s at byte %zu)",
            je.message, je.offset);
@@ -424,9 +482,10 @@ int cp_embedio_add_response(cp_vecset *s, const char *body, size_t len,
   int rc = -1;
   size_t dim = cp_vecset_dim(s);
   double *all = NULL; /* n x dim, in input order */
-  unsigned char *seen = cp_calloc(n ? n : 1, 1);
+  unsigned char *seen = cp_calloc(n, 1);
   double *v = NULL;
   size_t vcap = 0;
+  if (!seen) goto nomem;
   if (!data || data->type != CP_JSON_ARRAY) {
     seterr(err, errlen, "embeddings answer has no \"data\" array");
     goto done;
@@ -457,6 +516,7 @@ int cp_embedio_add_response(cp_vecset *s, const char *body, size_t len,
     int bad = emb && emb->type == CP_JSON_STRING
                   ? b64_vector(emb->u.str.s, emb->u.str.len, &v, &vcap, &got)
                   : json_vector(emb, &v, &vcap, &got);
+    if (bad == -2) goto nomem;
     if (bad) {
       seterr(err, errlen,
              "embeddings answer: data[%zu].embedding is not a vector", k);
@@ -476,16 +536,24 @@ int cp_embedio_add_response(cp_vecset *s, const char *body, size_t len,
              i, isfinite(ss) ? "zero" : "not finite");
       goto done;
     }
-    if (!all) all = cp_malloc(n * dim * sizeof *all);
+    if (!all && !(all = cp_reallocarray(NULL, n, dim * sizeof *all))) goto nomem;
     memcpy(all + i * dim, v, dim * sizeof *v);
   }
-  /* all checked: nothing below can fail, so s changes all or nothing */
+  /* all checked: only memory can fail below, and then s is put back as it
+   * was, so it changes all or nothing */
+  size_t before = cp_vecset_count(s);
   for (size_t i = 0; i < n; i++) {
     const char *why;
-    cp_vecset_add_double(s, all + i * dim, dim, texts[i], lens[i], NULL, 0,
-                         &why);
+    if (cp_vecset_add_double(s, all + i * dim, dim, texts[i], lens[i], NULL,
+                             0, &why) < 0) {
+      cp_vecset_truncate(s, before);
+      goto nomem;
+    }
   }
   rc = 0;
+  goto done;
+nomem:
+  seterr(err, errlen, "out of memory while reading an embeddings answer");
 done:
   free(all);
   free(seen);

@@ -53,9 +53,7 @@ static int fail_call(lua_State *L, unsigned long before, const char *doing,
   return 2;
 }
 
-static cp_secrets *secrets(lua_State *L) {
-  return cp_secrets_of(cp_runtime_from_lua(L));
-}
+static cp_secrets *secrets(lua_State *L) { return cp_secrets_of(L); }
 
 /* A redacted malloc'd copy of the optional string at idx (NULL for nil);
  * raises when out of memory. */
@@ -331,7 +329,9 @@ static int l_add_secret(lua_State *L) {
   check_log(L, 1);
   size_t len;
   const char *v = luaL_checklstring(L, 2, &len);
-  lua_pushboolean(L, cp_secret_add(secrets(L), v, len) == 0);
+  int rc = cp_secret_add(secrets(L), v, len);
+  if (rc == -2) return cp_lua_nomem(L, "registering a secret");
+  lua_pushboolean(L, rc == 0);
   return 1;
 }
 

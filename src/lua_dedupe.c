@@ -64,12 +64,12 @@ static int l_normalize(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   cp_norm_mode mode = check_mode(L, 2, "trim");
-  cp_buf scratch = CP_BUF_INIT;
+  cp_buf *scratch = cp_lua_newbuf(L);
   const char *p;
   size_t n;
-  cp_normalize(mode, s, len, &scratch, &p, &n);
+  cp_normalize(mode, s, len, scratch, &p, &n);
+  if (!cp_buf_ok(scratch)) return cp_lua_nomem(L, "normalising a text");
   lua_pushlstring(L, p, n);
-  cp_buf_free(&scratch);
   return 1;
 }
 

@@ -35,6 +35,7 @@ static int l_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_Integer mode = luaL_optinteger(L, 2, 0700);
   char *p = cp_strdup(path);
+  if (!p) return cp_lua_nomem(L, "creating a directory");
   int rc = 0;
   for (char *q = p + 1;; q++) {
     if (*q == '/' || *q == '\0') {
@@ -49,13 +50,8 @@ static int l_mkdir(lua_State *L) {
       if (c == '\0') break;
     }
   }
-  if (rc) {
-    lua_pushnil(L);
-    cp_lua_push_error(L, "io", "mkdir %s: %s", p, strerror(rc));
-    free(p);
-    return 2;
-  }
-  free(p);
+  free(p); /* before anything can raise */
+  if (rc) return cp_lua_fail(L, "io", "mkdir %s: %s", path, strerror(rc));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -84,11 +80,12 @@ static int l_isatty(lua_State *L) {
 }
 
 /* fsync of the directory holding path, so that a rename into it survives
- * a crash too. Returns 0 or an errno. */
+ * a crash too. Returns 0 or an errno (ENOMEM: out of memory). */
 static int sync_parent(const char *path) {
   const char *slash = strrchr(path, '/');
   char *dir = slash ? cp_strndup(path, slash == path ? 1 : (size_t)(slash - path))
                     : cp_strdup(".");
+  if (!dir) return ENOMEM;
   int err = 0;
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) err = errno;
@@ -109,6 +106,10 @@ static int l_write_atomic(lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   cp_buf tmp = CP_BUF_INIT;
   cp_buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid());
+  if (!cp_buf_ok(&tmp)) {
+    cp_buf_free(&tmp);
+    return cp_lua_nomem(L, "writing a file");
+  }
   int fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   int err = 0;
   if (fd < 0) {
@@ -131,6 +132,7 @@ static int l_write_atomic(lua_State *L) {
     else err = sync_parent(path);
   }
   cp_buf_free(&tmp);
+  if (err == ENOMEM) return cp_lua_nomem(L, "writing a file");
   if (err) return cp_lua_fail(L, "io", "write %s: %s", path, strerror(err));
   lua_pushboolean(L, 1);
   return 1;

@@ -63,6 +63,9 @@ static near_box *check_index(lua_State *L, int idx) {
   if (!u->box) luaL_error(L, "near-duplicate index is closed");
   if (atomic_load(&u->box->busy))
     luaL_error(L, "near-duplicate index is busy (a search on it is running)");
+  /* an index that ran out of memory once has lost what it was given */
+  if (cp_minhash_failed(u->box->m))
+    cp_lua_nomem(L, "using a near-duplicate index that ran out of memory before");
   return u->box;
 }
 
@@ -148,9 +151,14 @@ static int l_new(lua_State *L) {
   lua_setiuservalue(L, -2, UV_INTENTS);
   lua_newtable(L);
   lua_setiuservalue(L, -2, UV_IDS);
-  /* nothing below raises: the box is owned by the userdata from here */
+  /* the box is owned by the userdata from here */
   near_box *b = cp_malloc(sizeof *b);
-  b->m = cp_minhash_new(&o);
+  cp_minhash *m = b ? cp_minhash_new(&o) : NULL;
+  if (!m) {
+    free(b);
+    return cp_lua_nomem(L, "creating a near-duplicate index");
+  }
+  b->m = m;
   atomic_init(&b->refs, 1);
   atomic_init(&b->busy, 0);
   u->box = b;
@@ -191,6 +199,8 @@ static int l_add(lua_State *L) {
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TSTRING);
   uint32_t same;
   uint32_t item = cp_minhash_add(b->m, text, len, &same);
+  if (item == CP_MINHASH_NONE)
+    return cp_lua_nomem(L, "adding to a near-duplicate index");
   lua_Integer n = (lua_Integer)item + 1;
   if (!lua_isnoneornil(L, 3)) {
     lua_getiuservalue(L, 1, UV_INTENTS);
@@ -303,14 +313,20 @@ typedef struct query_op {
 static int do_query(lua_State *L, near_box *b, const char *text, size_t len,
                     size_t k, int admit, int intent_at, int id_at) {
   int ud = lua_gettop(L);
-  cp_minhash_pair *hits = k ? cp_malloc(k * sizeof *hits) : NULL;
+  /* Lua memory: a raise while pushing the matches loses nothing */
+  cp_minhash_pair *hits = lua_newuserdatauv(L, (k ? k : 1) * sizeof *hits, 0);
+  int hits_at = lua_gettop(L);
   size_t n = cp_minhash_query(b->m, text, len, k, hits);
+  if (cp_minhash_failed(b->m))
+    return cp_lua_nomem(L, "searching a near-duplicate index");
   if (admit) {
     if (n > 0) {
       lua_pushboolean(L, 0);
       push_match(L, ud, b, hits[0].b, hits[0].score);
     } else {
       uint32_t item = cp_minhash_add(b->m, text, len, NULL);
+      if (item == CP_MINHASH_NONE)
+        return cp_lua_nomem(L, "adding to a near-duplicate index");
       lua_Integer at = (lua_Integer)item + 1;
       if (intent_at) {
         lua_getiuservalue(L, ud, UV_INTENTS);
@@ -327,7 +343,7 @@ static int do_query(lua_State *L, near_box *b, const char *text, size_t len,
       lua_pushboolean(L, 1);
       lua_pushinteger(L, at);
     }
-    free(hits);
+    lua_remove(L, hits_at);
     lua_remove(L, ud);
     return 2;
   }
@@ -336,7 +352,7 @@ static int do_query(lua_State *L, near_box *b, const char *text, size_t len,
     push_match(L, ud, b, hits[i].b, hits[i].score);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  free(hits);
+  lua_remove(L, hits_at);
   lua_remove(L, ud);
   return 1;
 }
@@ -382,6 +398,24 @@ static void query_free(void *p) {
   free(op);
 }
 
+/* In protected mode: the references a query_op holds (its arguments: the
+ * op, then the userdata, text, intent and id), so that a raise on the way
+ * leaves the op with only those made, which query_free releases. */
+static int make_refs(lua_State *L) {
+  query_op *op = lua_touserdata(L, 1);
+  lua_pushvalue(L, 2);
+  op->ud_ref = cp_lua_ref(L);
+  lua_pushvalue(L, 3);
+  op->text_ref = cp_lua_ref(L);
+  if (op->admit) {
+    lua_pushvalue(L, 4);
+    op->intent_ref = cp_lua_ref(L);
+    lua_pushvalue(L, 5);
+    op->id_ref = cp_lua_ref(L);
+  }
+  return 0;
+}
+
 static int query_or_admit(lua_State *L, int admit) {
   near_box *b = check_index(L, 1);
   size_t len;
@@ -403,20 +437,18 @@ static int query_or_admit(lua_State *L, int admit) {
   }
   /* owned by the offload from here: query_free releases everything */
   query_op *op = cp_malloc(sizeof *op);
+  if (!op) return cp_lua_nomem(L, "searching a near-duplicate index");
   op->main = cp_runtime_main_lua(cp_runtime_from_lua(L));
   op->box = box_ref(b);
   op->k = k;
   op->admit = admit;
-  lua_pushvalue(L, 1);
-  op->ud_ref = cp_lua_ref(L);
-  lua_pushvalue(L, 2);
-  op->text_ref = cp_lua_ref(L);
-  op->intent_ref = op->id_ref = LUA_NOREF;
-  if (admit) {
-    lua_pushvalue(L, 3);
-    op->intent_ref = cp_lua_ref(L);
-    lua_pushvalue(L, 4);
-    op->id_ref = cp_lua_ref(L);
+  op->ud_ref = op->text_ref = op->intent_ref = op->id_ref = LUA_NOREF;
+  lua_pushcfunction(L, make_refs);
+  lua_pushlightuserdata(L, op);
+  for (int i = 1; i <= 4; i++) lua_pushvalue(L, i);
+  if (lua_pcall(L, 5, 0, 0) != LUA_OK) {
+    query_free(op);
+    return lua_error(L);
   }
   atomic_store(&b->busy, 1);
   return cp_offload_run(L, op, query_work, query_push, query_free);
@@ -443,6 +475,8 @@ static void find_work(void *p) {
 static int find_push(lua_State *L, void *p) {
   find_op *op = p;
   atomic_store(&op->box->busy, 0);
+  if (cp_minhash_failed(op->box->m))
+    return cp_lua_nomem(L, "finding near-duplicates");
   lua_createtable(L, op->n > INT32_MAX ? INT32_MAX : (int)op->n, 0);
   for (size_t i = 0; i < op->n; i++) {
     lua_createtable(L, 0, 3);
@@ -473,6 +507,7 @@ static int l_find_all(lua_State *L) {
   }
   /* owned by the offload from here */
   find_op *op = cp_calloc(1, sizeof *op);
+  if (!op) return cp_lua_nomem(L, "finding near-duplicates");
   op->box = box_ref(b);
   op->nearest = nearest;
   atomic_store(&b->busy, 1);
@@ -493,8 +528,9 @@ static int l_jaccard(lua_State *L) {
   read_opts(L, 3, &o);
   o.threads = 1;
   cp_minhash *m = cp_minhash_new(&o);
-  double j = cp_minhash_jaccard(m, a, al, b, bl);
+  double j = m ? cp_minhash_jaccard(m, a, al, b, bl) : -1.0;
   cp_minhash_free(m);
+  if (j < 0) return cp_lua_nomem(L, "comparing two texts");
   lua_pushnumber(L, j);
   return 1;
 }

@@ -38,6 +38,7 @@ typedef struct offload {
   cp_offload_work_fn work;
   cp_offload_push_fn push;
   cp_offload_free_fn release;
+  int released;
 } offload;
 
 /* ---- may the pool be used? --------------------------------------------- */
@@ -78,9 +79,14 @@ static void on_work(uv_work_t *req) {
   o->work(o->op);
 }
 
+/* The values are built from op, which then goes at once: the task must
+ * find what op held (a set busy while searched) let go when it goes on. */
 static int push_offloaded(lua_State *L, void *data) {
   offload *o = data;
-  return o->push(L, o->op);
+  int n = o->push(L, o->op);
+  o->released = 1;
+  o->release(o->op);
+  return n;
 }
 
 static void after_work(uv_work_t *req, int status) {
@@ -88,7 +94,7 @@ static void after_work(uv_work_t *req, int status) {
   cp_runtime_handle_dec(o->rt);
   cp_task *task = o->task;
   if (task && status == 0) cp_task_resume(task, push_offloaded, o);
-  o->release(o->op);
+  if (!o->released) o->release(o->op); /* push raised, or nobody waits */
   free(o);
 }
 
@@ -163,6 +169,7 @@ int cp_offload_run(lua_State *L, void *op, cp_offload_work_fn work,
   o->work = work;
   o->push = push;
   o->release = release;
+  o->released = 0;
   o->req.data = o;
   int rc = uv_queue_work(cp_runtime_loop(rt), &o->req, on_work, after_work);
   if (rc != 0) {

@@ -53,6 +53,7 @@ typedef struct sandbox {
   size_t used;       /* bytes the state holds now */
   size_t limit;      /* bytes it may hold; lifted once the tenant is done */
   unsigned refusals; /* allocations refused so far */
+  int system_refused; /* the last refusal was the system's, not the limit's */
   int refused_line;  /* tenant line of the last refusal, 0 if unknown */
   int running;       /* the tenant's code is on the stack */
   int stopped;       /* a limit was hit: hooks no longer fire */
@@ -98,10 +99,13 @@ static void *box_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   if (nsize > old && nsize - old > b->limit - b->used) {
     b->refusals++;
+    b->system_refused = 0;
     if (b->running) b->refused_line = tenant_line(b->L);
     return NULL;
   }
   void *p = realloc(ptr, nsize);
+  /* the process is out of memory: no fault of the tenant file's */
+  if (!p) b->system_refused = 1;
   if (!p) return NULL;
   b->used = b->used - old + nsize;
   return p;
@@ -997,8 +1001,8 @@ static int l_eval(lua_State *L) {
   b->src = src;
   b->src_len = len;
   b->L = lua_newstate(box_alloc, b);
-  if (!b->L)
-    return cp_lua_fail(L, "config", "%s: cannot create a sandbox", path);
+  if (!b->L) /* only memory can be missing */
+    return cp_lua_nomem(L, "creating the sandbox for a tenant file");
   lua_State *S = b->L;
   *(sandbox **)lua_getextraspace(S) = b;
 
@@ -1014,6 +1018,8 @@ static int l_eval(lua_State *L) {
   }
   b->limit = SIZE_MAX;
 
+  if (st == LUA_ERRMEM && b->system_refused)
+    return cp_lua_nomem(L, "evaluating a tenant file");
   if (st == LUA_ERRMEM) {
     push_located(L, b,
                  lua_pushfstring(L, "config needs more than %d MiB of memory",

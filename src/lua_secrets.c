@@ -36,7 +36,10 @@ static void redact_string(lua_State *L, int idx, const cp_secrets *s) {
   size_t len;
   const char *str = lua_tolstring(L, idx, &len);
   cp_buf *b = push_bufbox(L);
-  if (cp_secret_redact(s, str, len, b) == 0)
+  size_t n = cp_secret_redact(s, str, len, b);
+  /* a text cut short could end inside what it should have hidden */
+  if (!cp_buf_ok(b)) cp_lua_nomem(L, "redacting secrets");
+  if (n == 0)
     lua_pushvalue(L, idx);
   else
     lua_pushlstring(L, b->data, b->len);
@@ -84,16 +87,18 @@ void cp_lua_redact(lua_State *L, int idx, const cp_secrets *s) {
   redact(L, idx, s, 0);
 }
 
-static cp_secrets *registry(lua_State *L) {
-  return cp_secrets_of(cp_runtime_from_lua(L));
-}
+static cp_secrets *registry(lua_State *L) { return cp_secrets_of(L); }
 
 /* secrets.add(value) -> true, or false when the value is too short to be
- * redacted without mangling ordinary text. */
+ * redacted without mangling ordinary text. Raises a memory error when it
+ * cannot be registered whole: a run must not go on with a secret that
+ * might show. */
 static int l_add(lua_State *L) {
   size_t len;
   const char *v = luaL_checklstring(L, 1, &len);
-  lua_pushboolean(L, cp_secret_add(registry(L), v, len) == 0);
+  int rc = cp_secret_add(registry(L), v, len);
+  if (rc == -2) return cp_lua_nomem(L, "registering a secret");
+  lua_pushboolean(L, rc == 0);
   return 1;
 }
 

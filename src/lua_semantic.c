@@ -76,6 +76,7 @@ static int l_vectors(lua_State *L) {
   u->set = NULL;
   luaL_setmetatable(L, VECTORS_MT);
   u->set = cp_vecset_new((size_t)dim);
+  if (!u->set) return cp_lua_nomem(L, "creating a vector set");
   return 1;
 }
 
@@ -173,6 +174,7 @@ static int l_add(lua_State *L) {
   const char *why;
   long r = cp_vecset_add_double(s, v, (size_t)n, text, tl, intent, il, &why);
   if (r < 0) {
+    if (strcmp(why, "memory") == 0) return cp_lua_nomem(L, "adding a vector");
     if (strcmp(why, "dimension") == 0)
       return cp_lua_fail(L, "vectors", "vector has %d values, expected %d",
                          (int)n, (int)cp_vecset_dim(s));
@@ -182,9 +184,9 @@ static int l_add(lua_State *L) {
   return 1;
 }
 
-/* Reads the strings of the array at idx into malloc'd pointer and length
- * arrays (the strings stay owned by Lua, anchored by the array). Raises on
- * a non-string before allocating. */
+/* Reads the strings of the array at idx into pointer and length arrays
+ * held by two userdata it pushes (the strings stay owned by Lua, anchored
+ * by the array). Raises on a non-string or for want of memory. */
 static size_t read_strings(lua_State *L, int idx, const char ***texts,
                            size_t **lens) {
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -194,8 +196,8 @@ static size_t read_strings(lua_State *L, int idx, const char ***texts,
       luaL_error(L, "texts[%d] is not a string", (int)k);
     lua_pop(L, 1);
   }
-  *texts = cp_malloc(((size_t)n + 1) * sizeof **texts);
-  *lens = cp_malloc(((size_t)n + 1) * sizeof **lens);
+  *texts = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof **texts, 0);
+  *lens = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof **lens, 0);
   for (lua_Integer k = 1; k <= n; k++) {
     lua_rawgeti(L, idx, k);
     (*texts)[k - 1] = lua_tolstring(L, -1, &(*lens)[k - 1]);
@@ -214,10 +216,11 @@ static int l_add_response(lua_State *L) {
   size_t *lens;
   size_t n = read_strings(L, 3, &texts, &lens);
   char err[ERRLEN];
+  unsigned long before = cp_alloc_failures();
   int rc =
       cp_embedio_add_response(s, body, blen, texts, lens, n, err, sizeof err);
-  free(texts);
-  free(lens);
+  if (rc != 0 && cp_alloc_failures() != before)
+    return cp_lua_nomem(L, "reading an embeddings answer");
   if (rc != 0) return cp_lua_fail(L, "embeddings", "%s", err);
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
@@ -282,6 +285,7 @@ static int l_select(lua_State *L) {
   u->set = NULL;
   luaL_setmetatable(L, VECTORS_MT);
   u->set = cp_vecset_new(cp_vecset_dim(s));
+  if (!u->set) return cp_lua_nomem(L, "selecting vectors");
   for (lua_Integer k = 1; k <= n; k++) {
     lua_rawgeti(L, 2, k);
     size_t len, il = 0;
@@ -289,8 +293,9 @@ static int l_select(lua_State *L) {
     const char *intent = NULL;
     if (has_intents && lua_rawgeti(L, 3, k) == LUA_TSTRING)
       intent = lua_tolstring(L, -1, &il);
-    cp_vecset_add_from(u->set, s, (size_t)cp_vecset_find(s, t, len), intent,
-                       il);
+    if (cp_vecset_add_from(u->set, s, (size_t)cp_vecset_find(s, t, len), intent,
+                           il) == -2)
+      return cp_lua_nomem(L, "selecting vectors");
     lua_pop(L, has_intents ? 2 : 1);
   }
   return 1;
@@ -303,16 +308,20 @@ typedef struct file_op {
   char *path;
   cp_vecset *set; /* load: the result; save: held while writing */
   int rc;
+  int oom; /* the work ran out of memory (counted on its own thread) */
   char err[ERRLEN];
 } file_op;
 
 static void load_work(void *p) {
   file_op *op = p;
+  unsigned long before = cp_alloc_failures();
   op->set = cp_embedio_read(op->path, op->err, sizeof op->err);
+  op->oom = !op->set && cp_alloc_failures() != before;
 }
 
 static int load_push(lua_State *L, void *p) {
   file_op *op = p;
+  if (op->oom) return cp_lua_nomem(L, "loading vectors");
   if (!op->set) {
     cp_lua_fail(L, "vectors", "%s", op->err);
     cp_lua_setstr(L, "path", op->path);
@@ -335,17 +344,24 @@ static int l_load(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   /* owned by the offload from here */
   file_op *op = cp_calloc(1, sizeof *op);
-  op->path = cp_strdup(path);
+  if (op) op->path = cp_strdup(path);
+  if (!op || !op->path) {
+    free(op);
+    return cp_lua_nomem(L, "loading vectors");
+  }
   return cp_offload_run(L, op, load_work, load_push, load_free);
 }
 
 static void save_work(void *p) {
   file_op *op = p;
+  unsigned long before = cp_alloc_failures();
   op->rc = cp_embedio_write(op->set, op->path, op->err, sizeof op->err);
+  op->oom = op->rc != 0 && cp_alloc_failures() != before;
 }
 
 static int save_push(lua_State *L, void *p) {
   file_op *op = p;
+  if (op->oom) return cp_lua_nomem(L, "saving vectors");
   if (op->rc != 0) {
     cp_lua_fail(L, "io", "%s", op->err);
     cp_lua_setstr(L, "path", op->path);
@@ -369,7 +385,11 @@ static int l_save(lua_State *L) {
   luaL_argcheck(L, cp_vecset_dim(s) > 0, 1,
                 "an empty set has no dimension to save");
   file_op *op = cp_calloc(1, sizeof *op);
-  op->path = cp_strdup(path);
+  if (op) op->path = cp_strdup(path);
+  if (!op || !op->path) {
+    free(op);
+    return cp_lua_nomem(L, "saving vectors");
+  }
   op->set = cp_vecset_hold(s);
   return cp_offload_run(L, op, save_work, save_push, save_free);
 }
@@ -383,6 +403,7 @@ typedef struct sim_op {
   size_t k;
   double threshold;
   int threads;
+  int rc; /* of the work: -1 when it ran out of memory */
   cp_sim_hit *hits;
   cp_sim_verdict *verdicts;
 } sim_op;
@@ -426,11 +447,12 @@ static int field_threads(lua_State *L, int t) {
 
 static void search_work(void *p) {
   sim_op *op = p;
-  cp_sim_topk(op->a, op->b, op->k, op->hits, op->threads);
+  op->rc = cp_sim_topk(op->a, op->b, op->k, op->hits, op->threads);
 }
 
 static int search_push(lua_State *L, void *p) {
   sim_op *op = p;
+  if (op->rc) return cp_lua_nomem(L, "searching vectors");
   size_t n = cp_vecset_count(op->a);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
@@ -467,21 +489,27 @@ static int l_search(lua_State *L) {
                (int)cp_vecset_dim(q), (int)cp_vecset_dim(c));
   /* owned by the offload from here */
   sim_op *op = cp_calloc(1, sizeof *op);
+  if (op) op->hits = cp_reallocarray(NULL, cp_vecset_count(q) * (size_t)k + 1,
+                                     sizeof *op->hits);
+  if (!op || !op->hits) {
+    free(op);
+    return cp_lua_nomem(L, "searching vectors");
+  }
   op->a = cp_vecset_hold(q);
   op->b = cp_vecset_hold(c);
   op->k = (size_t)k;
   op->threads = threads;
-  op->hits = cp_malloc((cp_vecset_count(q) * (size_t)k + 1) * sizeof *op->hits);
   return cp_offload_run(L, op, search_work, search_push, sim_free);
 }
 
 static void filter_work(void *p) {
   sim_op *op = p;
-  cp_sim_filter(op->b, op->a, op->threshold, op->verdicts, op->threads);
+  op->rc = cp_sim_filter(op->b, op->a, op->threshold, op->verdicts, op->threads);
 }
 
 static int filter_push(lua_State *L, void *p) {
   sim_op *op = p;
+  if (op->rc) return cp_lua_nomem(L, "filtering vectors");
   size_t n = cp_vecset_count(op->a);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
@@ -527,11 +555,16 @@ static int l_filter(lua_State *L) {
                (int)cp_vecset_dim(fresh), (int)cp_vecset_dim(existing));
   /* owned by the offload from here */
   sim_op *op = cp_calloc(1, sizeof *op);
+  if (op) op->verdicts = cp_reallocarray(NULL, cp_vecset_count(fresh) + 1,
+                                         sizeof *op->verdicts);
+  if (!op || !op->verdicts) {
+    free(op);
+    return cp_lua_nomem(L, "filtering vectors");
+  }
   op->a = cp_vecset_hold(fresh);
   op->b = existing ? cp_vecset_hold(existing) : NULL;
   op->threshold = t;
   op->threads = threads;
-  op->verdicts = cp_malloc((cp_vecset_count(fresh) + 1) * sizeof *op->verdicts);
   return cp_offload_run(L, op, filter_work, filter_push, sim_free);
 }
 

@@ -26,6 +26,7 @@
  *     or {kind = "json", message, offset} for JSON text that does not parse.
  * Bad arguments raise; validation problems never do.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,6 +88,40 @@ static void read_opts(lua_State *L, int t, vopts *o) {
   lua_getfield(L, t, "name");
   if (lua_isstring(L, -1)) o->name = lua_tostring(L, -1); /* anchored by opts */
   lua_pop(L, 1);
+}
+
+/* Problems kept in a userdata whose __gc frees them, so that a memory
+ * error while they become Lua values loses nothing. */
+static int problems_gc(lua_State *L) {
+  cp_problems_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+static cp_problems *push_problems_box(lua_State *L, size_t max_kept) {
+  cp_problems *p = lua_newuserdatauv(L, sizeof *p, 0);
+  cp_problems_init(p, max_kept);
+  if (luaL_newmetatable(L, "cogpipe.validate.problems")) {
+    lua_pushcfunction(L, problems_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return p;
+}
+
+static int schema_errors_gc(lua_State *L) {
+  cp_schema_errors_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+static cp_schema_errors *push_errors_box(lua_State *L) {
+  cp_schema_errors *e = lua_newuserdatauv(L, sizeof *e, 0);
+  cp_schema_errors_init(e);
+  if (luaL_newmetatable(L, "cogpipe.validate.errors")) {
+    lua_pushcfunction(L, schema_errors_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return e;
 }
 
 void cp_lua_push_problems(lua_State *L, const cp_problems *p) {
@@ -211,30 +246,30 @@ static int l_texts(lua_State *L) {
       luaL_error(L, "texts[%d] is a %s, not a string", (int)i, luaL_typename(L, -1));
     lua_pop(L, 1);
   }
-  cp_problems probs;
-  cp_problems_init(&probs, o.max_problems);
-  cp_problems_set_file(&probs, o.name ? o.name : "<texts>");
+  lua_settop(L, 2);
+  cp_problems *probs = push_problems_box(L, o.max_problems); /* 3 */
+  cp_problems_set_file(probs, o.name ? o.name : "<texts>");
   lua_Integer blank = 0, invalid = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, 1, i);
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
-    list_ctx c = {&probs, (uint64_t)i};
+    list_ctx c = {probs, (uint64_t)i};
     cp_text_info info;
     cp_text_check(&o.lim, s, len, 0, list_issue, &c, &info);
     if (cp_is_blank(s, len)) blank++;
     else if (info.issues) invalid++;
     lua_pop(L, 1);
   }
+  if (probs->out_of_memory) return cp_lua_nomem(L, "keeping validation problems");
   lua_createtable(L, 0, 8);
   cp_lua_setstr(L, "file", o.name ? o.name : "<texts>");
   cp_lua_setint(L, "lines", n);
   cp_lua_setint(L, "blank_lines", blank);
   cp_lua_setint(L, "invalid", invalid);
-  cp_lua_setint(L, "problem_count", (lua_Integer)probs.total);
-  cp_lua_push_problems(L, &probs);
+  cp_lua_setint(L, "problem_count", (lua_Integer)probs->total);
+  cp_lua_push_problems(L, probs);
   lua_setfield(L, -2, "problems");
-  cp_problems_free(&probs);
   return 1;
 }
 
@@ -246,58 +281,61 @@ typedef int (*schema_fn)(const cp_json *root, void *ud, cp_schema_errors *errs);
  * JSON it encodes to (so `slots = {}` is seen as the object it would be
  * sent as) -- and runs fn on it. */
 static int run_schema(lua_State *L, schema_fn fn, void *ud) {
-  cp_buf text = CP_BUF_INIT;
   const char *s;
   size_t len;
+  lua_settop(L, 2);
+  cp_buf *text = cp_lua_newbuf(L); /* 3 */
   if (lua_type(L, 1) == LUA_TSTRING) {
     s = lua_tolstring(L, 1, &len);
   } else {
     luaL_checktype(L, 1, LUA_TTABLE);
     char *why = NULL;
-    if (cp_lua_json_encode(L, 1, &text, &why)) {
-      lua_pushstring(L, why ? why : "cannot encode the value as JSON");
+    int rc = cp_lua_json_encode(L, 1, text, &why);
+    if (rc == CP_LUA_JSON_NOMEM) return cp_lua_nomem(L, "encoding a payload");
+    if (rc) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", why ? why : "cannot encode the value as JSON");
       free(why);
-      cp_buf_free(&text);
-      return luaL_argerror(L, 1, lua_tostring(L, -1));
+      return luaL_argerror(L, 1, lua_pushstring(L, msg));
     }
-    s = text.data ? text.data : "";
-    len = text.len;
+    s = text->data ? text->data : "";
+    len = text->len;
   }
+  /* made before the doc, the one C object a raise could otherwise lose */
+  cp_schema_errors *errs = push_errors_box(L);
   cp_json_error jerr;
   cp_json_doc *doc = cp_json_parse(s, len, &jerr);
-  cp_buf_free(&text);
+  cp_buf_free(text);
+  if (!doc && jerr.out_of_memory) return cp_lua_nomem(L, "parsing a payload");
   if (!doc) {
     cp_lua_fail(L, "json", "invalid JSON at line %d, column %d: %s", jerr.line,
                 jerr.column, jerr.message);
     cp_lua_setint(L, "offset", (lua_Integer)jerr.offset);
     return 2;
   }
-  cp_schema_errors errs;
-  cp_schema_errors_init(&errs);
-  int ok = fn(cp_json_root(doc), ud, &errs);
+  int ok = fn(cp_json_root(doc), ud, errs);
   cp_json_doc_free(doc);
+  if (errs->out_of_memory) return cp_lua_nomem(L, "validating a payload");
   if (ok) {
-    cp_schema_errors_free(&errs);
     lua_pushboolean(L, 1);
     return 1;
   }
-  cp_buf msg = CP_BUF_INIT;
-  for (size_t i = 0; i < errs.n && i < 3; i++)
-    cp_buf_printf(&msg, "%s%s: %s", i ? "; " : "", errs.items[i].path,
-                  errs.items[i].message);
-  if (errs.n > 3) cp_buf_printf(&msg, " (and %zu more)", errs.n - 3);
+  cp_buf *msg = cp_lua_newbuf(L);
+  for (size_t i = 0; i < errs->n && i < 3; i++)
+    cp_buf_printf(msg, "%s%s: %s", i ? "; " : "", errs->items[i].path,
+                  errs->items[i].message);
+  if (errs->n > 3) cp_buf_printf(msg, " (and %zu more)", errs->n - 3);
+  if (!cp_buf_ok(msg)) return cp_lua_nomem(L, "validating a payload");
   lua_pushnil(L);
-  cp_lua_push_error(L, "validation", "%s", msg.data ? msg.data : "invalid");
-  cp_buf_free(&msg);
-  lua_createtable(L, (int)errs.n, 0);
-  for (size_t i = 0; i < errs.n; i++) {
+  cp_lua_push_error(L, "validation", "%s", msg->data ? msg->data : "invalid");
+  lua_createtable(L, (int)errs->n, 0);
+  for (size_t i = 0; i < errs->n; i++) {
     lua_createtable(L, 0, 2);
-    cp_lua_setstr(L, "path", errs.items[i].path);
-    cp_lua_setstr(L, "message", errs.items[i].message);
+    cp_lua_setstr(L, "path", errs->items[i].path);
+    cp_lua_setstr(L, "message", errs->items[i].message);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "errors");
-  cp_schema_errors_free(&errs);
   return 2;
 }
 

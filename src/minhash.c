@@ -17,6 +17,7 @@
 #include "minhash.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -89,7 +90,15 @@ struct cp_minhash {
   /* the caller's thread: one text at a time */
   cp_buf norm, form;
   scratch scr;
+
+  /* memory ran out (on any thread): the index is unusable for good */
+  atomic_int failed;
 };
+
+static void fail(cp_minhash *m) { atomic_store(&m->failed, 1); }
+int cp_minhash_failed(const cp_minhash *m) {
+  return atomic_load(&((cp_minhash *)m)->failed);
+}
 
 /* ---- hashing ------------------------------------------------------------ */
 
@@ -230,24 +239,36 @@ const char *cp_minhash_opts_check(cp_minhash_opts *o) {
 
 /* ---- growth ------------------------------------------------------------- */
 
-static void grow(void **p, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return;
+/* 0, or -1 when out of memory (*p and *cap as they were). */
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return 0;
   size_t n = *cap ? *cap : 64;
   while (n < need)
     n *= 2;
-  *p = cp_realloc(*p, n * elem);
+  void *q = cp_reallocarray(*p, n, elem);
+  if (!q) return -1;
+  *p = q;
   *cap = n;
+  return 0;
 }
 
-static void scratch_reserve(scratch *s, size_t n) {
-  if (n <= s->cap) return;
+/* 0, or -1 when out of memory (each array that grew is kept). */
+static int scratch_reserve(scratch *s, size_t n) {
+  if (n <= s->cap) return 0;
   size_t cap = s->cap ? s->cap : 64;
   while (cap < n)
     cap *= 2;
-  s->codes = cp_realloc(s->codes, cap * sizeof *s->codes);
-  s->vals = cp_realloc(s->vals, cap * sizeof *s->vals);
-  s->h = cp_realloc(s->h, cap * sizeof *s->h);
+  uint32_t *codes = cp_reallocarray(s->codes, cap, sizeof *codes);
+  if (!codes) return -1;
+  s->codes = codes;
+  uint64_t *vals = cp_reallocarray(s->vals, cap, sizeof *vals);
+  if (!vals) return -1;
+  s->vals = vals;
+  uint32_t *h = cp_reallocarray(s->h, cap, sizeof *h);
+  if (!h) return -1;
+  s->h = h;
   s->cap = cap;
+  return 0;
 }
 
 static void scratch_free(scratch *s) {
@@ -262,19 +283,26 @@ static void scratch_free(scratch *s) {
 
 cp_minhash *cp_minhash_new(const cp_minhash_opts *o) {
   cp_minhash *m = cp_calloc(1, sizeof *m);
+  if (!m) return NULL;
   m->o = *o;
+  atomic_init(&m->failed, 0);
   if (m->o.threads == 0) m->o.threads = cp_parallel_threads();
-  m->perm_keys = cp_malloc((size_t)o->perms * sizeof *m->perm_keys);
+  m->perm_keys = cp_reallocarray(NULL, (size_t)o->perms, sizeof *m->perm_keys);
+  m->text_off = cp_calloc(1, sizeof *m->text_off);
+  m->form_off = cp_calloc(1, sizeof *m->form_off);
+  m->set_off = cp_calloc(1, sizeof *m->set_off);
+  m->band = cp_calloc((size_t)o->bands, sizeof *m->band);
+  m->scr.sig = cp_reallocarray(NULL, (size_t)o->perms, sizeof *m->scr.sig);
+  if (!m->perm_keys || !m->text_off || !m->form_off || !m->set_off ||
+      !m->band || !m->scr.sig) {
+    cp_minhash_free(m);
+    return NULL;
+  }
   uint64_t s = o->seed;
   for (int p = 0; p < o->perms; p++) {
     s += 0x9e3779b97f4a7c15ULL;
     m->perm_keys[p] = (uint32_t)(mix64(s) >> 32);
   }
-  m->text_off = cp_calloc(1, sizeof *m->text_off);
-  m->form_off = cp_calloc(1, sizeof *m->form_off);
-  m->set_off = cp_calloc(1, sizeof *m->set_off);
-  m->band = cp_calloc((size_t)o->bands, sizeof *m->band);
-  m->scr.sig = cp_malloc((size_t)o->perms * sizeof *m->scr.sig);
   return m;
 }
 
@@ -295,7 +323,7 @@ void cp_minhash_free(cp_minhash *m) {
   free(m->dict_key);
   free(m->dict_slot);
   free(m->shingle_val);
-  for (int b = 0; b < m->o.bands; b++)
+  for (int b = 0; m->band && b < m->o.bands; b++)
     free(m->band[b]);
   free(m->band);
   cp_buf_free(&m->norm);
@@ -316,9 +344,14 @@ const char *cp_minhash_text(const cp_minhash *m, uint32_t item, size_t *len) {
 /* ---- shingling ---------------------------------------------------------- */
 
 /* Builds m->form, the near form of s (nearform.h), which is the shingle
- * form without its padding. */
+ * form without its padding; an empty one, with m failed, when memory runs
+ * out. */
 static void make_form(cp_minhash *m, const char *s, size_t len) {
   cp_nearform(s, len, &m->norm, &m->form);
+  if (!cp_buf_ok(&m->form)) {
+    fail(m);
+    cp_buf_reset(&m->form);
+  }
 }
 
 /* Sorts for the short arrays of one text's shingles (tens of values), where
@@ -389,10 +422,16 @@ static uint32_t dict_find(const cp_minhash *m, uint64_t v) {
   return NO_ID;
 }
 
-static void dict_grow(cp_minhash *m) {
+/* 0, or -1 when out of memory (the dictionary as it was). */
+static int dict_grow(cp_minhash *m) {
   size_t ncap = m->dict_cap ? m->dict_cap * 2 : 1024;
-  uint64_t *keys = cp_malloc(ncap * sizeof *keys);
+  uint64_t *keys = cp_reallocarray(NULL, ncap, sizeof *keys);
   uint32_t *slots = cp_calloc(ncap, sizeof *slots);
+  if (!keys || !slots) {
+    free(keys);
+    free(slots);
+    return -1;
+  }
   for (size_t i = 0; i < m->dict_cap; i++) {
     if (!m->dict_slot[i]) continue;
     size_t j = mix64(m->dict_key[i]) & (ncap - 1);
@@ -406,23 +445,28 @@ static void dict_grow(cp_minhash *m) {
   m->dict_key = keys;
   m->dict_slot = slots;
   m->dict_cap = ncap;
+  return 0;
 }
 
-/* The id of v, entering it when new (the caller's thread only). NO_ID only
- * once 2^31 distinct rare shingles are known. */
+/* The id of v, entering it when new (the caller's thread only). NO_ID once
+ * 2^31 distinct rare shingles are known, or when memory runs out (m is
+ * failed then). */
 static uint32_t dict_insert(cp_minhash *m, uint64_t v) {
   uint32_t id = dict_find(m, v);
   if (id != NO_ID) return id;
   if (m->n_shingles >= RARE - 1) return NO_ID;
-  if ((m->n_shingles + 1) * 2 > m->dict_cap) dict_grow(m);
+  if (((m->n_shingles + 1) * 2 > m->dict_cap && dict_grow(m)) ||
+      grow((void **)&m->shingle_val, &m->val_cap, m->n_shingles + 1,
+           sizeof *m->shingle_val)) {
+    fail(m);
+    return NO_ID;
+  }
   size_t mask = m->dict_cap - 1, j = mix64(v) & mask;
   while (m->dict_slot[j])
     j = (j + 1) & mask;
   id = (uint32_t)m->n_shingles++;
   m->dict_key[j] = v;
   m->dict_slot[j] = id + 1;
-  grow((void **)&m->shingle_val, &m->val_cap, m->n_shingles,
-       sizeof *m->shingle_val);
   m->shingle_val[id] = v;
   return id;
 }
@@ -437,13 +481,17 @@ static uint32_t code_hash(const cp_minhash *m, uint32_t code) {
 /* Shingles the form f[0..flen). Fills s->codes[0..n) with the sorted
  * distinct codes of the shingles that have one and returns n; rare
  * shingles missing from the dictionary go, sorted and distinct, to
- * s->vals[0..*n_rare). Reads the index only. */
-static size_t shingle_codes(const cp_minhash *m, scratch *s, const char *f,
+ * s->vals[0..*n_rare). Reads the index only (but marks it failed, and
+ * returns nothing, when its scratch cannot grow). */
+static size_t shingle_codes(cp_minhash *m, scratch *s, const char *f,
                             size_t flen, size_t *n_rare) {
   *n_rare = 0;
   if (flen == 0) return 0;
   /* padded code points: ' ' form ' ' */
-  grow((void **)&s->cps, &s->cps_cap, flen + 2, sizeof *s->cps);
+  if (grow((void **)&s->cps, &s->cps_cap, flen + 2, sizeof *s->cps)) {
+    fail(m);
+    return 0;
+  }
   size_t n = 0;
   s->cps[n++] = ' ';
   for (size_t i = 0; i < flen;) {
@@ -461,7 +509,10 @@ static size_t shingle_codes(const cp_minhash *m, scratch *s, const char *f,
     for (size_t i = 0; i < flen; i++)
       words += f[i] == ' ';
   }
-  scratch_reserve(s, windows + words);
+  if (scratch_reserve(s, windows + words)) {
+    fail(m);
+    return 0;
+  }
   size_t nc = 0, nr = 0;
   char bytes[32 * 4];
   for (size_t w = 0; w < windows; w++) {
@@ -541,9 +592,11 @@ static void sign_scratch(const cp_minhash *m, scratch *s, size_t nc, size_t nr,
 /* ---- forms by hash --------------------------------------------------------
  */
 
-static void exact_grow(cp_minhash *m) {
+/* 0, or -1 when out of memory (the table as it was). */
+static int exact_grow(cp_minhash *m) {
   size_t ncap = m->exact_cap ? m->exact_cap * 2 : 1024;
   uint32_t *t = cp_calloc(ncap, sizeof *t);
+  if (!t) return -1;
   for (size_t i = 0; i < m->exact_cap; i++) {
     uint32_t u = m->exact[i];
     if (!u) continue;
@@ -555,6 +608,7 @@ static void exact_grow(cp_minhash *m) {
   free(m->exact);
   m->exact = t;
   m->exact_cap = ncap;
+  return 0;
 }
 
 /* The form equal to m->form, or NO_ID; *slot is where a new one goes. */
@@ -575,17 +629,33 @@ static uint32_t exact_find(cp_minhash *m, uint64_t h, size_t *slot) {
 /* ---- adding ---------------------------------------------------------------
  */
 
-static uint32_t new_form(cp_minhash *m, uint64_t h, uint32_t item) {
-  uint32_t u = (uint32_t)m->n_forms++;
-  if (m->n_forms > m->cap_forms) {
+/* Room for one more form and for m->form's bytes: 0, or -1 when out of
+ * memory (arrays that grew are kept; they are only larger). */
+static int form_room(cp_minhash *m) {
+  if (m->n_forms + 1 > m->cap_forms) {
     size_t cap = m->cap_forms;
-    grow((void **)&m->form_item, &cap, m->n_forms, sizeof *m->form_item);
-    m->form_hash = cp_realloc(m->form_hash, cap * sizeof *m->form_hash);
-    m->form_off = cp_realloc(m->form_off, (cap + 1) * sizeof *m->form_off);
-    m->set_off = cp_realloc(m->set_off, (cap + 1) * sizeof *m->set_off);
-    m->keys = cp_realloc(m->keys, cap * (size_t)m->o.bands * sizeof *m->keys);
+    if (grow((void **)&m->form_item, &cap, m->n_forms + 1, sizeof *m->form_item))
+      return -1;
+    uint64_t *fh = cp_reallocarray(m->form_hash, cap, sizeof *fh);
+    if (!fh) return -1;
+    m->form_hash = fh;
+    size_t *fo = cp_reallocarray(m->form_off, cap + 1, sizeof *fo);
+    if (!fo) return -1;
+    m->form_off = fo;
+    size_t *so = cp_reallocarray(m->set_off, cap + 1, sizeof *so);
+    if (!so) return -1;
+    m->set_off = so;
+    uint32_t *keys = cp_reallocarray(m->keys, cap, (size_t)m->o.bands * sizeof *keys);
+    if (!keys) return -1;
+    m->keys = keys;
     m->cap_forms = cap;
   }
+  return cp_buf_reserve(&m->forms, m->form.len);
+}
+
+/* After form_room: cannot fail. */
+static uint32_t new_form(cp_minhash *m, uint64_t h, uint32_t item) {
+  uint32_t u = (uint32_t)m->n_forms++;
   m->form_item[u] = item;
   m->form_hash[u] = h;
   cp_buf_add(&m->forms, m->form.data ? m->form.data : "", m->form.len);
@@ -595,25 +665,35 @@ static uint32_t new_form(cp_minhash *m, uint64_t h, uint32_t item) {
 
 uint32_t cp_minhash_add(cp_minhash *m, const char *text, size_t len,
                         uint32_t *same_as) {
+  if (same_as) *same_as = CP_MINHASH_NONE;
+  if (cp_minhash_failed(m)) return CP_MINHASH_NONE;
   uint32_t item = (uint32_t)m->n_items;
+  /* everything that can run out of memory first, so that an item is added
+   * whole or not at all */
   if (m->n_items + 1 > m->cap_items) {
     size_t cap = m->cap_items;
-    grow((void **)&m->item_form, &cap, m->n_items + 1, sizeof *m->item_form);
-    m->text_off = cp_realloc(m->text_off, (cap + 1) * sizeof *m->text_off);
+    if (grow((void **)&m->item_form, &cap, m->n_items + 1, sizeof *m->item_form))
+      goto nomem;
+    size_t *to = cp_reallocarray(m->text_off, cap + 1, sizeof *to);
+    if (!to) goto nomem;
+    m->text_off = to;
     m->cap_items = cap;
   }
+  if (cp_buf_reserve(&m->texts, len)) goto nomem;
+  make_form(m, text, len);
+  if (cp_minhash_failed(m) || form_room(m) ||
+      (m->form.len && (m->n_forms + 1) * 2 > m->exact_cap && exact_grow(m)))
+    goto nomem;
+
   cp_buf_add(&m->texts, text, len);
   m->text_off[item + 1] = m->texts.len;
   m->n_items++;
-
-  make_form(m, text, len);
   uint32_t u = NO_ID;
   if (m->form.len == 0) {
     /* no shingles: its own form, never collapsed with other such texts */
     u = new_form(m, 0, item);
   } else {
     uint64_t h = XXH3_64bits(m->form.data, m->form.len);
-    if ((m->n_forms + 1) * 2 > m->exact_cap) exact_grow(m);
     size_t slot = 0;
     u = exact_find(m, h, &slot);
     if (u == NO_ID) {
@@ -625,6 +705,9 @@ uint32_t cp_minhash_add(cp_minhash *m, const char *text, size_t len,
   if (same_as)
     *same_as = m->form_item[u] == item ? CP_MINHASH_NONE : m->form_item[u];
   return item;
+nomem:
+  fail(m);
+  return CP_MINHASH_NONE;
 }
 
 /* ---- flushing: sets, signatures, band tables -------------------------------
@@ -651,31 +734,43 @@ static void flush_chunk(void *ctx, size_t chunk, int w) {
   flush_job *j = ctx;
   cp_minhash *m = j->m;
   scratch *s = &j->scr[w];
-  if (!s->sig) s->sig = cp_malloc((size_t)m->o.perms * sizeof *s->sig);
+  if (cp_minhash_failed(m)) return;
+  if (!s->sig) s->sig = cp_reallocarray(NULL, (size_t)m->o.perms, sizeof *s->sig);
   size_t from = j->from + chunk * FLUSH_CHUNK;
   size_t to = from + FLUSH_CHUNK < j->to ? from + FLUSH_CHUNK : j->to;
   chunk_sets *out = &j->out[chunk];
-  out->count = cp_malloc(2 * (to - from) * sizeof *out->count);
+  out->count = cp_reallocarray(NULL, 2 * (to - from), sizeof *out->count);
   /* room for the most features the chunk's forms can have (a shingle a
    * byte and a word every other byte, and the padding), so that the
    * arrays are not grown and copied form by form */
   size_t most = 0;
   for (size_t u = from; u < to; u++)
     most += (m->form_off[u + 1] - m->form_off[u]) * 3 / 2 + 4;
-  grow((void **)&out->codes, &out->cap_codes, most, sizeof *out->codes);
-  grow((void **)&out->rare, &out->cap_rare, most, sizeof *out->rare);
+  if (!s->sig || !out->count ||
+      grow((void **)&out->codes, &out->cap_codes, most, sizeof *out->codes) ||
+      grow((void **)&out->rare, &out->cap_rare, most, sizeof *out->rare)) {
+    fail(m);
+    return;
+  }
   for (size_t u = from; u < to; u++) {
     size_t nr;
     size_t nc = shingle_codes(m, s, m->forms.data + m->form_off[u],
                               m->form_off[u + 1] - m->form_off[u], &nr);
+    if (cp_minhash_failed(m)) return;
     if (nc + nr) sign_scratch(m, s, nc, nr, m->keys + u * (size_t)m->o.bands);
-    grow((void **)&out->codes, &out->cap_codes, out->n_codes + nc,
-         sizeof *out->codes);
+    if (grow((void **)&out->codes, &out->cap_codes, out->n_codes + nc,
+             sizeof *out->codes)) {
+      fail(m);
+      return;
+    }
     if (nc) memcpy(out->codes + out->n_codes, s->codes, nc * sizeof *s->codes);
     out->n_codes += nc;
     if (nr) {
-      grow((void **)&out->rare, &out->cap_rare, out->n_rare + nr,
-           sizeof *out->rare);
+      if (grow((void **)&out->rare, &out->cap_rare, out->n_rare + nr,
+               sizeof *out->rare)) {
+        fail(m);
+        return;
+      }
       memcpy(out->rare + out->n_rare, s->vals, nr * sizeof *s->vals);
       out->n_rare += nr;
     }
@@ -689,8 +784,11 @@ static void flush_chunk(void *ctx, size_t chunk, int w) {
  * depend on the threads). */
 static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
   size_t ci = 0, ri = 0;
-  grow((void **)&m->set_pool, &m->set_cap, m->set_len + c->n_codes + c->n_rare,
-       sizeof *m->set_pool);
+  if (grow((void **)&m->set_pool, &m->set_cap,
+           m->set_len + c->n_codes + c->n_rare, sizeof *m->set_pool)) {
+    fail(m);
+    return;
+  }
   for (size_t u = from; u < to; u++) {
     size_t nc = c->count[2 * (u - from)], nr = c->count[2 * (u - from) + 1];
     if (nc + nr == 0) { /* no features; the pool may not exist yet */
@@ -710,6 +808,10 @@ static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
       size_t added = n - nc;
       sort_u32(dst + nc, added);
       uint32_t tail[64], *t = added <= 64 ? tail : cp_malloc(added * sizeof *t);
+      if (!t) {
+        fail(m);
+        return;
+      }
       memcpy(t, dst + nc, added * sizeof *t);
       size_t i = nc, k = added, o = n;
       while (k > 0) {
@@ -752,18 +854,27 @@ typedef struct sort_job {
 
 static void sort_band(void *ctx, size_t b, int w) {
   sort_job *j = ctx;
-  if (!j->tmp[w]) {
-    j->tmp[w] = cp_malloc(j->m->band_n * sizeof *j->tmp[w]);
-    j->count[w] = cp_malloc(65537 * sizeof *j->count[w]);
+  if (cp_minhash_failed(j->m)) return;
+  if (!j->tmp[w]) j->tmp[w] = cp_reallocarray(NULL, j->m->band_n, sizeof *j->tmp[w]);
+  if (!j->count[w]) j->count[w] = cp_reallocarray(NULL, 65537, sizeof *j->count[w]);
+  if (!j->tmp[w] || !j->count[w]) {
+    fail(j->m);
+    return;
   }
   radix_sort(j->m->band[b], j->tmp[w], j->m->band_n, j->count[w]);
 }
 
 static void sort_bands(cp_minhash *m) {
-  if (m->band_sorted == m->band_n) return;
+  if (m->band_sorted == m->band_n || cp_minhash_failed(m)) return;
   int t = m->o.threads;
   uint64_t **tmp = cp_calloc((size_t)t, sizeof *tmp);
   size_t **count = cp_calloc((size_t)t, sizeof *count);
+  if (!tmp || !count) {
+    free(tmp);
+    free(count);
+    fail(m);
+    return;
+  }
   sort_job j = {m, tmp, count};
   cp_parallel_run(m->band_n > 4096 ? t : 1, (size_t)m->o.bands, sort_band, &j);
   for (int i = 0; i < t; i++) {
@@ -778,18 +889,25 @@ static void sort_bands(cp_minhash *m) {
 /* Builds the sets and signatures of the forms added since the last flush
  * and enters them in the band tables. */
 static void flush(cp_minhash *m) {
-  if (m->n_signed == m->n_forms) return;
+  if (m->n_signed == m->n_forms || cp_minhash_failed(m)) return;
   size_t from = m->n_signed, to = m->n_forms;
   int t = m->o.threads;
   size_t chunks = (to - from + FLUSH_CHUNK - 1) / FLUSH_CHUNK;
   flush_job j = {m, from, to, cp_calloc(chunks, sizeof(chunk_sets)),
                  cp_calloc((size_t)t, sizeof(scratch))};
+  if (!j.out || !j.scr) {
+    free(j.out);
+    free(j.scr);
+    fail(m);
+    return;
+  }
   cp_parallel_run(to - from >= 2 * FLUSH_CHUNK ? t : 1, chunks, flush_chunk,
                   &j);
   for (size_t c = 0; c < chunks; c++) {
     size_t cf = from + c * FLUSH_CHUNK;
-    store_chunk(m, &j.out[c], cf,
-                cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to);
+    if (!cp_minhash_failed(m))
+      store_chunk(m, &j.out[c], cf,
+                  cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to);
     free(j.out[c].codes);
     free(j.out[c].rare);
     free(j.out[c].count);
@@ -798,15 +916,25 @@ static void flush(cp_minhash *m) {
     scratch_free(&j.scr[i]);
   free(j.scr);
   free(j.out);
+  if (cp_minhash_failed(m)) return;
 
   size_t add = 0;
   for (size_t u = from; u < to; u++)
     add += m->set_off[u + 1] > m->set_off[u];
   if (m->band_n + add > m->band_cap) {
     size_t cap = m->band_cap;
-    grow((void **)&m->band[0], &cap, m->band_n + add, sizeof(uint64_t));
-    for (int b = 1; b < m->o.bands; b++)
-      m->band[b] = cp_realloc(m->band[b], cap * sizeof(uint64_t));
+    if (grow((void **)&m->band[0], &cap, m->band_n + add, sizeof(uint64_t))) {
+      fail(m);
+      return;
+    }
+    for (int b = 1; b < m->o.bands; b++) {
+      uint64_t *grown = cp_reallocarray(m->band[b], cap, sizeof(uint64_t));
+      if (!grown) { /* bands grown so far are only larger */
+        fail(m);
+        return;
+      }
+      m->band[b] = grown;
+    }
     m->band_cap = cap;
   }
   for (size_t u = from; u < to; u++) {
@@ -902,14 +1030,26 @@ static double jaccard_with(const cp_minhash *m, const uint32_t *a, size_t nk,
 double cp_minhash_jaccard(cp_minhash *m, const char *a, size_t alen,
                           const char *b, size_t blen) {
   size_t ra, rb;
+  if (cp_minhash_failed(m)) return -1.0;
   make_form(m, a, alen);
   size_t na = shingle_codes(m, &m->scr, m->form.data, m->form.len, &ra);
-  uint32_t *ca = cp_malloc((na + 1) * sizeof *ca);
-  uint64_t *va = cp_malloc((ra + 1) * sizeof *va);
+  uint32_t *ca = cp_reallocarray(NULL, na + 1, sizeof *ca);
+  uint64_t *va = cp_reallocarray(NULL, ra + 1, sizeof *va);
+  if (!ca || !va) fail(m);
+  if (cp_minhash_failed(m)) {
+    free(ca);
+    free(va);
+    return -1.0;
+  }
   if (na) memcpy(ca, m->scr.codes, na * sizeof *ca);
   if (ra) memcpy(va, m->scr.vals, ra * sizeof *va);
   make_form(m, b, blen);
   size_t nb = shingle_codes(m, &m->scr, m->form.data, m->form.len, &rb);
+  if (cp_minhash_failed(m)) {
+    free(ca);
+    free(va);
+    return -1.0;
+  }
   size_t inter = intersect(ca, na, m->scr.codes, nb) +
                  intersect64(va, ra, m->scr.vals, rb);
   free(ca);
@@ -936,8 +1076,12 @@ size_t cp_minhash_query(cp_minhash *m, const char *text, size_t len, size_t k,
   size_t nr;
   size_t nk = shingle_codes(m, &m->scr, m->form.data, m->form.len, &nr);
   size_t n = nk + nr;
-  if (n == 0) return 0;
-  uint32_t *keys = cp_malloc((size_t)m->o.bands * sizeof *keys);
+  if (n == 0 || cp_minhash_failed(m)) return 0;
+  uint32_t *keys = cp_reallocarray(NULL, (size_t)m->o.bands, sizeof *keys);
+  if (!keys) {
+    fail(m);
+    return 0;
+  }
   sign_scratch(m, &m->scr, nk, nr, keys);
 
   /* every form that agrees on a band, once for each band it agrees on */
@@ -954,7 +1098,12 @@ size_t cp_minhash_query(cp_minhash *m, const char *text, size_t len, size_t k,
           if (part == 0) break;
           continue;
         }
-        grow((void **)&hit, &hit_cap, n_hit + 1, sizeof *hit);
+        if (grow((void **)&hit, &hit_cap, n_hit + 1, sizeof *hit)) {
+          fail(m);
+          free(hit);
+          free(keys);
+          return 0;
+        }
         hit[n_hit++] = (uint32_t)a[i];
       }
     }
@@ -995,12 +1144,14 @@ typedef struct pair_vec {
   size_t n, cap;
 } pair_vec;
 
-static void pair_push(pair_vec *v, uint32_t a, uint32_t b, double s) {
-  grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p);
+/* 0, or -1 when out of memory. */
+static int pair_push(pair_vec *v, uint32_t a, uint32_t b, double s) {
+  if (grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
   v->p[v->n].a = a;
   v->p[v->n].b = b;
   v->p[v->n].score = s;
   v->n++;
+  return 0;
 }
 
 typedef struct find_job {
@@ -1030,9 +1181,14 @@ static void locate_band(void *ctx, size_t b, int w) {
 static void find_chunk(void *ctx, size_t chunk, int w) {
   find_job *j = ctx;
   cp_minhash *m = j->m;
+  if (cp_minhash_failed(m)) return;
   if (!j->stamp[w]) {
     j->stamp[w] = cp_calloc(m->n_forms, sizeof(uint32_t));
     j->agree[w] = cp_calloc(m->n_forms, sizeof(uint16_t));
+    if (!j->stamp[w] || !j->agree[w]) { /* both freed with the job */
+      fail(m);
+      return;
+    }
   }
   uint32_t *stamp = j->stamp[w];
   uint16_t *agree = j->agree[w];
@@ -1062,8 +1218,11 @@ static void find_chunk(void *ctx, size_t chunk, int w) {
       uint32_t key = (uint32_t)(a[i] >> 32);
       while (i > 0 && (uint32_t)(a[i - 1] >> 32) == key)
         i--;
-      grow((void **)&j->cand[w], &j->cand_cap[w], nc + (at - i),
-           sizeof(uint32_t));
+      if (grow((void **)&j->cand[w], &j->cand_cap[w], nc + (at - i),
+               sizeof(uint32_t))) {
+        fail(m);
+        return;
+      }
       uint32_t *cand = j->cand[w];
       for (; i < at; i++) {
         uint32_t v = (uint32_t)a[i];
@@ -1095,13 +1254,18 @@ static void find_chunk(void *ctx, size_t chunk, int w) {
       double s = jaccard_with(m, m->set_pool + uo, nu, nu, v, m->o.threshold);
       if (s < m->o.threshold) continue;
       uint32_t ia = m->form_item[v], ib = m->form_item[u];
-      if (!j->nearest)
-        pair_push(out, ia, ib, s);
-      else if (s > best.score || (s == best.score && ia < best.a))
+      if (!j->nearest) {
+        if (pair_push(out, ia, ib, s)) {
+          fail(m);
+          return;
+        }
+      } else if (s > best.score || (s == best.score && ia < best.a))
         best = (cp_minhash_pair){ia, ib, s};
     }
-    if (j->nearest && best.score >= 0)
-      pair_push(out, best.a, best.b, best.score);
+    if (j->nearest && best.score >= 0 && pair_push(out, best.a, best.b, best.score)) {
+      fail(m);
+      return;
+    }
   }
 }
 
@@ -1113,24 +1277,31 @@ static int cmp_pair(const void *x, const void *y) {
 
 void cp_minhash_find_all(cp_minhash *m, int nearest, cp_minhash_pair **out,
                          size_t *n) {
+  *out = NULL;
+  *n = 0;
   flush(m);
   sort_bands(m);
+  if (cp_minhash_failed(m)) return;
   size_t chunks = (m->n_forms + VERIFY_CHUNK - 1) / VERIFY_CHUNK;
   int t = m->o.threads;
   find_job j = {m,
                 nearest,
-                cp_calloc(chunks ? chunks : 1, sizeof(pair_vec)),
-                cp_malloc((m->n_forms ? m->n_forms : 1) * (size_t)m->o.bands *
-                          sizeof(uint32_t)),
+                cp_calloc(chunks, sizeof(pair_vec)),
+                cp_reallocarray(NULL, m->n_forms ? m->n_forms : 1,
+                                (size_t)m->o.bands * sizeof(uint32_t)),
                 cp_calloc((size_t)t, sizeof(uint32_t *)),
                 cp_calloc((size_t)t, sizeof(uint16_t *)),
                 cp_calloc((size_t)t, sizeof(uint32_t *)),
                 cp_calloc((size_t)t, sizeof(size_t))};
-  cp_parallel_run(m->band_n > 4096 ? t : 1, (size_t)m->o.bands, locate_band,
-                  &j);
-  cp_parallel_run(chunks > 1 ? t : 1, chunks, find_chunk, &j);
+  if (!j.out || !j.pos || !j.stamp || !j.agree || !j.cand || !j.cand_cap) {
+    fail(m);
+  } else {
+    cp_parallel_run(m->band_n > 4096 ? t : 1, (size_t)m->o.bands, locate_band,
+                    &j);
+    cp_parallel_run(chunks > 1 ? t : 1, chunks, find_chunk, &j);
+  }
   free(j.pos);
-  for (int i = 0; i < t; i++) {
+  for (int i = 0; i < t && j.stamp && j.agree && j.cand; i++) {
     free(j.stamp[i]);
     free(j.agree[i]);
     free(j.cand[i]);
@@ -1141,20 +1312,27 @@ void cp_minhash_find_all(cp_minhash *m, int nearest, cp_minhash_pair **out,
   free(j.cand_cap);
 
   pair_vec all = {NULL, 0, 0};
-  for (size_t c = 0; c < chunks; c++) {
+  for (size_t c = 0; j.out && c < chunks; c++) {
     pair_vec *v = &j.out[c];
-    if (v->n) {
-      grow((void **)&all.p, &all.cap, all.n + v->n, sizeof *all.p);
-      memcpy(all.p + all.n, v->p, v->n * sizeof *v->p);
-      all.n += v->n;
+    if (v->n && !cp_minhash_failed(m)) {
+      if (grow((void **)&all.p, &all.cap, all.n + v->n, sizeof *all.p)) {
+        fail(m);
+      } else {
+        memcpy(all.p + all.n, v->p, v->n * sizeof *v->p);
+        all.n += v->n;
+      }
     }
     free(v->p);
   }
   free(j.out);
   /* later items with the form of an earlier one */
-  for (size_t i = 0; i < m->n_items; i++) {
+  for (size_t i = 0; i < m->n_items && !cp_minhash_failed(m); i++) {
     uint32_t first = m->form_item[m->item_form[i]];
-    if (first != i) pair_push(&all, first, (uint32_t)i, 1.0);
+    if (first != i && pair_push(&all, first, (uint32_t)i, 1.0)) fail(m);
+  }
+  if (cp_minhash_failed(m)) {
+    free(all.p);
+    return;
   }
   if (all.n > 1) qsort(all.p, all.n, sizeof *all.p, cmp_pair);
   *out = all.p;

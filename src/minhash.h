@@ -67,14 +67,22 @@ double cp_minhash_candidate_prob(const cp_minhash_opts *o, double j);
 typedef struct cp_minhash cp_minhash;
 
 /* A new, empty index; o must have passed cp_minhash_opts_check. The caller
- * owns the index and frees it with cp_minhash_free. */
+ * owns the index and frees it with cp_minhash_free. NULL when out of
+ * memory. */
 cp_minhash *cp_minhash_new(const cp_minhash_opts *o);
 void cp_minhash_free(cp_minhash *m);
 const cp_minhash_opts *cp_minhash_options(const cp_minhash *m);
 
+/* 1 once memory ran out inside the index (on any thread): its answers are
+ * incomplete from then on, so every call after that does nothing and
+ * finds nothing (add returns CP_MINHASH_NONE, jaccard -1), and a caller
+ * checks this before trusting a result. Only freeing is left. */
+int cp_minhash_failed(const cp_minhash *m);
+
 #define CP_MINHASH_NONE UINT32_MAX
 
-/* Adds a text (copied) as the next item and returns its number (0-based).
+/* Adds a text (copied) as the next item and returns its number (0-based),
+ * or CP_MINHASH_NONE when memory runs out (nothing is added).
  * *same_as (may be NULL) is set to the first earlier item with the same
  * near form, or CP_MINHASH_NONE. Signatures are computed lazily, in bulk
  * and in parallel, by the next query or find. */

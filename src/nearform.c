@@ -211,7 +211,11 @@ void cp_nearform(const char *s, size_t len, cp_buf *scratch, cp_buf *out) {
   size_t nlen;
   cp_normalize(CP_NORM_CASEFOLD, s, len, scratch, &n, &nlen);
   cp_buf_reset(out);
-  cp_buf_reserve(out, nlen + 1);
+  if (!cp_buf_ok(scratch)) { /* memory ran out: out fails too */
+    out->failed = 1;
+    return;
+  }
+  if (cp_buf_reserve(out, nlen + 1)) return;
   for (size_t i = 0; i < nlen;) {
     uint32_t cp;
     size_t k = cp_nearform_next(n + i, nlen - i, &cp);

@@ -32,7 +32,8 @@
 
 /* Writes the near form of s[0..len) (UTF-8; ill-formed bytes are kept as
  * word characters of their own) to out, which is reset first; scratch is
- * working space. Both buffers are the caller's. */
+ * working space. Both buffers are the caller's. When memory runs out, out
+ * is left failed (cp_buf_ok) and must not be used. */
 void cp_nearform(const char *s, size_t len, cp_buf *scratch, cp_buf *out);
 
 /* Decodes the character at s (len > 0) into *cp and returns its length. An

@@ -173,6 +173,13 @@ static int ascii_only(const char *s, size_t len) {
   return 1;
 }
 
+/* Empties scratch and makes room for n bytes and a NUL; -1 (scratch
+ * failed) when memory runs out. */
+static int room(cp_buf *scratch, size_t n) {
+  cp_buf_reset(scratch);
+  return cp_buf_reserve(scratch, n + 1);
+}
+
 static void fold_utf8proc(const char *s, size_t len, cp_buf *scratch,
                           int collapse) {
   utf8proc_uint8_t *mapped = NULL;
@@ -181,10 +188,16 @@ static void fold_utf8proc(const char *s, size_t len, cp_buf *scratch,
       (utf8proc_option_t)(UTF8PROC_COMPOSE | UTF8PROC_COMPAT |
                           UTF8PROC_CASEFOLD | UTF8PROC_STABLE));
   cp_buf_reset(scratch);
+  if (n == UTF8PROC_ERROR_NOMEM) { /* not ill-formed: no result at all */
+    free(mapped);
+    cp_alloc_note_failure();
+    scratch->failed = 1;
+    return;
+  }
   if (n < 0) {
     /* Ill-formed input: keep the bytes, fold what is ASCII. */
     free(mapped);
-    cp_buf_reserve(scratch, len + 1);
+    if (room(scratch, len)) return;
     if (collapse) {
       scratch->len = collapse_into(s, len, scratch->data, 1);
     } else {
@@ -195,30 +208,39 @@ static void fold_utf8proc(const char *s, size_t len, cp_buf *scratch,
       scratch->len = len;
     }
   } else if (collapse) {
-    cp_buf_reserve(scratch, (size_t)n + 1);
+    if (room(scratch, (size_t)n)) {
+      free(mapped);
+      return;
+    }
     scratch->len = collapse_into((const char *)mapped, (size_t)n,
                                  scratch->data, 0);
     free(mapped);
   } else {
     cp_buf_add(scratch, mapped, (size_t)n);
     free(mapped);
+    if (!cp_buf_ok(scratch)) return;
   }
   scratch->data[scratch->len] = '\0';
+}
+
+/* The result of a normalisation written to scratch; empty when it failed. */
+static void result(cp_buf *scratch, const char **out, size_t *out_len) {
+  *out = cp_buf_ok(scratch) && scratch->data ? scratch->data : "";
+  *out_len = cp_buf_ok(scratch) ? scratch->len : 0;
 }
 
 void cp_casefold(const char *s, size_t len, cp_buf *scratch,
                  const char **out, size_t *out_len) {
   if (cp_utf8_plain_prefix(s, len) == len) {
-    cp_buf_reset(scratch);
-    cp_buf_reserve(scratch, len + 1);
-    ascii_lower(s, len, scratch->data);
-    scratch->len = len;
-    scratch->data[len] = '\0';
+    if (room(scratch, len) == 0) {
+      ascii_lower(s, len, scratch->data);
+      scratch->len = len;
+      scratch->data[len] = '\0';
+    }
   } else {
     fold_utf8proc(s, len, scratch, 0);
   }
-  *out = scratch->data;
-  *out_len = scratch->len;
+  result(scratch, out, out_len);
 }
 
 /* 1 when printable ASCII s is already case-folded and collapsed: no
@@ -263,18 +285,17 @@ void cp_normalize_plain(cp_norm_mode mode, const char *s, size_t len,
     return;
   }
   int single = mode == CP_NORM_CASEFOLD && single_spaced(s + a, b - a);
-  cp_buf_reset(scratch);
-  cp_buf_reserve(scratch, len + 1);
-  if (single) {
-    ascii_lower(s + a, b - a, scratch->data);
-    scratch->len = b - a;
-  } else {
-    scratch->len = collapse_into(s + a, b - a, scratch->data,
-                                 mode == CP_NORM_CASEFOLD);
+  if (room(scratch, len) == 0) {
+    if (single) {
+      ascii_lower(s + a, b - a, scratch->data);
+      scratch->len = b - a;
+    } else {
+      scratch->len = collapse_into(s + a, b - a, scratch->data,
+                                   mode == CP_NORM_CASEFOLD);
+    }
+    scratch->data[scratch->len] = '\0';
   }
-  scratch->data[scratch->len] = '\0';
-  *out = scratch->data;
-  *out_len = scratch->len;
+  result(scratch, out, out_len);
 }
 
 void cp_normalize(cp_norm_mode mode, const char *s, size_t len,
@@ -297,10 +318,10 @@ void cp_normalize(cp_norm_mode mode, const char *s, size_t len,
       *out_len = b - a;
       return;
     }
-    cp_buf_reset(scratch);
-    cp_buf_reserve(scratch, len + 1);
-    scratch->len = collapse_into(s, len, scratch->data, 0);
-    scratch->data[scratch->len] = '\0';
+    if (room(scratch, len) == 0) {
+      scratch->len = collapse_into(s, len, scratch->data, 0);
+      scratch->data[scratch->len] = '\0';
+    }
     break;
   case CP_NORM_CASEFOLD:
     if (cp_utf8_plain_prefix(s, len) == len) {
@@ -310,15 +331,14 @@ void cp_normalize(cp_norm_mode mode, const char *s, size_t len,
     if (ascii_only(s, len)) {
       /* Tabs and other ASCII controls: NFKC leaves ASCII alone, so folding
        * is lower-casing and the rest is collapsing. */
-      cp_buf_reset(scratch);
-      cp_buf_reserve(scratch, len + 1);
-      scratch->len = collapse_into(s, len, scratch->data, 1);
-      scratch->data[scratch->len] = '\0';
+      if (room(scratch, len) == 0) {
+        scratch->len = collapse_into(s, len, scratch->data, 1);
+        scratch->data[scratch->len] = '\0';
+      }
     } else {
       fold_utf8proc(s, len, scratch, 1);
     }
     break;
   }
-  *out = scratch->data;
-  *out_len = scratch->len;
+  result(scratch, out, out_len);
 }

@@ -26,7 +26,9 @@ const char *cp_norm_mode_name(cp_norm_mode mode);
  * needs no rewriting (always for none and trim), otherwise it is written to
  * scratch (reset first). *out stays valid until s or scratch change.
  * Ill-formed UTF-8 never fails: it is kept byte for byte, and casefold then
- * lower-cases only its ASCII letters. */
+ * lower-cases only its ASCII letters. Running out of memory does: scratch
+ * is left failed (cp_buf_ok) and *out is empty, so a caller that writes to
+ * scratch checks it before trusting the result. */
 void cp_normalize(cp_norm_mode mode, const char *s, size_t len,
                   cp_buf *scratch, const char **out, size_t *out_len);
 
@@ -36,7 +38,8 @@ void cp_normalize_plain(cp_norm_mode mode, const char *s, size_t len,
                         cp_buf *scratch, const char **out, size_t *out_len);
 
 /* NFKC case folding alone, white space untouched: what "equal after case
- * folding" means for the examples of one intent batch. Writes to scratch. */
+ * folding" means for the examples of one intent batch. Writes to scratch
+ * (failed when memory runs out, as for cp_normalize). */
 void cp_casefold(const char *s, size_t len, cp_buf *scratch,
                  const char **out, size_t *out_len);
 

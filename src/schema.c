@@ -42,20 +42,36 @@ typedef struct walk {
 static void report(walk *w, const cp_json *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A violation that cannot be kept for want of memory marks the errors
+ * out_of_memory instead. */
 static void report(walk *w, const cp_json *at, const char *fmt, ...) {
   cp_schema_errors *e = w->errs;
   if (e->n == e->cap) {
-    e->cap = e->cap ? e->cap * 2 : 8;
-    e->items = cp_realloc(e->items, e->cap * sizeof *e->items);
+    size_t cap = e->cap ? e->cap * 2 : 8;
+    cp_schema_error *items = cp_reallocarray(e->items, cap, sizeof *items);
+    if (!items) {
+      e->out_of_memory = 1;
+      return;
+    }
+    e->items = items;
+    e->cap = cap;
   }
   cp_buf msg = CP_BUF_INIT;
   va_list ap;
   va_start(ap, fmt);
   cp_buf_vprintf(&msg, fmt, ap);
   va_end(ap);
+  char *path = cp_buf_ok(&w->path) ? cp_strdup(w->path.len ? w->path.data : "$") : NULL;
+  char *message = cp_buf_steal(&msg, NULL);
+  if (!path || !message) {
+    free(path);
+    free(message);
+    e->out_of_memory = 1;
+    return;
+  }
   cp_schema_error *it = &e->items[e->n++];
-  it->path = cp_strdup(w->path.len ? w->path.data : "$");
-  it->message = cp_buf_steal(&msg, NULL);
+  it->path = path;
+  it->message = message;
   it->offset = at ? at->offset : 0;
 }
 
@@ -222,8 +238,9 @@ int cp_schema_dataset_payload(const cp_json *root, cp_schema_errors *errs) {
   pop(&w, old);
 
 done:
+  if (!cp_buf_ok(&w.path)) errs->out_of_memory = 1;
   cp_buf_free(&w.path);
-  return errs->n == before;
+  return errs->n == before && !errs->out_of_memory;
 }
 
 /* ---- §4.2 intent example batches ---------------------------------------- */
@@ -363,7 +380,12 @@ int cp_schema_intent_batch(const cp_json *root, const cp_batch_opts *o,
   if (n > o->max_examples)
     report(&w, ex, "has %zu examples; at most %zu are allowed in one batch",
            n, o->max_examples);
-  f = cp_calloc(n ? n : 1, sizeof *f);
+  f = cp_calloc(n, sizeof *f);
+  if (!f) {
+    errs->out_of_memory = 1;
+    pop(&w, old);
+    goto done;
+  }
   int64_t active = 0;
   cp_buf scratch = CP_BUF_INIT;
   for (size_t i = 0; i < n; i++) {
@@ -379,7 +401,11 @@ int cp_schema_intent_batch(const cp_json *root, const cp_batch_opts *o,
       const char *fs;
       size_t fl;
       cp_casefold(t->u.str.s, t->u.str.len, &scratch, &fs, &fl);
-      f[nf].s = cp_strndup(fs, fl);
+      f[nf].s = cp_buf_ok(&scratch) ? cp_strndup(fs, fl) : NULL;
+      if (!f[nf].s) { /* a repeat could go unseen: no verdict */
+        errs->out_of_memory = 1;
+        continue;
+      }
       f[nf].len = fl;
       f[nf].index = i;
       nf++;
@@ -412,8 +438,9 @@ int cp_schema_intent_batch(const cp_json *root, const cp_batch_opts *o,
 done:
   for (size_t i = 0; i < nf; i++) free(f[i].s);
   free(f);
+  if (!cp_buf_ok(&w.path)) errs->out_of_memory = 1;
   cp_buf_free(&w.path);
-  return errs->n == before;
+  return errs->n == before && !errs->out_of_memory;
 }
 
 /* ---- §4.3 v2 sentences --------------------------------------------------- */
@@ -442,6 +469,7 @@ int cp_schema_v2_sentence(const cp_json *root, cp_schema_errors *errs) {
   }
   pop(&w, old);
 done:
+  if (!cp_buf_ok(&w.path)) errs->out_of_memory = 1;
   cp_buf_free(&w.path);
-  return errs->n == before;
+  return errs->n == before && !errs->out_of_memory;
 }

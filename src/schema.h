@@ -23,6 +23,9 @@ typedef struct cp_schema_error {
 typedef struct cp_schema_errors {
   cp_schema_error *items;
   size_t n, cap;
+  /* Memory ran out while checking: violations may be missing, so the
+   * payload must be taken as neither valid nor fully reported. */
+  int out_of_memory;
 } cp_schema_errors;
 
 void cp_schema_errors_init(cp_schema_errors *e);
@@ -41,7 +44,8 @@ typedef struct cp_batch_opts {
 
 void cp_batch_opts_init(cp_batch_opts *o);
 
-/* Each returns 1 when root is valid, 0 after appending its violations. */
+/* Each returns 1 when root is valid, 0 after appending its violations or
+ * when memory ran out (errs->out_of_memory). */
 int cp_schema_dataset_payload(const cp_json *root, cp_schema_errors *errs);
 int cp_schema_intent_batch(const cp_json *root, const cp_batch_opts *o,
                            cp_schema_errors *errs);

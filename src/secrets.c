@@ -37,28 +37,36 @@ void cp_secrets_free(cp_secrets *s) {
 
 size_t cp_secrets_count(const cp_secrets *s) { return s ? s->n : 0; }
 
-static void insert(cp_secrets *s, const char *v, size_t len) {
+/* 0, or -1 when out of memory (the registry is as it was). */
+static int insert(cp_secrets *s, const char *v, size_t len) {
   size_t at = s->n;
   for (size_t i = 0; i < s->n; i++) {
-    if (s->items[i].len == len && memcmp(s->items[i].v, v, len) == 0) return;
+    if (s->items[i].len == len && memcmp(s->items[i].v, v, len) == 0) return 0;
     if (s->items[i].len < len && at == s->n) at = i;
   }
   if (s->n == s->cap) {
-    s->cap = s->cap ? s->cap * 2 : 8;
-    s->items = cp_realloc(s->items, s->cap * sizeof *s->items);
+    size_t cap = s->cap ? s->cap * 2 : 8;
+    secret *items = cp_reallocarray(s->items, cap, sizeof *items);
+    if (!items) return -1;
+    s->items = items;
+    s->cap = cap;
   }
+  char *copy = cp_strndup(v, len);
+  if (!copy) return -1;
   memmove(&s->items[at + 1], &s->items[at], (s->n - at) * sizeof *s->items);
-  s->items[at].v = cp_strndup(v, len);
+  s->items[at].v = copy;
   s->items[at].len = len;
   s->n++;
+  return 0;
 }
 
 static int unreserved(unsigned char c) {
   return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
 
-/* The forms a value takes in a form body or URL: %XX, and '+' for space. */
-static void add_encoded(cp_secrets *s, const char *v, size_t len, int plus) {
+/* The forms a value takes in a form body or URL: %XX, and '+' for space.
+ * 0, or -1 when out of memory. */
+static int add_encoded(cp_secrets *s, const char *v, size_t len, int plus) {
   static const char hex[] = "0123456789ABCDEF";
   cp_buf b = CP_BUF_INIT;
   for (size_t i = 0; i < len; i++) {
@@ -72,22 +80,27 @@ static void add_encoded(cp_secrets *s, const char *v, size_t len, int plus) {
       cp_buf_add(&b, e, 3);
     }
   }
-  if (b.len != len || memcmp(b.data, v, len) != 0) insert(s, b.data, b.len);
-  memset(b.data, 0, b.len);
+  int rc = cp_buf_ok(&b) ? 0 : -1;
+  if (rc == 0 && (b.len != len || memcmp(b.data, v, len) != 0))
+    rc = insert(s, b.data, b.len);
+  if (b.data) memset(b.data, 0, b.cap);
   cp_buf_free(&b);
+  return rc;
 }
 
 int cp_secret_add(cp_secrets *s, const char *v, size_t len) {
   if (len < CP_SECRET_MIN) return -1;
-  insert(s, v, len);
-  add_encoded(s, v, len, 0);
-  if (memchr(v, ' ', len)) add_encoded(s, v, len, 1);
+  int rc = insert(s, v, len);
+  if (rc == 0) rc = add_encoded(s, v, len, 0);
+  if (rc == 0 && memchr(v, ' ', len)) rc = add_encoded(s, v, len, 1);
   cp_buf j = CP_BUF_INIT;
-  if (cp_json_add_string(&j, v, len) == 0 && j.len - 2 != len)
-    insert(s, j.data + 1, j.len - 2); /* without the quotes */
-  if (j.data) memset(j.data, 0, j.len);
+  if (rc == 0 && cp_json_add_string(&j, v, len) == 0) {
+    if (!cp_buf_ok(&j)) rc = -1;
+    else if (j.len - 2 != len) rc = insert(s, j.data + 1, j.len - 2); /* no quotes */
+  }
+  if (j.data) memset(j.data, 0, j.cap);
   cp_buf_free(&j);
-  return 0;
+  return rc ? -2 : 0;
 }
 
 /* ---- names ------------------------------------------------------------------
@@ -288,8 +301,7 @@ static int registry_gc(lua_State *L) {
   return 0;
 }
 
-cp_secrets *cp_secrets_of(cp_runtime *rt) {
-  lua_State *L = cp_runtime_main_lua(rt);
+cp_secrets *cp_secrets_of(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, REG_KEY);
   cp_secrets **box = lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -302,7 +314,10 @@ cp_secrets *cp_secrets_of(cp_runtime *rt) {
   lua_pushcfunction(L, registry_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, REG_KEY); /* before C memory exists */
   *box = cp_secrets_new(); /* owned by the userdata; freed by its __gc */
-  lua_setfield(L, LUA_REGISTRYINDEX, REG_KEY);
+  lua_pop(L, 1);
+  if (!*box) luaL_error(L, "out of memory while creating the secret registry");
   return *box;
 }

@@ -59,11 +59,16 @@ struct cp_vecset {
 
 cp_vecset *cp_vecset_new(size_t dim) {
   cp_vecset *s = cp_calloc(1, sizeof *s);
+  if (!s) return NULL;
   atomic_init(&s->refs, 1);
   atomic_init(&s->readers, 0);
   s->dim = dim;
   s->text_off = cp_calloc(1, sizeof *s->text_off);
   s->intent_off = cp_calloc(1, sizeof *s->intent_off);
+  if (!s->text_off || !s->intent_off) {
+    cp_vecset_unref(s);
+    return NULL;
+  }
   return s;
 }
 
@@ -116,9 +121,11 @@ const char *cp_vecset_intent(const cp_vecset *s, size_t i, size_t *len) {
   return s->intents.data + s->intent_off[i];
 }
 
-static void index_grow(cp_vecset *s) {
+/* 0, or -1 when out of memory (the index is as it was). */
+static int index_grow(cp_vecset *s) {
   size_t cap = s->index_cap ? s->index_cap * 2 : 256;
   uint32_t *t = cp_calloc(cap, sizeof *t);
+  if (!t) return -1;
   for (size_t i = 0; i < s->index_cap; i++) {
     uint32_t r = s->index[i];
     if (!r) continue;
@@ -130,6 +137,42 @@ static void index_grow(cp_vecset *s) {
   free(s->index);
   s->index = t;
   s->index_cap = cap;
+  return 0;
+}
+
+/* Room for one more row in every array: 0, or -1 when out of memory. Each
+ * array that did grow is kept (it is only larger than needed), so a
+ * failure leaves the rows as they were. */
+static int make_room(cp_vecset *s, size_t dim, size_t tlen, size_t ilen,
+                     int has_intent) {
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    if (dim && cap > SIZE_MAX / sizeof(float) / dim) return -1;
+    float *rows = cp_realloc(s->rows, cap * dim * sizeof *rows);
+    if (!rows) return -1;
+    s->rows = rows;
+    size_t *to = cp_reallocarray(s->text_off, cap + 1, sizeof *to);
+    if (!to) return -1;
+    s->text_off = to;
+    size_t *io = cp_reallocarray(s->intent_off, cap + 1, sizeof *io);
+    if (!io) return -1;
+    s->intent_off = io;
+    unsigned char *hi = cp_realloc(s->has_intent, cap);
+    if (!hi) return -1;
+    s->has_intent = hi;
+    uint64_t *h = cp_reallocarray(s->hashes, cap, sizeof *h);
+    if (!h) return -1;
+    s->hashes = h;
+    s->cap = cap;
+  }
+  if ((s->n + 2) * 2 > s->index_cap && index_grow(s)) return -1;
+  /* a reserve that fails changes nothing: the buffers stay usable */
+  if (cp_buf_reserve(&s->texts, tlen) ||
+      (has_intent && cp_buf_reserve(&s->intents, ilen))) {
+    s->texts.failed = s->intents.failed = 0;
+    return -1;
+  }
+  return 0;
 }
 
 /* Slot of the row with this text, or of the empty slot where it would go. */
@@ -178,15 +221,9 @@ static long add_row(cp_vecset *s, const double *norm_src, const float *fsrc,
     *why = "zero";
     return -1;
   }
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 64;
-    s->rows = cp_realloc(s->rows, cap * dim * sizeof *s->rows);
-    s->text_off = cp_realloc(s->text_off, (cap + 1) * sizeof *s->text_off);
-    s->intent_off =
-        cp_realloc(s->intent_off, (cap + 1) * sizeof *s->intent_off);
-    s->has_intent = cp_realloc(s->has_intent, cap);
-    s->hashes = cp_realloc(s->hashes, cap * sizeof *s->hashes);
-    s->cap = cap;
+  if (make_room(s, dim, text ? tlen : 0, ilen, intent != NULL)) {
+    *why = "memory";
+    return -1;
   }
   double inv = 1.0 / sqrt(ss);
   float *row = s->rows + s->n * dim;
@@ -202,13 +239,27 @@ static long add_row(cp_vecset *s, const double *norm_src, const float *fsrc,
   if (intent) cp_buf_add(&s->intents, intent, ilen);
   s->intent_off[r + 1] = s->intents.len;
 
-  if ((s->n + 1) * 2 > s->index_cap) index_grow(s);
   size_t tl;
   const char *t = cp_vecset_text(s, r, &tl);
   s->hashes[r] = XXH3_64bits(t, tl);
   size_t j = index_slot(s, s->hashes[r], t, tl);
   if (!s->index[j]) s->index[j] = (uint32_t)r + 1; /* the first row keeps it */
   return (long)r;
+}
+
+void cp_vecset_truncate(cp_vecset *s, size_t n) {
+  if (n >= s->n) return;
+  s->n = n;
+  s->texts.len = s->text_off[n];
+  s->intents.len = s->intent_off[n];
+  /* the index is built again from the rows left: no memory needed */
+  if (s->index_cap) memset(s->index, 0, s->index_cap * sizeof *s->index);
+  for (size_t r = 0; r < n; r++) {
+    size_t tl;
+    const char *t = cp_vecset_text(s, r, &tl);
+    size_t j = index_slot(s, s->hashes[r], t, tl);
+    if (!s->index[j]) s->index[j] = (uint32_t)r + 1;
+  }
 }
 
 long cp_vecset_add(cp_vecset *s, const float *v, size_t dim, const char *text,
@@ -222,9 +273,10 @@ long cp_vecset_add_from(cp_vecset *dst, const cp_vecset *src, size_t i,
   size_t tl;
   const char *t = cp_vecset_text(src, i, &tl);
   if (!intent) intent = cp_vecset_intent(src, i, &ilen);
-  const char *why;
-  return add_row(dst, NULL, cp_vecset_row(src, i), 1, src->dim, t, tl, intent,
-                 ilen, &why);
+  const char *why = NULL;
+  long r = add_row(dst, NULL, cp_vecset_row(src, i), 1, src->dim, t, tl, intent,
+                   ilen, &why);
+  return r < 0 && why && strcmp(why, "memory") == 0 ? -2 : r;
 }
 
 long cp_vecset_add_double(cp_vecset *s, const double *v, size_t dim,
@@ -411,6 +463,7 @@ typedef struct scan_job {
   size_t qblocks;    /* tasks are (query block, corpus block) pairs */
   float **S;         /* per worker, QB x CB */
   cp_sim_hit **hits; /* per worker, nq x k */
+  atomic_int failed; /* a worker's memory could not be had */
 } scan_job;
 
 static void scan_task(void *ctx, size_t task, int w) {
@@ -418,9 +471,18 @@ static void scan_task(void *ctx, size_t task, int w) {
   size_t q0 = (task % j->qblocks) * QB, c0 = (task / j->qblocks) * CB;
   size_t bq = j->nq - q0 < QB ? j->nq - q0 : QB;
   size_t bc = j->nc - c0 < CB ? j->nc - c0 : CB;
+  if (atomic_load(&j->failed)) return;
   if (!j->S[w]) {
     j->S[w] = cp_malloc(QB * CB * sizeof(float));
-    j->hits[w] = cp_malloc(j->nq * j->k * sizeof(cp_sim_hit));
+    j->hits[w] = cp_reallocarray(NULL, j->nq * j->k, sizeof(cp_sim_hit));
+    if (!j->S[w] || !j->hits[w]) {
+      free(j->S[w]);
+      free(j->hits[w]);
+      j->S[w] = NULL;
+      j->hits[w] = NULL;
+      atomic_store(&j->failed, 1);
+      return;
+    }
     for (size_t i = 0; i < j->nq * j->k; i++)
       j->hits[w][i] = (cp_sim_hit){-1, 0};
   }
@@ -441,10 +503,10 @@ static void scan_task(void *ctx, size_t task, int w) {
 }
 
 /* Merges into hits[nq x k] the best k rows of C[nc x d] for each row of
- * Q[nq x d] (C's rows numbered from 0). */
-static void scan(const float *Q, size_t nq, const float *C, size_t nc, size_t d,
-                 size_t k, cp_sim_hit *hits, int threads) {
-  if (nq == 0 || nc == 0) return;
+ * Q[nq x d] (C's rows numbered from 0). 0, or -1 when out of memory. */
+static int scan(const float *Q, size_t nq, const float *C, size_t nc, size_t d,
+                size_t k, cp_sim_hit *hits, int threads) {
+  if (nq == 0 || nc == 0) return 0;
   size_t qblocks = (nq + QB - 1) / QB, cblocks = (nc + CB - 1) / CB;
   size_t tasks = qblocks * cblocks;
   if ((size_t)threads > tasks) threads = (int)tasks;
@@ -457,14 +519,21 @@ static void scan(const float *Q, size_t nq, const float *C, size_t nc, size_t d,
                 k,
                 qblocks,
                 cp_calloc((size_t)threads, sizeof(float *)),
-                cp_calloc((size_t)threads, sizeof(cp_sim_hit *))};
+                cp_calloc((size_t)threads, sizeof(cp_sim_hit *)),
+                0};
+  if (!j.S || !j.hits) {
+    free(j.S);
+    free(j.hits);
+    return -1;
+  }
   blas_section b;
   blas_begin(&b);
   cp_parallel_run(threads, tasks, scan_task, &j);
   blas_end(&b);
+  int failed = atomic_load(&j.failed);
   for (int w = 0; w < threads; w++) {
     if (!j.S[w]) continue;
-    for (size_t i = 0; i < nq; i++)
+    for (size_t i = 0; i < nq && !failed; i++)
       for (size_t x = 0; x < k; x++)
         offer(hits + i * k, k, j.hits[w][i * k + x]);
     free(j.S[w]);
@@ -472,6 +541,7 @@ static void scan(const float *Q, size_t nq, const float *C, size_t nc, size_t d,
   }
   free(j.S);
   free(j.hits);
+  return failed ? -1 : 0;
 }
 
 typedef struct product_job {
@@ -503,47 +573,51 @@ static float clamp(float x) {
   return x > 1.0f ? 1.0f : (x < -1.0f ? -1.0f : x);
 }
 
-void cp_sim_topk(const cp_vecset *q, const cp_vecset *c, size_t k,
-                 cp_sim_hit *out, int threads) {
+int cp_sim_topk(const cp_vecset *q, const cp_vecset *c, size_t k,
+                cp_sim_hit *out, int threads) {
   if (threads <= 0) threads = cp_parallel_threads();
   for (size_t i = 0; i < q->n * k; i++)
     out[i] = (cp_sim_hit){-1, 0};
-  if (k == 0 || c->n == 0 || q->n == 0 || q->dim != c->dim) return;
-  scan(q->rows, q->n, c->rows, c->n, q->dim, k, out, threads);
+  if (k == 0 || c->n == 0 || q->n == 0 || q->dim != c->dim) return 0;
+  if (scan(q->rows, q->n, c->rows, c->n, q->dim, k, out, threads)) return -1;
   for (size_t i = 0; i < q->n * k; i++)
     out[i].score = out[i].row >= 0 ? clamp(out[i].score) : 0.0f;
+  return 0;
 }
 
 /* ---- the in-run filter --------------------------------------------------- */
 
-void cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
-                   double threshold, cp_sim_verdict *out, int threads) {
+int cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
+                  double threshold, cp_sim_verdict *out, int threads) {
   if (threads <= 0) threads = cp_parallel_threads();
   size_t n = fresh->n, d = fresh->dim;
-  if (n == 0) return;
+  if (n == 0) return 0;
+  size_t fb = n < FILTER_BLOCK ? n : FILTER_BLOCK;
+  int rc = -1;
+  cp_sim_hit *hx = cp_reallocarray(NULL, n, sizeof *hx);
+  float *acc = d ? cp_reallocarray(NULL, n, d * sizeof *acc) : NULL; /* accepted rows, packed */
+  long *acc_row = cp_reallocarray(NULL, n, sizeof *acc_row);
+  cp_sim_hit *ha = cp_reallocarray(NULL, fb, sizeof *ha);
+  float *G = cp_reallocarray(NULL, fb * fb, sizeof *G);
+  size_t *in_block = cp_reallocarray(NULL, fb, sizeof *in_block); /* accepted here */
+  if (!hx || (d && !acc) || !acc_row || !ha || !G || !in_block) goto done;
   /* 1. every fresh row against the existing corpus, in one pass */
-  cp_sim_hit *hx = cp_malloc(n * sizeof *hx);
   for (size_t i = 0; i < n; i++)
     hx[i] = (cp_sim_hit){-1, 0};
-  if (existing && existing->n && existing->dim == d)
-    scan(fresh->rows, n, existing->rows, existing->n, d, 1, hx, threads);
+  if (existing && existing->n && existing->dim == d &&
+      scan(fresh->rows, n, existing->rows, existing->n, d, 1, hx, threads))
+    goto done;
 
   /* 2. in order, a block at a time: against the rows accepted in earlier
    * blocks (a product), then inside the block through its Gram matrix,
    * resolved row by row since each decision depends on the ones before. */
-  float *acc = cp_malloc(n * d * sizeof *acc); /* accepted rows, packed */
-  long *acc_row = cp_malloc(n * sizeof *acc_row);
   size_t n_acc = 0;
-  size_t fb = n < FILTER_BLOCK ? n : FILTER_BLOCK;
-  cp_sim_hit *ha = cp_malloc(fb * sizeof *ha);
-  float *G = cp_malloc(fb * fb * sizeof *G);
-  size_t *in_block = cp_malloc(fb * sizeof *in_block); /* accepted here */
   for (size_t s = 0; s < n; s += FILTER_BLOCK) {
     size_t bn = n - s < FILTER_BLOCK ? n - s : FILTER_BLOCK;
     const float *B = fresh->rows + s * d;
     for (size_t i = 0; i < bn; i++)
       ha[i] = (cp_sim_hit){-1, 0};
-    scan(B, bn, acc, n_acc, d, 1, ha, threads);
+    if (scan(B, bn, acc, n_acc, d, 1, ha, threads)) goto done;
     product(B, bn, B, bn, d, G, threads);
     size_t nb = 0;
     for (size_t i = 0; i < bn; i++) {
@@ -570,10 +644,13 @@ void cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
       acc_row[n_acc++] = (long)(s + in_block[a]);
     }
   }
+  rc = 0;
+done:
   free(hx);
   free(acc);
   free(acc_row);
   free(ha);
   free(G);
   free(in_block);
+  return rc;
 }

@@ -20,7 +20,8 @@
  * Lua side has let go of. */
 typedef struct cp_vecset cp_vecset;
 
-/* A new set holding one reference; dim 0 lets the first row decide. */
+/* A new set holding one reference; dim 0 lets the first row decide. NULL
+ * when out of memory. */
 cp_vecset *cp_vecset_new(size_t dim);
 cp_vecset *cp_vecset_ref(cp_vecset *s);
 void cp_vecset_unref(cp_vecset *s); /* frees on the last reference */
@@ -35,7 +36,8 @@ int cp_vecset_busy(const cp_vecset *s);
 /* Appends a row: v[0..dim) scaled to unit length, text and intent (NULL:
  * none) copied. Returns the row, or -1 with *why set to a static message
  * ("dimension 8 expected" style messages are the caller's: *why says
- * "dimension", "zero" or "not finite"). Not while a search reads s. */
+ * "dimension", "zero", "not finite", "too many rows" or "memory"; the set
+ * is unchanged then). Not while a search reads s. */
 long cp_vecset_add(cp_vecset *s, const float *v, size_t dim, const char *text,
                    size_t tlen, const char *intent, size_t ilen,
                    const char **why);
@@ -46,9 +48,12 @@ long cp_vecset_add_double(cp_vecset *s, const double *v, size_t dim,
 
 /* Appends row i of src to dst as it is (already unit length), with its
  * text and the given intent (NULL: src's). Returns the row, or -1 when the
- * dimensions differ. */
+ * dimensions differ, -2 when out of memory. */
 long cp_vecset_add_from(cp_vecset *dst, const cp_vecset *src, size_t i,
                         const char *intent, size_t ilen);
+
+/* Drops the rows from n on: undoes adds of which not all could be made. */
+void cp_vecset_truncate(cp_vecset *s, size_t n);
 
 size_t cp_vecset_count(const cp_vecset *s);
 size_t cp_vecset_dim(const cp_vecset *s);
@@ -66,8 +71,9 @@ typedef struct cp_sim_hit {
 
 /* For each row of q, its k most similar rows of c, best first (equal
  * scores: lower row first), written to out[i * k .. i * k + k). Rows of q
- * and c must have the same dimension. */
-void cp_sim_topk(const cp_vecset *q, const cp_vecset *c, size_t k,
+ * and c must have the same dimension. Returns 0, or -1 when memory ran out
+ * (out is then not a result). */
+int cp_sim_topk(const cp_vecset *q, const cp_vecset *c, size_t k,
                  cp_sim_hit *out, int threads);
 
 typedef struct cp_sim_verdict {
@@ -82,8 +88,9 @@ typedef struct cp_sim_verdict {
  * cosine against every row of existing (may be NULL) and every row of
  * fresh accepted before it is below threshold. out[i] names that nearest
  * row (for rejected rows: the reason; for accepted ones: the closest call),
- * preferring existing rows, then lower rows, on equal scores. */
-void cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
+ * preferring existing rows, then lower rows, on equal scores. Returns 0, or
+ * -1 when memory ran out (out is then not a verdict). */
+int cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
                    double threshold, cp_sim_verdict *out, int threads);
 
 /* Which kernel the products use: "openblas", "blas" or "builtin" (when

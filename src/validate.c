@@ -38,10 +38,26 @@ void cp_problems_free(cp_problems *p) {
   memset(p, 0, sizeof *p);
 }
 
+/* A file name that cannot be kept stops the keeping of problems, so that
+ * none is ever listed under the wrong file. */
+static void lose(cp_problems *p) {
+  p->out_of_memory = 1;
+  p->max_kept = p->n;
+}
+
 void cp_problems_set_file(cp_problems *p, const char *file) {
   if (p->nfiles && strcmp(p->files[p->nfiles - 1], file) == 0) return;
-  p->files = cp_realloc(p->files, (p->nfiles + 1) * sizeof *p->files);
-  p->files[p->nfiles++] = cp_strdup(file);
+  char **files = cp_reallocarray(p->files, p->nfiles + 1, sizeof *files);
+  if (!files) {
+    lose(p);
+    return;
+  }
+  p->files = files;
+  if (!(p->files[p->nfiles] = cp_strdup(file))) {
+    lose(p);
+    return;
+  }
+  p->nfiles++;
 }
 
 void cp_problems_add(cp_problems *p, uint64_t line, uint64_t column,
@@ -50,8 +66,12 @@ void cp_problems_add(cp_problems *p, uint64_t line, uint64_t column,
   p->total++;
   if ((unsigned)kind < CP_PROB_KINDS) p->by_kind[kind]++;
   if (p->n >= p->max_kept) return;
-  if (!p->items) p->items = cp_calloc(p->max_kept, sizeof *p->items);
+  if (!p->items && !(p->items = cp_calloc(p->max_kept, sizeof *p->items))) {
+    lose(p);
+    return;
+  }
   if (!p->nfiles) cp_problems_set_file(p, "<input>");
+  if (p->n >= p->max_kept) return;
   cp_problem *q = &p->items[p->n++];
   q->file = p->files[p->nfiles - 1];
   q->line = line;

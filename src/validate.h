@@ -53,6 +53,9 @@ typedef struct cp_problems {
   uint64_t by_kind[CP_PROB_KINDS];
   char **files; /* every file name the kept problems point into */
   size_t nfiles;
+  /* Memory ran out keeping a problem or a file name: the counts are whole,
+   * the kept list may not be (and keeps nothing after that). */
+  int out_of_memory;
 } cp_problems;
 
 void cp_problems_init(cp_problems *p, size_t max_kept);
