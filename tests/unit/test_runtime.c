@@ -3,6 +3,8 @@
 #include "check.h"
 #include "cogpipe.h"
 #include "lutil.h"
+#include "runtime.h"
+#include "task.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -138,7 +140,132 @@ static void test_no_refs_leak(void) {
   CHECK_INT(cp_lua_live_refs(), before);
 }
 
+/* ---- memory and resumes from the loop ------------------------------------ */
+
+static cp_runtime *rt_limited(size_t limit) {
+  cp_runtime_options o = {NULL, NULL, limit};
+  cp_runtime *rt = cp_runtime_new(&o);
+  CHECK(rt != NULL);
+  return rt;
+}
+
+/* A run that runs out of its memory limit fails with a message saying so,
+ * even when the script catches the error; the runtime then runs the next
+ * script as if nothing happened. */
+static void test_memory_limit(void) {
+  cp_runtime *rt = rt_limited((size_t)16 << 20);
+  CHECK_INT(cp_runtime_run_string(rt,
+                                  "local t = {}\n"
+                                  "for i = 1, math.huge do t[i] = ('x'):rep(100) .. i end\n",
+                                  "=hog"),
+            CP_EFAILED);
+  CHECK(cp_runtime_out_of_memory(rt));
+  CHECK(cp_runtime_error(rt) && strstr(cp_runtime_error(rt), "memory") != NULL);
+  /* caught by the script: still no ok */
+  CHECK_INT(cp_runtime_run_string(rt,
+                                  "local ok = pcall(function()\n"
+                                  "  local t = {}\n"
+                                  "  for i = 1, math.huge do t[i] = ('y'):rep(100) .. i end\n"
+                                  "end)\n"
+                                  "return ok\n",
+                                  "=caught"),
+            CP_EFAILED);
+  CHECK(cp_runtime_out_of_memory(rt));
+  CHECK(cp_runtime_error(rt) && strstr(cp_runtime_error(rt), "out of memory") != NULL);
+  CHECK_INT(cp_runtime_run_string(rt, "return ('z'):rep(1000):len()", "=next"), CP_OK);
+  CHECK(!cp_runtime_out_of_memory(rt));
+  CHECK(cp_runtime_error(rt) == NULL);
+  cp_runtime_free(rt);
+}
+
+/* A native that suspends its task until a timer fires; the timer callback
+ * resumes the task with what push_mode builds: a value (mode 0), a Lua
+ * error (mode 1), or more memory than the runtime may have (mode 2). */
+typedef struct pend {
+  uv_timer_t timer;
+  cp_task *task;
+  cp_runtime *rt;
+  int mode;
+} pend;
+
+static int push_mode(lua_State *L, void *data) {
+  pend *p = data;
+  if (p->mode == 1) return luaL_error(L, "boom from the loop");
+  if (p->mode == 2) lua_newuserdatauv(L, (size_t)256 << 20, 0);
+  else lua_pushinteger(L, 42);
+  return 1;
+}
+
+static void pend_closed(uv_handle_t *h) {
+  pend *p = h->data;
+  cp_runtime_handle_dec(p->rt);
+  free(p);
+}
+
+static void pend_fire(uv_timer_t *t) {
+  pend *p = t->data;
+  uv_close((uv_handle_t *)t, pend_closed); /* p lives until the loop turns */
+  cp_task_resume(p->task, push_mode, p);
+}
+
+static void pend_cancel(void *data) {
+  pend *p = data;
+  uv_timer_stop(&p->timer);
+  uv_close((uv_handle_t *)&p->timer, pend_closed);
+}
+
+static int l_pend(lua_State *L) {
+  int mode = (int)luaL_checkinteger(L, 1);
+  cp_task *t = cp_task_current(L);
+  pend *p = calloc(1, sizeof *p);
+  p->task = t;
+  p->mode = mode;
+  p->rt = cp_runtime_from_lua(L);
+  uv_timer_init(cp_runtime_loop(p->rt), &p->timer);
+  cp_runtime_handle_inc(p->rt);
+  p->timer.data = p;
+  uv_timer_start(&p->timer, pend_fire, 1, 0);
+  return cp_task_suspend(L, t, pend_cancel, p);
+}
+
+/* What a loop callback hands a suspended task is built under a protected
+ * call: an error or a lack of memory there is raised in the task, where
+ * the script can catch it, and never ends the process. */
+static void test_resume_errors_reach_the_task(void) {
+  cp_runtime *rt = rt_limited((size_t)32 << 20);
+  CHECK_INT(cp_runtime_register(rt, "pend", l_pend), 0);
+  const char *code =
+      "local cp = require 'cogpipe'\n"
+      "assert(cp.pend(0) == 42)\n"
+      "local ok, err = pcall(cp.pend, 1)\n"
+      "assert(not ok and tostring(err):find('boom from the loop', 1, true), tostring(err))\n"
+      "local ok2, err2 = pcall(cp.pend, 2)\n"
+      "assert(not ok2 and type(err2) == 'table' and err2.kind == 'memory',\n"
+      "       tostring(err2))\n"
+      "local t = cp.spawn(function() return cp.pend(2) end)\n"
+      "local v, e = cp.wait(t)\n"
+      "assert(v == nil and e.kind == 'memory' and e.message:find('out of memory'),\n"
+      "       tostring(e and e.message))\n"
+      "return cp.pend(0)\n";
+  CHECK_INT(cp_runtime_run_string(rt, code, "=resume"), CP_EFAILED);
+  CHECK(cp_runtime_out_of_memory(rt));
+  lua_State *L = cp_runtime_lua(rt);
+  CHECK_INT(cp_runtime_push_results(rt), 1); /* the script itself went on */
+  CHECK_INT(lua_tointeger(L, -1), 42);
+  lua_pop(L, 1);
+  /* a Lua error alone is the task's business, not a failed run */
+  CHECK_INT(cp_runtime_run_string(rt,
+                                  "local cp = require 'cogpipe'\n"
+                                  "local ok = pcall(cp.pend, 1)\n"
+                                  "assert(not ok)\n",
+                                  "=error-only"),
+            CP_OK);
+  cp_runtime_free(rt);
+}
+
 int main(void) {
+  RUN(test_memory_limit);
+  RUN(test_resume_errors_reach_the_task);
   RUN(test_results);
   RUN(test_syntax_error_is_usage);
   RUN(test_bytecode_refused);
