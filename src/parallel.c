@@ -10,6 +10,10 @@
 #include <uv.h>
 
 #define MAX_THREADS 64
+/* The kernels' frames are small (no deep recursion, no large arrays on the
+ * stack): 2 MiB is ample, where the default would be RLIMIT_STACK (8 MiB
+ * each), which an address-space limit runs out of four times sooner. */
+#define WORKER_STACK ((size_t)2 << 20)
 
 typedef struct par_job {
   cp_par_fn fn;
@@ -50,9 +54,11 @@ void cp_parallel_run(int threads, size_t nchunks, cp_par_fn fn, void *ctx) {
   for (int i = 1; i < threads; i++) {
     workers[i].job = &job;
     workers[i].id = i;
-    /* A thread that cannot start only costs speed: the others take its
-     * chunks. */
-    if (uv_thread_create(&tids[started], worker_main, &workers[i]) != 0) break;
+    /* A thread that cannot start (no memory for its stack) only costs
+     * speed: the others take its chunks. */
+    uv_thread_options_t opts = {UV_THREAD_HAS_STACK_SIZE, WORKER_STACK};
+    if (uv_thread_create_ex(&tids[started], &opts, worker_main, &workers[i]) != 0)
+      break;
     started++;
   }
   drain(&job, 0);

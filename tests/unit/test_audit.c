@@ -976,6 +976,96 @@ static void test_rotation_cut_short(void) {
   cp_audit_report_free(&r);
 }
 
+/* Memory that runs out while a log is verified gives no verdict: the
+ * verification fails as unreadable, and never reports an intact log as
+ * broken (a line it could not parse or hash is not a tampered one). */
+static void test_verify_out_of_memory(void) {
+  write_log("oom.log", 20, 0);
+  int hits = 0;
+  for (long k = 1;; k++) {
+    cp_audit_report r;
+    cp_alloc_fail_at(k);
+    int rc = verify(&r, 1, "oom.log");
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (pending) { /* every allocation of a verification was failed once */
+      CHECK_INT(rc, 0);
+      cp_audit_report_free(&r);
+      break;
+    }
+    hits++;
+    CHECK(rc == 0 || rc == -1);
+    CHECK(!r.broken);
+    if (rc == -1)
+      CHECK(r.unreadable && (!r.problem.message ||
+                             strstr(r.problem.message, "out of memory") != NULL));
+    cp_audit_report_free(&r);
+  }
+  CHECK(hits > 5);
+}
+
+/* Memory that runs out while records are written never leaves a log that
+ * does not verify: a record is written whole or not at all. */
+static void test_append_out_of_memory(void) {
+  const char *p = path_in("oom-append.log");
+  remove_log("oom-append.log");
+  cp_audit_options o = {CP_AUDIT_FSYNC_OFF, 6000};
+  char *err = NULL;
+  cp_audit *a = cp_audit_open(p, &o, &err);
+  CHECK(a != NULL);
+  int written = 0, refused = 0;
+  for (long k = 1; k < 400 && a; k++) {
+    char f[64];
+    snprintf(f, sizeof f, "\"i\":%ld,\"text\":\"example %ld\"", k, k);
+    cp_audit_record r = rec("request", f);
+    cp_alloc_fail_at(k % 13 + 1);
+    int rc = cp_audit_append(a, &r, &err);
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (rc == 0) written++;
+    else refused++;
+    CHECK(rc == 0 || !pending); /* only the failed allocation makes it fail */
+    free(err);
+    err = NULL;
+    if (rc != 0 && cp_audit_append(a, &r, &err) != 0) {
+      /* a record lost on the way stops the handle: reopen to go on */
+      free(err);
+      err = NULL;
+      cp_audit_close(a, NULL);
+      a = cp_audit_open(p, &o, &err);
+      CHECK(a != NULL);
+    }
+  }
+  if (a) CHECK_INT(cp_audit_close(a, &err), 0);
+  free(err);
+  if (!(written > 0 && refused > 0))
+    fprintf(stderr, "  written %d, refused %d\n", written, refused);
+  CHECK(written > 0 && refused > 0);
+  lines l;
+  read_lines("oom-append.log", &l);
+  CHECK(l.n > 0);
+  free_lines(&l);
+  const char *paths[64];
+  char names[64][600];
+  size_t n = 0;
+  for (unsigned i = 1; i < 63; i++) {
+    snprintf(names[n], sizeof names[n], "%s.%06u", p, i);
+    if (access(names[n], F_OK) != 0) break;
+    paths[n] = names[n];
+    n++;
+  }
+  snprintf(names[n], sizeof names[n], "%s", p);
+  paths[n] = names[n];
+  n++;
+  cp_audit_report rep;
+  int rc = cp_audit_verify(paths, n, NULL, &rep);
+  if (rc != 0)
+    fprintf(stderr, "  verify: rc %d: %s\n", rc,
+            rep.problem.message ? rep.problem.message : "-");
+  CHECK_INT(rc, 0);
+  cp_audit_report_free(&rep);
+}
+
 static void cleanup(void) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -1016,6 +1106,8 @@ int main(void) {
   RUN(test_sync_job);
   RUN(test_interrupted_runs);
   RUN(test_rotation_cut_short);
+  RUN(test_verify_out_of_memory);
+  RUN(test_append_out_of_memory);
   cleanup();
   DONE();
 }

@@ -134,6 +134,41 @@ static void test_round_trip_doubles(void) {
   }
 }
 
+/* A parse that runs out of memory fails as such: never "invalid JSON" for
+ * text that is fine, and nothing is leaked. Each allocation of the parse
+ * fails once in turn (arena blocks, growing arrays and objects, the key
+ * set of a large object, a long number's copy). */
+static void test_out_of_memory(void) {
+  cp_buf t = CP_BUF_INIT;
+  cp_buf_adds(&t, "{\"big\":\"");
+  for (int i = 0; i < 70000; i++) cp_buf_addc(&t, (char)('a' + i % 26));
+  cp_buf_adds(&t, "\",\"n\":1.00000000000000000000000000000000000000000000000000000000000000000001,"
+                  "\"list\":[1,2,3,4,5,6,7,8,9,10,11,12,{\"x\":\"\\u00e9\"}]");
+  for (int i = 0; i < 40; i++) cp_buf_printf(&t, ",\"k%d\":%d", i, i);
+  cp_buf_adds(&t, "}");
+  CHECK(cp_buf_ok(&t));
+  int hits = 0;
+  for (long k = 1;; k++) {
+    cp_json_error err;
+    cp_alloc_fail_at(k);
+    cp_json_doc *doc = cp_json_parse(t.data, t.len, &err);
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (pending) {
+      CHECK(doc != NULL && !err.out_of_memory);
+      cp_json_doc_free(doc);
+      break;
+    }
+    hits++;
+    CHECK(doc == NULL);
+    CHECK(err.out_of_memory);
+    CHECK_STR(err.message, "out of memory");
+    cp_json_doc_free(doc);
+  }
+  CHECK(hits > 5);
+  cp_buf_free(&t);
+}
+
 int main(void) {
   RUN(test_tree);
   RUN(test_int_limits);
@@ -142,5 +177,6 @@ int main(void) {
   RUN(test_depth_limit);
   RUN(test_writers);
   RUN(test_round_trip_doubles);
+  RUN(test_out_of_memory);
   DONE();
 }

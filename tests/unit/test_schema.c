@@ -244,6 +244,48 @@ static void test_paths_and_offsets(void) {
   cp_json_doc_free(doc);
 }
 
+/* A batch checked while memory runs out is never valid: the repeats it
+ * could not look for, or the violations it could not keep, make it a
+ * failure marked out_of_memory. */
+static void test_out_of_memory_is_no_verdict(void) {
+  const char *text =
+      "{\"examples\":[{\"text\":\"Book a Flight\"},{\"text\":\"book a flight\"},"
+      "{\"text\":\"cancel it\"},{\"text\":\" padded \"}]}";
+  cp_batch_opts_init(&bo);
+  cp_json_error jerr;
+  cp_json_doc *doc = cp_json_parse(text, strlen(text), &jerr);
+  CHECK(doc != NULL);
+  for (long k = 1;; k++) {
+    cp_schema_errors e;
+    cp_schema_errors_init(&e);
+    cp_alloc_fail_at(k);
+    int ok = cp_schema_intent_batch(cp_json_root(doc), &bo, &e);
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    CHECK(!ok); /* it has a repeat and a padded text */
+    if (pending) {
+      CHECK(!e.out_of_memory);
+      CHECK_INT(e.n, 3); /* the repeat, and " padded " at both ends */
+      cp_schema_errors_free(&e);
+      break;
+    }
+    CHECK(e.out_of_memory);
+    cp_schema_errors_free(&e);
+  }
+  /* a valid batch is not called valid either while memory runs out */
+  const char *good = "{\"examples\":[{\"text\":\"one\"},{\"text\":\"two\"}]}";
+  cp_json_doc *g = cp_json_parse(good, strlen(good), &jerr);
+  cp_schema_errors e;
+  cp_schema_errors_init(&e);
+  cp_alloc_fail_at(1);
+  int ok = cp_schema_intent_batch(cp_json_root(g), &bo, &e);
+  cp_alloc_fail_at(0);
+  CHECK(!ok && e.out_of_memory);
+  cp_schema_errors_free(&e);
+  cp_json_doc_free(g);
+  cp_json_doc_free(doc);
+}
+
 int main(void) {
   RUN(test_dataset_valid);
   RUN(test_dataset_rules);
@@ -255,5 +297,6 @@ int main(void) {
   RUN(test_v2);
   RUN(test_paths_and_offsets);
   cp_schema_errors_free(&errs);
+  RUN(test_out_of_memory_is_no_verdict);
   DONE();
 }

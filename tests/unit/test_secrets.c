@@ -121,6 +121,37 @@ static void test_plain_text_untouched(void) {
     EXPECT(NULL, texts[i], texts[i]);
 }
 
+/* A secret that cannot be registered with all its forms says so, and a
+ * redaction whose buffer cannot grow is marked failed, never shown cut. */
+static void test_out_of_memory(void) {
+  const char *v = "p@ss word/with+forms\"and quotes";
+  for (long k = 1;; k++) {
+    cp_secrets *s = cp_secrets_new();
+    CHECK(s != NULL);
+    cp_alloc_fail_at(k);
+    int rc = cp_secret_add(s, v, strlen(v));
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (pending) {
+      CHECK_INT(rc, 0);
+      CHECK(cp_secrets_count(s) >= 3);
+      cp_secrets_free(s);
+      break;
+    }
+    CHECK_INT(rc, -2);
+    cp_secrets_free(s);
+  }
+  cp_secrets *s = cp_secrets_new();
+  CHECK_INT(cp_secret_add(s, v, strlen(v)), 0);
+  cp_buf b = CP_BUF_INIT;
+  cp_alloc_fail_at(1);
+  cp_secret_redact(s, "token: p@ss word/with+forms\"and quotes", 38, &b);
+  cp_alloc_fail_at(0);
+  CHECK(!cp_buf_ok(&b));
+  cp_buf_free(&b);
+  cp_secrets_free(s);
+}
+
 int main(void) {
   RUN(test_registered_values);
   RUN(test_encoded_forms);
@@ -129,5 +160,6 @@ int main(void) {
   RUN(test_headers_and_schemes);
   RUN(test_pairs_in_text);
   RUN(test_plain_text_untouched);
+  RUN(test_out_of_memory);
   DONE();
 }
