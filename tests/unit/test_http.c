@@ -753,6 +753,65 @@ static void teardown(void) {
   cp_curl.global_cleanup();
 }
 
+/* Memory that runs out while a call is made or completes is a result of
+ * kind "memory" (or no call at all), never a crash or a leak: each
+ * allocation of making a POST is failed in turn, then each of reporting
+ * a connection that was refused. */
+static void out_of_memory(void) {
+  int made = 0, failed = 0;
+  for (long k = 1;; k++) {
+    outcome o = {0};
+    char *body = cp_strdup("{\"text\":\"hi\"}");
+    cp_alloc_fail_at(k);
+    cp_http_call *c = cp_http_call_new(client, "POST", url("/echo"));
+    if (c) {
+      cp_http_call_header(c, "Content-Type: application/json");
+      cp_http_call_body(c, body, 13);
+      cp_http_call_tls(c, "/nonexistent/ca.pem", 0);
+      cp_http_call_start(c, on_done, &o);
+    } else {
+      free(body);
+    }
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (!c) {
+      CHECK(!pending);
+      failed++;
+      continue;
+    }
+    wait_for(&o, 1);
+    if (pending) {
+      CHECK_INT(o.kind, CP_HTTP_OK);
+      CHECK_STR(o.body, "{\"text\":\"hi\"}");
+      break;
+    }
+    CHECK_INT(o.kind, CP_HTTP_MEMORY);
+    CHECK(strstr(o.message, "out of memory") != NULL);
+    CHECK_INT(o.attempts, 0); /* it never went out */
+    made++;
+  }
+  CHECK(made > 0 && failed > 0);
+  for (long k = 1;; k++) {
+    outcome o = {0};
+    cp_http_call *c = cp_http_call_new(client, "GET", "http://127.0.0.1:1/refused");
+    cp_retry_policy p;
+    cp_retry_policy_default(&p);
+    p.tries = 1;
+    cp_http_call_retry(c, &p);
+    cp_http_call_start(c, on_done, &o);
+    cp_alloc_fail_at(k);
+    wait_for(&o, 1);
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (pending) {
+      CHECK_INT(o.kind, CP_HTTP_CONNECT);
+      break;
+    }
+    CHECK(o.kind == CP_HTTP_CONNECT || o.kind == CP_HTTP_MEMORY);
+    CHECK(o.message[0] != '\0');
+  }
+}
+
 int main(void) {
   uv_loop_t l;
   uv_loop_init(&l);
@@ -783,6 +842,7 @@ int main(void) {
   RUN(multipart_file);
   RUN(failure_before_sending);
   RUN(cancel_in_every_state);
+  RUN(out_of_memory);
   RUN(teardown);
   DONE();
 }
