@@ -8,6 +8,7 @@
 #include "dedupe.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,9 +49,9 @@ static void *zalloc_pages(size_t n, int all, int huge_ok) {
   int huge = huge_ok && n >= HUGE_PAGE;
   size_t len = huge ? n + HUGE_PAGE : n;
   char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", n);
-    abort();
+  if (p == MAP_FAILED) { /* the caller fails for want of memory */
+    cp_alloc_note_failure();
+    return NULL;
   }
   if (huge) { /* keep [a, a + n) of the mapping, a aligned */
     char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
@@ -141,19 +142,23 @@ static size_t slots_bytes(unsigned bits) {
   return ((size_t)1 << bits) * (1 + sizeof(uint32_t));
 }
 
-static void slots_alloc(table *t, unsigned bits) {
+/* 0, or -1 when out of memory (t as it was). */
+static int slots_alloc(table *t, unsigned bits) {
+  uint32_t *slots = big_zalloc(slots_bytes(bits), 1);
+  if (!slots) return -1;
   t->bits = bits;
-  t->slots = big_zalloc(slots_bytes(bits), 1);
+  t->slots = slots;
   t->tags = (uint8_t *)(t->slots + ((size_t)1 << bits));
+  return 0;
 }
 
 static void slots_free(table *t) {
   big_free(t->slots, slots_bytes(t->bits));
 }
 
-static void tab_init(table *t, unsigned bits) {
+static int tab_init(table *t, unsigned bits) {
   memset(t, 0, sizeof *t);
-  slots_alloc(t, bits);
+  return slots_alloc(t, bits);
 }
 
 static void tab_free(table *t) {
@@ -178,14 +183,16 @@ static inline uint8_t tag_of(uint64_t h) {
   return g ? g : 1;
 }
 
-/* Keeps the load under 70%, where linear probing stays short. */
-static void tab_reserve(table *t, size_t more) {
+/* Keeps the load under 70%, where linear probing stays short. 0, or -1
+ * when out of memory (the table as it was). */
+static int tab_reserve(table *t, size_t more) {
   size_t want = t->nents + more;
-  if (want * 10 <= ((size_t)1 << t->bits) * 7) return;
+  if (want * 10 <= ((size_t)1 << t->bits) * 7) return 0;
   unsigned bits = t->bits;
   while (want * 10 > ((size_t)1 << bits) * 7) bits++;
-  slots_free(t);
-  slots_alloc(t, bits);
+  table old = *t;
+  if (slots_alloc(t, bits)) return -1;
+  slots_free(&old);
   size_t mask = ((size_t)1 << bits) - 1;
   for (size_t i = 0; i < t->nents; i++) {
     uint64_t h = ent(t, (uint32_t)i)->hash;
@@ -194,6 +201,7 @@ static void tab_reserve(table *t, size_t more) {
     t->tags[s] = tag_of(h);
     t->slots[s] = (uint32_t)i;
   }
+  return 0;
 }
 
 /* Entries are written front to back, and a large chunk is populated a
@@ -215,17 +223,22 @@ static size_t window_at(const table *t, size_t i, entry **p) {
 }
 
 /* Allocates, without populating, the chunks that entries [0, n) fall in;
- * returns how many entries they hold. */
+ * returns how many entries they hold (fewer when memory runs out: only
+ * chunks that exist are counted). */
 static size_t tab_alloc_entries(table *t, size_t n) {
   size_t held = 0;
   for (unsigned k = 0; k < ECHUNKS && held < n; k++) {
     if (!t->chunks[k]) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    if (!t->chunks[k]) break;
     held += (size_t)1 << (ECHUNK0_BITS + k);
   }
   return held;
 }
 
-/* Appends an entry and puts it in slot s (found empty by the caller). */
+#define NO_ENTRY UINT32_MAX
+
+/* Appends an entry and puts it in slot s (found empty by the caller).
+ * NO_ENTRY, with nothing changed, when its chunk cannot be allocated. */
 static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   uint64_t j = (uint64_t)t->nents + ((uint64_t)1 << ECHUNK0_BITS);
   unsigned top = 63u - (unsigned)__builtin_clzll(j);
@@ -233,6 +246,7 @@ static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   if ((within & (EWINDOW - 1)) == 0) {
     unsigned k = top - ECHUNK0_BITS;
     if (!t->chunks[k]) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    if (!t->chunks[k]) return NO_ENTRY;
     entry *w;
     size_t n = window_at(t, t->nents, &w);
     populate(w, n * sizeof(entry)); /* cheap when done ahead (entries_ahead) */
@@ -274,15 +288,22 @@ struct cp_dedupe_set {
   cp_dedupe_set *name_ids; /* intent name -> id, a set in mode none */
   cp_buf scratch;
   uint64_t mask;
+  int failed; /* memory ran out: a text may have gone unstored */
 };
 
 cp_dedupe_set *cp_dedupe_set_new(cp_norm_mode mode) {
   cp_dedupe_set *s = cp_calloc(1, sizeof *s);
+  if (!s) return NULL;
   s->mode = mode;
   s->mask = ~UINT64_C(0);
-  tab_init(&s->t, 10);
+  if (tab_init(&s->t, 10)) {
+    free(s);
+    return NULL;
+  }
   return s;
 }
+
+int cp_dedupe_set_failed(const cp_dedupe_set *s) { return s->failed; }
 
 void cp_dedupe_set_free(cp_dedupe_set *s) {
   if (!s) return;
@@ -315,22 +336,33 @@ static long set_lookup(cp_dedupe_set *s, const char *p, size_t n, uint64_t h,
   return -1;
 }
 
-/* Intent names get small ids so that entries compare them as numbers. */
+/* Intent names get small ids so that entries compare them as numbers.
+ * Memory running out marks s failed (and gives 0). */
 static uint32_t intern_intent(cp_dedupe_set *s, const char *name, size_t n) {
   if (!name) return 0;
   if (!s->name_ids) s->name_ids = cp_dedupe_set_new(CP_NORM_NONE);
+  if (!s->name_ids) goto nomem;
   if (s->nnames >= INTENT_MAX) return 0; /* beyond 16M names: not told apart */
   cp_dedupe_hit hit;
   uint64_t id = s->nnames + 1;
+  size_t *at = cp_reallocarray(s->name_at, s->nnames + 2, sizeof *at);
+  if (!at || cp_buf_reserve(&s->names, n)) {
+    if (at) s->name_at = at;
+    goto nomem;
+  }
+  s->name_at = at;
   if (cp_dedupe_set_add(s->name_ids, name, n, NULL, 0, id, &hit) !=
       CP_DEDUPE_NEW)
     return (uint32_t)hit.line;
-  s->name_at = cp_realloc(s->name_at, (s->nnames + 2) * sizeof *s->name_at);
+  if (cp_dedupe_set_failed(s->name_ids)) goto nomem;
   s->name_at[s->nnames] = s->names.len;
   cp_buf_add(&s->names, name, n);
   s->nnames++;
   s->name_at[s->nnames] = s->names.len;
   return (uint32_t)id;
+nomem:
+  s->failed = 1;
+  return 0;
 }
 
 static void fill_hit(const cp_dedupe_set *s, const entry *e,
@@ -346,7 +378,8 @@ int cp_dedupe_set_find(cp_dedupe_set *s, const char *text, size_t len,
   const char *p;
   size_t n, empty;
   cp_normalize(s->mode, text, len, &s->scratch, &p, &n);
-  if (n > CP_DEDUPE_MAX_TEXT) return 0;
+  if (!cp_buf_ok(&s->scratch)) s->failed = 1;
+  if (n > CP_DEDUPE_MAX_TEXT || s->failed) return 0;
   long idx = set_lookup(s, p, n, cp_dedupe_hash(p, n) & s->mask, &empty);
   if (idx < 0) return 0;
   fill_hit(s, ent(&s->t, (uint32_t)idx), first);
@@ -360,7 +393,8 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
   const char *p;
   size_t n, empty;
   cp_normalize(s->mode, text, len, &s->scratch, &p, &n);
-  if (n > CP_DEDUPE_MAX_TEXT || s->texts.len + n > WHERE_MASK) {
+  if (!cp_buf_ok(&s->scratch)) s->failed = 1;
+  if (s->failed || n > CP_DEDUPE_MAX_TEXT || s->texts.len + n > WHERE_MASK) {
     /* Refused by contract (the caller checks the length first). */
     memset(first, 0, sizeof *first);
     return CP_DEDUPE_NEW;
@@ -374,13 +408,25 @@ cp_dedupe_result cp_dedupe_set_add(cp_dedupe_set *s, const char *text,
     uint32_t fid = intent_of(e->line);
     return (iid && fid && iid != fid) ? CP_DEDUPE_CONFLICT : CP_DEDUPE_DUPLICATE;
   }
+  if (s->failed) { /* intern_intent ran out */
+    memset(first, 0, sizeof *first);
+    return CP_DEDUPE_NEW;
+  }
   entry e = {h, pack_at(s->texts.len, n, CP_TEXT_RAW), pack_line(line, iid)};
-  /* p may point into scratch, which the copy below does not disturb. */
-  cp_buf_add(&s->texts, p, n);
   unsigned bits = s->t.bits;
-  tab_reserve(&s->t, 1);
+  /* p may point into scratch, which the copy below does not disturb. */
+  if (cp_buf_reserve(&s->texts, n) || tab_reserve(&s->t, 1)) {
+    s->failed = 1;
+    memset(first, 0, sizeof *first);
+    return CP_DEDUPE_NEW;
+  }
   if (s->t.bits != bits) set_lookup(s, p, n, h, &empty);
-  tab_insert(&s->t, empty, &e);
+  if (tab_insert(&s->t, empty, &e) == NO_ENTRY) {
+    s->failed = 1;
+    memset(first, 0, sizeof *first);
+    return CP_DEDUPE_NEW;
+  }
+  cp_buf_add(&s->texts, p, n);
   return CP_DEDUPE_NEW;
 }
 
@@ -621,17 +667,29 @@ struct cp_check {
   scratch probe_sc; /* its decode and normalise scratch */
   cset sets[2];
   int filling; /* the set being filled */
+  /* Memory ran out on some thread: the threads go on handing blocks over
+   * (so none waits for ever) but the report is not a result. */
+  atomic_int failed;
 };
+
+static void check_fail(const cp_check *c) {
+  atomic_store(&((cp_check *)c)->failed, 1);
+}
+
+int cp_check_failed(const cp_check *c) {
+  return atomic_load(&((cp_check *)c)->failed);
+}
 
 cp_check *cp_check_new(const cp_check_opts *o) {
   /* Aligned as its parts are (see struct cp_check). */
   size_t size = (sizeof(cp_check) + 63) / 64 * 64;
   cp_check *c = aligned_alloc(64, size);
   if (!c) {
-    fprintf(stderr, "cogpipe: out of memory (%zu bytes)\n", size);
-    abort();
+    cp_alloc_note_failure();
+    return NULL;
   }
   memset(c, 0, size);
+  atomic_init(&c->failed, 0);
   if (o) c->o = *o;
   else cp_check_opts_init(&c->o);
   if (!c->o.max_items) c->o.max_items = 1;
@@ -640,12 +698,17 @@ cp_check *cp_check_new(const cp_check_opts *o) {
   c->sink = &c->rep.problems;
   c->primary = 1;
   if (!c->o.memory_bytes) c->o.memory_bytes = CP_CHECK_MEMORY_DEFAULT;
-  tab_init(&c->t, 12);
   c->keep = c->o.resident_bytes;
   c->queued = -1;
+  int ok = tab_init(&c->t, 12) == 0;
   for (int i = 0; i < NBLOCKS; i++) {
     c->blocks[i].items = cp_malloc(BLOCK_RECS * sizeof(pending));
     c->blocks[i].matches = cp_malloc(BLOCK_RECS * sizeof(match));
+    ok = ok && c->blocks[i].items && c->blocks[i].matches;
+  }
+  if (!ok) {
+    cp_check_free(c);
+    return NULL;
   }
   return c;
 }
@@ -730,26 +793,47 @@ void cp_check_free(cp_check *c) {
   free(c);
 }
 
+/* The id of an intent name; 0 (and the check failed) when memory runs
+ * out. */
 static uint32_t check_intent(cp_check *c, const char *name, size_t n) {
   if (!name) return 0;
   if (c->nintents >= (size_t)INTENT_TOP * INTENT_CHUNK) return 0;
   if (!c->intents) c->intents = cp_dedupe_set_new(CP_NORM_NONE);
+  size_t i = c->nintents;
+  char ***chunk = &c->intent_names[i / INTENT_CHUNK];
+  if (!*chunk) *chunk = cp_calloc(INTENT_CHUNK, sizeof **chunk);
+  char *copy = cp_strndup(name, n);
+  if (!c->intents || !*chunk || !copy) goto nomem;
   cp_dedupe_hit hit;
   uint64_t id = c->nintents + 1;
   if (cp_dedupe_set_add(c->intents, name, n, NULL, 0, id, &hit) !=
-      CP_DEDUPE_NEW)
+      CP_DEDUPE_NEW) {
+    free(copy);
     return (uint32_t)hit.line;
-  size_t i = c->nintents++;
-  char ***chunk = &c->intent_names[i / INTENT_CHUNK];
-  if (!*chunk) *chunk = cp_calloc(INTENT_CHUNK, sizeof **chunk);
-  (*chunk)[i % INTENT_CHUNK] = cp_strndup(name, n);
+  }
+  if (cp_dedupe_set_failed(c->intents)) goto nomem;
+  c->nintents++;
+  (*chunk)[i % INTENT_CHUNK] = copy;
   return (uint32_t)id;
+nomem:
+  free(copy);
+  check_fail(c);
+  return 0;
 }
 
 static const char *intent_name(const cp_check *c, uint32_t id) {
   if (!id) return NULL;
   size_t i = id - 1;
   return c->intent_names[i / INTENT_CHUNK][i % INTENT_CHUNK];
+}
+
+/* A copy of an intent's name (NULL for none); NULL with the check failed
+ * when memory runs out. */
+static char *intent_copy(const cp_check *c, uint32_t id) {
+  if (!id) return NULL;
+  char *s = cp_strdup(intent_name(c, id));
+  if (!s) check_fail(c);
+  return s;
 }
 
 /* The source holding global offset `where` (the last one, almost always). */
@@ -868,13 +952,26 @@ typedef struct repeat {
 /* An item's fat when the first occurrence's place is not known. */
 #define NO_PLACE UINT64_MAX
 
-static void keep_item(tally *t, int conflict, const repeat *r,
+/* An item that cannot be kept for want of memory fails the check. */
+static void keep_item(cp_check *c, tally *t, int conflict, const repeat *r,
                       uint64_t first_key, uint32_t first_intent,
                       uint64_t fat) {
   kept *k = &t->items[conflict];
   if (k->n == k->cap) {
-    k->cap = k->cap ? k->cap * 2 : 64;
-    k->v = cp_realloc(k->v, k->cap * sizeof *k->v);
+    size_t cap = k->cap ? k->cap * 2 : 64;
+    item *v = cp_reallocarray(k->v, cap, sizeof *v);
+    if (!v) {
+      check_fail(c);
+      return;
+    }
+    k->v = v;
+    k->cap = cap;
+  }
+  int copy = fat == NO_PLACE || r->len <= ITEM_COPY;
+  char *text = copy ? cp_strndup(r->text, r->len) : NULL;
+  if (copy && !text) {
+    check_fail(c);
+    return;
   }
   item *it = &k->v[k->n++];
   it->key = r->key;
@@ -882,8 +979,7 @@ static void keep_item(tally *t, int conflict, const repeat *r,
   it->fat = fat;
   it->intent = r->intent;
   it->first_intent = first_intent;
-  int copy = fat == NO_PLACE || r->len <= ITEM_COPY;
-  it->text = copy ? cp_strndup(r->text, r->len) : NULL;
+  it->text = text;
 }
 
 /* One repeat of the first occurrence at first_key (source << 40 | line)
@@ -895,7 +991,7 @@ static void count_repeat(cp_check *c, tally *t, const repeat *r,
   if (conflict) t->conflicts++;
   else t->duplicates++;
   if (t->items[conflict].n < c->o.max_items)
-    keep_item(t, conflict, r, first_key, first_intent, fat);
+    keep_item(c, t, conflict, r, first_key, first_intent, fat);
 }
 
 /* The same, for the first occurrence an entry describes. */
@@ -913,13 +1009,23 @@ static void count_entry(cp_check *c, tally *t, const repeat *r, uint64_t fat,
  * line the (source, line) code, so the answer maps straight back. */
 static void resolve_collision(cp_check *c, tally *t, const repeat *r) {
   if (!t->side) t->side = cp_dedupe_set_new(CP_NORM_NONE);
+  if (!t->side) {
+    check_fail(c);
+    return;
+  }
   cp_dedupe_hit hit;
   cp_dedupe_result res = cp_dedupe_set_add(
       t->side, r->text, r->len, r->intent ? (const char *)&r->intent : NULL,
       r->intent ? sizeof r->intent : 0, t->nside, &hit);
+  if (cp_dedupe_set_failed(t->side)) check_fail(c);
   if (res == CP_DEDUPE_NEW) {
-    t->side_keys =
-        cp_realloc(t->side_keys, (t->nside + 1) * sizeof *t->side_keys);
+    uint64_t *keys =
+        cp_reallocarray(t->side_keys, t->nside + 1, sizeof *t->side_keys);
+    if (!keys) {
+      check_fail(c);
+      return;
+    }
+    t->side_keys = keys;
     t->side_keys[t->nside++] = r->key;
     t->unique++;
     return;
@@ -938,16 +1044,18 @@ static const char *pending_text(const cp_check *c, const block *bl,
 }
 
 /* Grows a candidate set's array at p, of *bytes, to hold need bytes;
- * returns where it is now. The arrays start large enough for a pass
- * (PASS_CANDS, PASS_TEXT) and grow, copied, only when a set overshoots
- * while the other is still being confirmed. Small pages: a set may stay
- * small, and a huge page would then be mostly waste. */
+ * returns where it is now (NULL, p kept as it was, when out of memory).
+ * The arrays start large enough for a pass (PASS_CANDS, PASS_TEXT) and
+ * grow, copied, only when a set overshoots while the other is still being
+ * confirmed. Small pages: a set may stay small, and a huge page would then
+ * be mostly waste. */
 static void *set_grow(void *p, size_t *bytes, size_t need, size_t used,
                       size_t *ready) {
   size_t n = *bytes ? *bytes : HUGE_PAGE;
   while (n < need) n *= 2;
   if (n == *bytes) return p;
   void *q = zalloc_pages(n, 0, 0);
+  if (!q) return NULL;
   if (p) {
     memcpy(q, p, used);
     big_free(p, *bytes);
@@ -972,16 +1080,29 @@ static void set_ready(char *p, size_t *done, size_t need, size_t cap) {
 static void add_cand(cp_check *c, const block *bl, const pending *b,
                      const entry *e, size_t src) {
   cset *set = &c->sets[c->filling];
-  if ((set->n + 1) * sizeof *set->cands > set->cbytes)
-    set->cands = set_grow(set->cands, &set->cbytes,
-                          (set->n + 1) * sizeof *set->cands,
-                          set->n * sizeof *set->cands, &set->cready);
-  if (set->tlen + b->len > set->tcap)
-    set->texts = set_grow(set->texts, &set->tcap,
-                          set->tlen + b->len > PASS_TEXT + HUGE_PAGE
-                              ? set->tlen + b->len
-                              : PASS_TEXT + HUGE_PAGE,
-                          set->tlen, &set->tready);
+  void *grown;
+  if ((set->n + 1) * sizeof *set->cands > set->cbytes) {
+    grown = set_grow(set->cands, &set->cbytes,
+                     (set->n + 1) * sizeof *set->cands,
+                     set->n * sizeof *set->cands, &set->cready);
+    if (!grown) {
+      check_fail(c);
+      return;
+    }
+    set->cands = grown;
+  }
+  if (set->tlen + b->len > set->tcap) {
+    grown = set_grow(set->texts, &set->tcap,
+                     set->tlen + b->len > PASS_TEXT + HUGE_PAGE
+                         ? set->tlen + b->len
+                         : PASS_TEXT + HUGE_PAGE,
+                     set->tlen, &set->tready);
+    if (!grown) {
+      check_fail(c);
+      return;
+    }
+    set->texts = grown;
+  }
   set_ready((char *)set->cands, &set->cready, (set->n + 1) * sizeof(cand),
             set->cbytes);
   set_ready(set->texts, &set->tready, set->tlen + b->len, set->tcap);
@@ -1010,6 +1131,8 @@ static void text_of(const cp_check *c, scratch *sc, const char *raw,
   }
   cp_text_decode((cp_text_enc)at_kind(at), raw, at_len(at), &sc->dec, &t, &tn);
   cp_normalize(c->o.mode, t, tn, &sc->norm, p, n);
+  /* a text that could not be made again compares as nothing: not a result */
+  if (!cp_buf_ok(&sc->dec) || !cp_buf_ok(&sc->norm)) check_fail(c);
 }
 
 static void text_at(const cp_check *c, scratch *sc, uint64_t at,
@@ -1116,7 +1239,7 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
       }
     } else {
       entry e = {b[i].hash, b[i].at, b[i].line};
-      tab_insert(t, pos, &e);
+      if (tab_insert(t, pos, &e) == NO_ENTRY) check_fail(c);
     }
   }
 }
@@ -1127,19 +1250,29 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
  * their first occurrences; compare each region's candidates (regions are
  * independent, so both threads can take some); count them in input
  * order. */
+/* Memory running out leaves the set with no regions to compare (and the
+ * check failed): every thread then finds nothing to do and goes on. */
 static void confirm_sort(cp_check *c, cset *set) {
   size_t n = set->n;
+  set->ntodo = 0;
   if (n > set->order_cap) {
-    set->order_cap = set->cbytes / sizeof *set->cands;
-    set->order = cp_realloc(set->order, set->order_cap * sizeof *set->order);
-    set->ok = cp_realloc(set->ok, set->order_cap);
+    size_t cap = set->cbytes / sizeof *set->cands;
+    uint32_t *order = cp_reallocarray(set->order, cap, sizeof *order);
+    if (order) set->order = order;
+    uint8_t *ok = order ? cp_realloc(set->ok, cap) : NULL;
+    if (ok) set->ok = ok;
+    if (!order || !ok) goto nomem;
+    set->order_cap = cap;
   }
   size_t nreg = (size_t)(c->total >> REGION_SHIFT) + 1;
   if (nreg > set->nreg) {
-    set->start = cp_realloc(set->start, (nreg + 1) * sizeof *set->start);
-    set->todo = cp_realloc(set->todo, nreg * sizeof *set->todo);
+    size_t *start = cp_reallocarray(set->start, nreg + 1, sizeof *start);
+    if (start) set->start = start;
+    size_t *todo = start ? cp_reallocarray(set->todo, nreg, sizeof *todo) : NULL;
+    if (todo) set->todo = todo;
+    if (!start || !todo) goto nomem;
+    set->nreg = nreg; /* only once both hold nreg */
   }
-  set->nreg = nreg;
   size_t *start = set->start;
   memset(start, 0, (nreg + 1) * sizeof *start);
   for (size_t i = 0; i < n; i++)
@@ -1149,11 +1282,16 @@ static void confirm_sort(cp_check *c, cset *set) {
     if (start[r + 1]) set->todo[set->ntodo++] = r;
     start[r + 1] += start[r];
   }
-  size_t *fill = cp_malloc(nreg * sizeof *fill);
+  size_t *fill = cp_reallocarray(NULL, nreg, sizeof *fill);
+  if (!fill) goto nomem;
   memcpy(fill, start, nreg * sizeof *fill);
   for (size_t i = 0; i < n; i++)
     set->order[fill[at_where(set->cands[i].fat) >> REGION_SHIFT]++] = (uint32_t)i;
   free(fill);
+  return;
+nomem:
+  set->ntodo = 0;
+  check_fail(c);
 }
 
 /* Copies global range [lo, hi) of the input into sc->view: a region is
@@ -1162,7 +1300,7 @@ static void confirm_sort(cp_check *c, cset *set) {
 static const char *region_view(const cp_check *c, scratch *sc, uint64_t lo,
                                uint64_t hi) {
   cp_buf_reset(&sc->view);
-  cp_buf_reserve(&sc->view, (size_t)(hi - lo));
+  if (cp_buf_reserve(&sc->view, (size_t)(hi - lo))) return NULL;
   for (size_t i = source_of(c, lo); i < c->nsrcs && c->srcs[i].base < hi; i++) {
     const source *s = &c->srcs[i];
     uint64_t a = lo > s->base ? lo : s->base;
@@ -1180,8 +1318,8 @@ static const char *region_view(const cp_check *c, scratch *sc, uint64_t lo,
  * pages are dear. */
 static void scratch_warm(scratch *sc) {
   size_t n = ((size_t)1 << REGION_SHIFT) + ((size_t)4 << 10);
-  cp_buf_reserve(&sc->view, n);
-  memset(sc->view.data, 0, n);
+  if (cp_buf_reserve(&sc->view, n) == 0) memset(sc->view.data, 0, n);
+  else cp_buf_reset(&sc->view); /* only a head start: the pass asks again */
 }
 
 static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
@@ -1192,6 +1330,11 @@ static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
     if (at_where(at) + at_len(at) > hi) hi = at_where(at) + at_len(at);
   }
   const char *view = region_view(c, sc, lo, hi);
+  if (!view) {
+    check_fail(c);
+    memset(set->ok, 0, set->n);
+    return;
+  }
   for (size_t j = a; j < b; j++) {
     if (j + 8 < b)
       __builtin_prefetch(set->texts + set->cands[set->order[j + 8]].text);
@@ -1205,7 +1348,7 @@ static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
 }
 
 static void confirm_count(cp_check *c, cset *set) {
-  for (size_t i = 0; i < set->n; i++) {
+  for (size_t i = 0; i < set->n && !cp_check_failed(c); i++) {
     const cand *k = &set->cands[i];
     repeat r = {k->line, set->texts + k->text, k->len, k->intent};
     if (set->ok[i])
@@ -1328,8 +1471,11 @@ static void consume(cp_check *c, size_t src, block *b) {
     return;
   }
   b->keep = keep_now(c);
-  /* Growing now keeps slot addresses fixed while the stages run. */
-  tab_reserve(&c->t, n);
+  /* Growing now keeps slot addresses fixed while the stages run. A table
+   * that cannot grow cannot take the block: it is not probed (its texts
+   * would fill the table past any free slot). */
+  if (tab_reserve(&c->t, n)) check_fail(c);
+  if (cp_check_failed(c)) n = 0;
   for (size_t i = 0; i < n + 2 * BATCH; i += BATCH) {
     if (i < n) stage_slots(&c->t, b->items + i, n - i < BATCH ? n - i : BATCH);
     if (i >= BATCH && i - BATCH < n) {
@@ -1519,6 +1665,10 @@ static void scan_record(cp_check *c, block *b, source *s,
     cp_normalize_plain(c->o.mode, rec->text, rec->len, &c->sn, &p, &n);
   else
     cp_normalize(c->o.mode, rec->text, rec->len, &c->sn, &p, &n);
+  if (!cp_buf_ok(&c->sn)) {
+    check_fail(c);
+    return;
+  }
   if (n == 0) { /* nothing left once normalised */
     c->rep.blank_lines++;
     return;
@@ -1530,6 +1680,12 @@ static void scan_record(cp_check *c, block *b, source *s,
     }
     note_long(c, b, n);
   }
+  int in_input = p >= rec->raw && p + n <= rec->raw + rec->raw_len;
+  if (!in_input && cp_buf_reserve(&b->text, n)) { /* no room to keep it */
+    check_fail(c);
+    b->text.failed = 0; /* the block goes on, as the threads do */
+    return;
+  }
   c->rep.utterances++;
   uint64_t h = cp_dedupe_hash(p, n);
   if (c->o.test_hash_mask) h &= c->o.test_hash_mask;
@@ -1538,7 +1694,7 @@ static void scan_record(cp_check *c, block *b, source *s,
   q->hash = h;
   q->line = pack_line(rec->line, check_intent(c, rec->intent, rec->intent_len));
   q->len = (uint32_t)n;
-  if (p >= rec->raw && p + n <= rec->raw + rec->raw_len) {
+  if (in_input) {
     q->at = pack_at(s->base + (uint64_t)(p - s->data), n, NORMALISED);
     q->text = SPAN;
   } else {
@@ -1575,8 +1731,9 @@ static void scan_source(void *arg) {
   source *s = &c->srcs[j->src];
   cp_reader *r = cp_reader_new(s->name, s->data, s->size, s->fmt,
                                &c->o.limits, c->sink);
-  cp_reader_set_size(r, s->file_size);
-  if (s->map.mapped) cp_reader_drop_long(r, &s->map, CP_CHECK_MAX_TEXT);
+  if (!r) check_fail(c); /* the blocks are still handed over, empty */
+  if (r) cp_reader_set_size(r, s->file_size);
+  if (r && s->map.mapped) cp_reader_drop_long(r, &s->map, CP_CHECK_MAX_TEXT);
   block *b = &c->blocks[c->tail % NBLOCKS];
   block_reset(b);
   b->start = 0;
@@ -1585,7 +1742,7 @@ static void scan_source(void *arg) {
   /* The first block is handed over early: probing waits for it. */
   size_t fill = c->threaded ? BLOCK_RECS / 8 : BLOCK_RECS;
   cp_record rec;
-  while (cp_reader_next(r, &rec)) {
+  while (r && !cp_check_failed(c) && cp_reader_next(r, &rec)) {
     scan_record(c, b, s, &rec);
     /* Bounded in bytes too, as the input it spans stays mapped, and its
      * copies in memory, until it is counted. */
@@ -1604,6 +1761,7 @@ static void scan_source(void *arg) {
   }
   b->end = s->size;
   b->last = 1;
+  if (r && cp_reader_failed(r)) check_fail(c);
   cp_reader_free(r);
   hand_over(c, j->src, b);
   if (c->threaded) {
@@ -1645,6 +1803,7 @@ static void run_source(cp_check *c, size_t idx) {
   c->threaded = s->size >= THREAD_MIN && cp_parallel_threads() > 1;
   scan_job job = {c, idx};
   uv_thread_t tid;
+  if (cp_check_failed(c)) return; /* nothing it found would count */
   if (c->threaded) {
     c->ahead_end = tab_alloc_entries(&c->t, c->t.nents + more);
     c->probed_ents = c->t.nents;
@@ -1663,7 +1822,8 @@ static void run_source(cp_check *c, size_t idx) {
   }
   if (more && !c->overflow) {
     plan_memory(c, more, lmax);
-    if (!c->overflow) tab_reserve(&c->t, more);
+    /* only a head start: probing grows the table as it needs */
+    if (!c->overflow && tab_reserve(&c->t, more)) check_fail(c);
   }
   if (!c->threaded) {
     scan_source(&job);
@@ -1699,11 +1859,18 @@ static void run_source(cp_check *c, size_t idx) {
   }
 }
 
+/* NULL, with the check failed, when out of memory. */
 static source *add_source(cp_check *c, const char *name) {
-  c->srcs = cp_realloc(c->srcs, (c->nsrcs + 1) * sizeof *c->srcs);
+  source *srcs = cp_reallocarray(c->srcs, c->nsrcs + 1, sizeof *srcs);
+  if (srcs) c->srcs = srcs;
+  char *copy = srcs ? cp_strdup(name) : NULL;
+  if (!copy) {
+    check_fail(c);
+    return NULL;
+  }
   source *s = &c->srcs[c->nsrcs++];
   memset(s, 0, sizeof *s);
-  s->name = cp_strdup(name);
+  s->name = copy;
   s->map.fd = -1;
   s->base = c->total;
   return s;
@@ -1712,6 +1879,10 @@ static source *add_source(cp_check *c, const char *name) {
 int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
                   size_t errlen) {
   cp_file_map m;
+  if (cp_check_failed(c)) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
   int rc = cp_file_map_open(&m, path, c->o.limits.max_bytes, err, errlen);
   if (rc) return rc;
   if (c->total + m.size > WHERE_MASK) {
@@ -1721,6 +1892,11 @@ int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
     return -1;
   }
   source *s = add_source(c, path);
+  if (!s) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    cp_file_map_close(&m);
+    return -1;
+  }
   s->map = m;
   s->data = m.data;
   s->size = m.size;
@@ -1728,12 +1904,17 @@ int cp_check_file(cp_check *c, const char *path, cp_format fmt, char *err,
   s->fmt = fmt;
   c->total += s->size;
   run_source(c, c->nsrcs - 1);
+  if (cp_check_failed(c)) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
   return 0;
 }
 
 void cp_check_buffer(cp_check *c, const char *name, const char *data,
                      size_t len, cp_format fmt) {
-  source *s = add_source(c, name);
+  source *s = cp_check_failed(c) ? NULL : add_source(c, name);
+  if (!s) return;
   s->data = data;
   s->size = s->file_size = len;
   s->fmt = fmt;
@@ -1745,15 +1926,16 @@ void cp_check_buffer(cp_check *c, const char *name, const char *data,
 
 /* Merges the items of a and b (each in input order) into a, keeping the
  * first max of them. Frees the rest. */
-static void merge_kept(kept *a, kept *b, size_t max) {
+static void merge_kept(cp_check *c, kept *a, kept *b, size_t max) {
   kept out = {NULL, 0, 0};
   out.cap = (a->n + b->n < max ? a->n + b->n : max) + 1;
-  out.v = cp_malloc(out.cap * sizeof *out.v);
+  out.v = cp_reallocarray(NULL, out.cap, sizeof *out.v);
+  if (!out.v) check_fail(c); /* the items go; the check has no result */
   size_t i = 0, j = 0;
   while (i < a->n || j < b->n) {
     int from_a = j >= b->n || (i < a->n && a->v[i].key < b->v[j].key);
     item *it = from_a ? &a->v[i++] : &b->v[j++];
-    if (out.n < max) out.v[out.n++] = *it;
+    if (out.v && out.n < max) out.v[out.n++] = *it;
     else free(it->text);
   }
   free(a->v);
@@ -1778,14 +1960,14 @@ static int end_pass(cp_check *c) {
     a->duplicates += c->now.duplicates + c->later.duplicates;
     a->conflicts += c->now.conflicts + c->later.conflicts;
     for (int k = 0; k < 2; k++) {
-      merge_kept(&c->now.items[k], &c->later.items[k], c->o.max_items);
-      merge_kept(&a->items[k], &c->now.items[k], c->o.max_items);
+      merge_kept(c, &c->now.items[k], &c->later.items[k], c->o.max_items);
+      merge_kept(c, &a->items[k], &c->now.items[k], c->o.max_items);
     }
   }
   tally_free(&c->now);
   tally_free(&c->later);
   tab_free(&c->t);
-  tab_init(&c->t, 12);
+  if (tab_init(&c->t, 12)) check_fail(c);
   c->ahead = c->ahead_end = 0;
   __atomic_store_n(&c->table_bytes, 0, __ATOMIC_RELAXED);
   return ok;
@@ -1830,13 +2012,17 @@ static void run_parts(cp_check *c) {
   c->sink = &c->muted;
   /* Parts still to count, as (bits, part), the next one last. */
   size_t n = 0, cap_todo = ((size_t)1 << bits) + 2 * PART_BITS_MAX + 2;
-  uint64_t *todo = cp_malloc(cap_todo * 2 * sizeof *todo);
-  for (uint64_t p = (uint64_t)1 << bits; p-- > 0;) {
+  uint64_t *todo = cp_reallocarray(NULL, cap_todo, 2 * sizeof *todo);
+  if (!todo) {
+    check_fail(c);
+    n = 0;
+  }
+  for (uint64_t p = (uint64_t)1 << bits; todo && p-- > 0;) {
     todo[2 * n] = bits;
     todo[2 * n + 1] = p;
     n++;
   }
-  while (n) {
+  while (n && !cp_check_failed(c)) {
     n--;
     c->part_bits = (unsigned)todo[2 * n];
     c->part = todo[2 * n + 1];
@@ -1848,8 +2034,13 @@ static void run_parts(cp_check *c) {
     c->rep.passes++;
     if (end_pass(c)) continue;
     if (n + 2 > cap_todo) {
+      uint64_t *more = cp_reallocarray(todo, cap_todo * 2, 2 * sizeof *todo);
+      if (!more) {
+        check_fail(c);
+        break;
+      }
+      todo = more;
       cap_todo *= 2;
-      todo = cp_realloc(todo, cap_todo * 2 * sizeof *todo);
     }
     uint64_t half = (uint64_t)1 << c->part_bits;
     todo[2 * n] = c->part_bits + 1;
@@ -1873,10 +2064,11 @@ static void run_parts(cp_check *c) {
 static void list_items(cp_check *c, kept *k, cp_check_item **out,
                        size_t *nout) {
   cp_check_item *v = cp_calloc(k->n + 1, sizeof *v);
+  if (!v) check_fail(c);
   scratch sc;
   memset(&sc, 0, sizeof sc);
   size_t n = 0, bytes = 0;
-  for (size_t i = 0; i < k->n; i++) {
+  for (size_t i = 0; v && i < k->n; i++) {
     const item *it = &k->v[i];
     const char *p;
     size_t len;
@@ -1886,6 +2078,10 @@ static void list_items(cp_check *c, kept *k, cp_check_item **out,
     } else {
       uint64_t from = at_where(it->fat);
       const char *raw = region_view(c, &sc, from, from + at_len(it->fat));
+      if (!raw) {
+        check_fail(c);
+        break;
+      }
       text_of(c, &sc, raw, it->fat, &p, &len);
     }
     if (bytes + len > CP_CHECK_LISTED_TEXT) break;
@@ -1896,9 +2092,9 @@ static void list_items(cp_check *c, kept *k, cp_check_item **out,
     o->line = line_of(it->key);
     o->first_file = src_name(c, (size_t)(it->first_key >> LINE_BITS));
     o->first_line = line_of(it->first_key);
-    o->intent = it->intent ? cp_strdup(intent_name(c, it->intent)) : NULL;
-    o->first_intent =
-        it->first_intent ? cp_strdup(intent_name(c, it->first_intent)) : NULL;
+    o->intent = intent_copy(c, it->intent);
+    o->first_intent = intent_copy(c, it->first_intent);
+    if (!o->text) check_fail(c); /* what was copied goes with the report */
   }
   scratch_free(&sc);
   kept_free(k);

@@ -44,8 +44,11 @@ typedef struct cp_dedupe_hit {
   size_t intent_len;
 } cp_dedupe_hit;
 
-cp_dedupe_set *cp_dedupe_set_new(cp_norm_mode mode);
+cp_dedupe_set *cp_dedupe_set_new(cp_norm_mode mode); /* NULL: out of memory */
 void cp_dedupe_set_free(cp_dedupe_set *s);
+/* 1 once memory ran out in the set: a text may have gone unstored, so its
+ * answers are not to be trusted from then on (adds return NEW). */
+int cp_dedupe_set_failed(const cp_dedupe_set *s);
 cp_norm_mode cp_dedupe_set_mode(const cp_dedupe_set *s);
 /* Adds text (normalised by the set's mode) seen at `line` (< 2^40) under
  * intent (NULL: none; texts without an intent never conflict). On
@@ -133,7 +136,11 @@ typedef struct cp_check_report {
 
 typedef struct cp_check cp_check;
 
-cp_check *cp_check_new(const cp_check_opts *o);
+cp_check *cp_check_new(const cp_check_opts *o); /* NULL: out of memory */
+/* 1 once memory ran out in the check (on any of its threads): the report
+ * is incomplete and must not be given as a result. A file checked after
+ * that fails at once ("out of memory"). */
+int cp_check_failed(const cp_check *c);
 /* Checks one more file; texts are compared across every file of the check.
  * Nothing past the size limit (opts.limits.max_bytes) is read. Returns 0,
  * or -1 (the file is at fault) or -2 (the process or the system is out of

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "buf.h"
+
 _Static_assert(sizeof(void (*)(void)) == sizeof(void *),
                "a function pointer holds what dlsym returns");
 
@@ -25,13 +27,18 @@ static inline int cp_dl_sym(void *lib, const char *name, void *fn) {
 /* Opens the library soname for a loader: RTLD_NOW, so that a missing
  * dependency shows here, and RTLD_LOCAL, so that neither it nor what it
  * pulls in resolves symbols of ours, nor we theirs. NULL with the reason
- * in why. */
+ * in why. A library (or one it needs) that could not be mapped for want
+ * of memory counts as an allocation failure (cp_alloc_failures): the
+ * dynamic loader says so only in words. */
 static inline void *cp_dl_open(const char *soname, char *why, size_t whylen) {
   void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char *e = dlerror();
     if (e) snprintf(why, whylen, "%s", e);
     else snprintf(why, whylen, "cannot load %s", soname);
+    if (e && (strstr(e, "failed to map segment") ||
+              strstr(e, "annot allocate memory") || strstr(e, "out of memory")))
+      cp_alloc_note_failure();
   }
   return lib;
 }

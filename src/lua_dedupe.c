@@ -76,6 +76,9 @@ static int l_normalize(lua_State *L) {
 static lset *check_set(lua_State *L, int idx) {
   lset *u = luaL_checkudata(L, idx, SET_MT);
   if (!u->set) luaL_error(L, "dedupe set is closed");
+  /* a set that ran out of memory once may have lost a text */
+  if (cp_dedupe_set_failed(u->set))
+    cp_lua_nomem(L, "using a dedupe set that ran out of memory before");
   return u;
 }
 
@@ -94,6 +97,7 @@ static int l_new(lua_State *L) {
   u->adds = 0;
   luaL_setmetatable(L, SET_MT);
   u->set = cp_dedupe_set_new(mode);
+  if (!u->set) return cp_lua_nomem(L, "creating a dedupe set");
   return 1;
 }
 
@@ -108,7 +112,11 @@ static int l_add(lua_State *L) {
   luaL_argcheck(L, len <= CP_DEDUPE_MAX_TEXT, 2, "text longer than 4 MiB");
   u->adds++;
   cp_dedupe_hit hit;
-  switch (cp_dedupe_set_add(u->set, text, len, intent, ilen, (uint64_t)line, &hit)) {
+  cp_dedupe_result res =
+      cp_dedupe_set_add(u->set, text, len, intent, ilen, (uint64_t)line, &hit);
+  if (cp_dedupe_set_failed(u->set))
+    return cp_lua_nomem(L, "adding to a dedupe set");
+  switch (res) {
   case CP_DEDUPE_NEW:
     lua_pushliteral(L, "new");
     return 1;
@@ -130,7 +138,10 @@ static int l_find(lua_State *L) {
   size_t len;
   const char *text = luaL_checklstring(L, 2, &len);
   cp_dedupe_hit hit;
-  if (!cp_dedupe_set_find(u->set, text, len, &hit)) {
+  int found = cp_dedupe_set_find(u->set, text, len, &hit);
+  if (cp_dedupe_set_failed(u->set))
+    return cp_lua_nomem(L, "looking a text up in a dedupe set");
+  if (!found) {
     lua_pushnil(L);
     return 1;
   }
@@ -234,27 +245,33 @@ typedef struct check_op {
   char err[512];
   int failed;      /* index of the file that could not be read, or -1 */
   int resource;    /* it failed for want of descriptors or memory */
+  int oom;         /* memory ran out: there is no result */
 } check_op;
 
 static void check_work(void *arg) {
   check_op *op = arg;
+  /* allocation failures counted on this thread, where the work runs */
+  unsigned long before = cp_alloc_failures();
   op->c = cp_check_new(&op->o);
-  for (int i = 0; i < op->npaths; i++) {
+  for (int i = 0; op->c && i < op->npaths; i++) {
     int rc = cp_check_file(op->c, op->paths[i], op->formats[i], op->err,
                            sizeof op->err);
     if (rc) {
       op->failed = i;
       op->resource = rc == -2;
+      op->oom = cp_check_failed(op->c) || cp_alloc_failures() != before;
       cp_check_free(op->c);
       op->c = NULL;
       return;
     }
   }
-  cp_check_finish(op->c);
+  const cp_check_report *rep = op->c ? cp_check_finish(op->c) : NULL;
+  op->oom = !rep || cp_check_failed(op->c) || rep->problems.out_of_memory;
 }
 
 static int check_push(lua_State *L, void *arg) {
   check_op *op = arg;
+  if (op->oom) return cp_lua_nomem(L, "checking the input");
   if (!op->c) {
     cp_lua_fail(L, op->resource ? "resource" : "io", "%s", op->err);
     if (op->failed >= 0) cp_lua_setstr(L, "path", op->paths[op->failed]);
@@ -310,20 +327,28 @@ static int l_file(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  /* Nothing below raises: the op is handed over whole. */
+  /* Nothing below raises but a memory error, after the op is freed; from
+   * cp_offload_run on the op is handed over whole. */
   check_op *op = cp_calloc(1, sizeof *op);
+  if (!op) return cp_lua_nomem(L, "checking the input");
   op->o = o;
   op->failed = -1;
   op->npaths = npaths;
   op->paths = cp_calloc((size_t)npaths + 1, sizeof *op->paths);
   op->formats = cp_calloc((size_t)npaths + 1, sizeof *op->formats);
-  for (int i = 1; i <= npaths; i++) {
-    if (lua_type(L, 1) == LUA_TTABLE) lua_geti(L, 1, i);
+  int ok = op->paths && op->formats;
+  for (int i = 1; ok && i <= npaths; i++) {
+    if (lua_type(L, 1) == LUA_TTABLE) lua_geti(L, 1, i); /* strings: checked */
     else lua_pushvalue(L, 1);
     const char *path = lua_tostring(L, -1);
-    op->paths[i - 1] = cp_strdup(path);
+    ok = (op->paths[i - 1] = cp_strdup(path)) != NULL;
     op->formats[i - 1] = have_format ? fmt : cp_format_guess(path);
     lua_pop(L, 1);
+  }
+  if (!ok) {
+    if (!op->paths) op->npaths = 0;
+    check_release(op);
+    return cp_lua_nomem(L, "checking the input");
   }
   return cp_offload_run(L, op, check_work, check_push, check_release);
 }

@@ -271,6 +271,19 @@ static int is_token(const char *s) {
   return 1;
 }
 
+/* The runtime's HTTP client. Raises when there is none: a memory error
+ * when memory was what it lacked (libcurl could not be mapped, say), else
+ * the reason (a broken installation). */
+static cp_http *client(lua_State *L) {
+  char err[300];
+  unsigned long before = cp_alloc_failures();
+  cp_http *h = cp_http_of(L, err, sizeof err);
+  if (h) return h;
+  if (cp_alloc_failures() != before) cp_lua_nomem(L, "loading libcurl");
+  luaL_error(L, "%s", err);
+  return NULL;
+}
+
 /* ---- credentials ----------------------------------------------------------------- */
 
 typedef struct cred_box {
@@ -325,7 +338,7 @@ static int cred_fail(lua_State *L) {
   cred_box *box = check_cred(L, 1);
   const char *msg = luaL_checkstring(L, 2);
   char err[300];
-  cp_http_cred_fail(cp_http_of(L, err, sizeof err), box->cr, msg);
+  cp_http_cred_fail(cp_http_of(L, err, sizeof err), box->cr, msg); /* none: no calls */
   return 0;
 }
 
@@ -363,9 +376,7 @@ static int l_origin_limit(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   double rate = opt_number_field(L, 2, "rate", 0, 0);
   double burst = opt_number_field(L, 2, "burst", rate >= 1 ? rate : 1, 1);
-  char err[300];
-  cp_http *h = cp_http_of(L, err, sizeof err);
-  if (!h) return luaL_error(L, "%s", err);
+  cp_http *h = client(L);
   int rc = cp_http_origin_limit(h, url, rate, burst);
   if (rc == -2) return cp_lua_nomem(L, "limiting an origin");
   if (rc) return luaL_argerror(L, 1, "not a URL");
@@ -375,9 +386,7 @@ static int l_origin_limit(lua_State *L) {
 /* http.origin_paused(url) -> seconds until url's origin takes requests. */
 static int l_origin_paused(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
-  char err[300];
-  cp_http *h = cp_http_of(L, err, sizeof err);
-  if (!h) return luaL_error(L, "%s", err);
+  cp_http *h = client(L);
   double left = cp_http_origin_paused(h, url);
   if (left < 0) return cp_lua_nomem(L, "looking up an origin");
   lua_pushnumber(L, left);
@@ -777,9 +786,7 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
   check_spec(L, opts, extra, &s);
   s.cred = cred ? check_cred(L, cred)->cr : NULL;
 
-  char err[300];
-  cp_http *h = cp_http_of(L, err, sizeof err);
-  if (!h) return luaL_error(L, "%s", err); /* broken installation, memory */
+  cp_http *h = client(L);
 
   /* From here on only memory can run out: the guard then cancels c. */
   call_guard *g = push_guard(L);

@@ -139,15 +139,46 @@ void cp_lua_push_problems(lua_State *L, const cp_problems *p) {
   }
 }
 
-/* Reads every record of data into a report table left on the stack. The
- * reader and problems are freed before anything here can raise (pushing
- * may, on memory errors only, which Lua then reports). */
+/* A reader held by a userdata, so that a memory error while its records
+ * become Lua values loses nothing: __gc frees it. */
+static int reader_gc(lua_State *L) {
+  cp_reader **box = lua_touserdata(L, 1);
+  cp_reader_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+static cp_reader **push_reader_box(lua_State *L) {
+  cp_reader **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, "cogpipe.validate.reader")) {
+    lua_pushcfunction(L, reader_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return box;
+}
+
+/* A mapped file held the same way. */
+static int map_gc(lua_State *L) {
+  cp_file_map *m = lua_touserdata(L, 1);
+  if (m->data) cp_file_map_close(m);
+  m->data = NULL;
+  return 0;
+}
+
+/* Reads every record of data into a report table left on the stack.
+ * Memory running out -- pushing the records, or in the reader -- raises a
+ * memory error: a report that is missing records is no report. */
 static void push_report(lua_State *L, const char *name, const char *data,
                         size_t len, const vopts *o, cp_file_map *map) {
-  cp_problems probs;
-  cp_problems_init(&probs, o->max_problems);
+  cp_problems *probs = push_problems_box(L, o->max_problems);
+  int probs_at = lua_gettop(L);
   cp_format fmt = o->have_format ? o->fmt : cp_format_guess(name);
-  cp_reader *r = cp_reader_new(name, data, len, fmt, &o->lim, &probs);
+  cp_reader **box = push_reader_box(L);
+  int box_at = lua_gettop(L);
+  cp_reader *r = *box = cp_reader_new(name, data, len, fmt, &o->lim, probs);
+  if (!r) cp_lua_nomem(L, "reading the input");
   if (map) cp_reader_set_size(r, map->file_size); /* mapped up to the limit */
   lua_createtable(L, 0, 10);
   int report = lua_gettop(L);
@@ -180,7 +211,10 @@ static void push_report(lua_State *L, const char *name, const char *data,
       released = cp_reader_pos(r);
     }
   }
+  if (cp_reader_failed(r) || probs->out_of_memory)
+    cp_lua_nomem(L, "reading the input");
   cp_reader_free(r);
+  *box = NULL;
   if (o->records) lua_setfield(L, report, "records");
   cp_lua_setstr(L, "file", name);
   cp_lua_setstr(L, "format", cp_format_name(fmt));
@@ -188,26 +222,38 @@ static void push_report(lua_State *L, const char *name, const char *data,
   cp_lua_setint(L, "lines", lines);
   cp_lua_setint(L, "blank_lines", blank);
   cp_lua_setint(L, "invalid", invalid);
-  cp_lua_setint(L, "problem_count", (lua_Integer)probs.total);
-  cp_lua_push_problems(L, &probs);
+  cp_lua_setint(L, "problem_count", (lua_Integer)probs->total);
+  cp_lua_push_problems(L, probs);
   lua_setfield(L, report, "problems");
-  cp_problems_free(&probs);
+  lua_remove(L, box_at);
+  lua_remove(L, probs_at);
 }
 
 static int l_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   vopts o;
   read_opts(L, 2, &o);
-  cp_file_map map;
+  lua_settop(L, 2);
+  cp_file_map *map = lua_newuserdatauv(L, sizeof *map, 0); /* 3 */
+  memset(map, 0, sizeof *map);
+  if (luaL_newmetatable(L, "cogpipe.validate.map")) {
+    lua_pushcfunction(L, map_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
   char err[512];
-  int rc = cp_file_map_open(&map, path, o.lim.max_bytes, err, sizeof err);
+  unsigned long before = cp_alloc_failures();
+  int rc = cp_file_map_open(map, path, o.lim.max_bytes, err, sizeof err);
   if (rc) {
+    memset(map, 0, sizeof *map);
+    if (cp_alloc_failures() != before) return cp_lua_nomem(L, "mapping the input");
     cp_lua_fail(L, rc == -2 ? "resource" : "io", "%s", err);
     cp_lua_setstr(L, "path", path);
     return 2;
   }
-  push_report(L, path, map.data, map.size, &o, &map);
-  cp_file_map_close(&map);
+  push_report(L, path, map->data, map->size, &o, map);
+  cp_file_map_close(map);
+  map->data = NULL;
   return 1;
 }
 

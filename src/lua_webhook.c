@@ -47,9 +47,12 @@ static unsigned char *key_at(lua_State *L, int idx, int i, int n,
   size_t len;
   const char *s = secret_at(L, idx, i, &len);
   const char *why = NULL;
+  unsigned long before = cp_alloc_failures();
   unsigned char *key = cp_webhook_key(s, len, keylen, &why);
   lua_pop(L, 1);
-  if (!key && why == CP_WEBHOOK_NOMEM) cp_lua_nomem(L, "reading a webhook secret");
+  /* libcrypto that could not be mapped is memory too, not a bad secret */
+  if (!key && (why == CP_WEBHOOK_NOMEM || cp_alloc_failures() != before))
+    cp_lua_nomem(L, "reading a webhook secret");
   if (!key) {
     if (n > 1)
       cp_lua_fail(L, "config", "%s (secret %d)", why, i);

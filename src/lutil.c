@@ -69,9 +69,18 @@ void cp_lua_unref(lua_State *L, int *ref) {
 long cp_lua_live_refs(void) { return live_refs; }
 
 /* Message handler: a traceback for string errors and for objects with a
- * __tostring; other objects (error tables without one) are passed through
- * untouched so the caller can still read their fields. */
+ * __tostring; cogpipe's error tables ({kind, message}), and other objects
+ * without a __tostring, are passed through untouched so the caller can
+ * still read their fields (a task that raises one adds its traceback). */
 static int traceback(lua_State *L) {
+  if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
+    luaL_getmetatable(L, "cogpipe.error");
+    if (lua_rawequal(L, -1, -2)) {
+      lua_settop(L, 1);
+      return 1;
+    }
+    lua_pop(L, 2);
+  }
   const char *msg = lua_tostring(L, 1);
   if (!msg) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)

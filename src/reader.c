@@ -114,7 +114,11 @@ void cp_text_decode(cp_text_enc enc, const char *raw, size_t len,
     return;
   }
   cp_buf_reset(scratch);
-  cp_buf_reserve(scratch, len + 1);
+  if (cp_buf_reserve(scratch, len + 1)) {
+    *out = "";
+    *out_len = 0;
+    return;
+  }
   const char *p = raw, *end = raw + len;
   char *d = scratch->data;
   size_t n = 0;
@@ -187,13 +191,19 @@ struct cp_reader {
   size_t ncols, col_text, col_intent;
   field *fields;
   size_t nfields, fcap;
+  field spare; /* written when fields cannot grow; the reader then stops */
+  int failed;  /* memory ran out: no more records */
 };
 
 cp_reader *cp_reader_new(const char *name, const char *data, size_t len,
                          cp_format fmt, const cp_limits *lim,
                          cp_problems *sink) {
   cp_reader *r = cp_calloc(1, sizeof *r);
-  r->name = cp_strdup(name);
+  if (r) r->name = cp_strdup(name);
+  if (!r || !r->name) {
+    free(r);
+    return NULL;
+  }
   r->data = data;
   r->line = 1;
   r->fmt = fmt;
@@ -607,6 +617,10 @@ static int next_jsonl(cp_reader *r, cp_record *rec) {
   }
   cp_json_error jerr;
   r->doc = cp_json_parse(body, bn, &jerr);
+  if (!r->doc && jerr.out_of_memory) {
+    r->failed = 1; /* not a problem of the line's */
+    return 1;
+  }
   if (!r->doc) {
     problem_at(r, s, line, body + jerr.offset, CP_PROB_SYNTAX,
                "invalid JSON: %s", jerr.message);
@@ -682,6 +696,7 @@ static int next_jsonl(cp_reader *r, cp_record *rec) {
     } else {
       cp_schema_annotations(an, (long long)rec->chars, "annotations", &errs);
     }
+    if (errs.out_of_memory) r->failed = 1;
     for (size_t i = 0; i < errs.n; i++)
       problem_at(r, s, line, body + errs.items[i].offset, CP_PROB_ANNOTATION,
                  "%s: %s", errs.items[i].path, errs.items[i].message);
@@ -700,8 +715,15 @@ static field *add_field(cp_reader *r) {
   size_t i = r->nfields++;
   if (r->header_done && i > r->ncols + 1) i = r->ncols + 1;
   if (i >= r->fcap) {
-    r->fcap = r->fcap ? r->fcap * 2 : 8;
-    r->fields = cp_realloc(r->fields, r->fcap * sizeof *r->fields);
+    size_t cap = r->fcap ? r->fcap * 2 : 8;
+    field *grown = cp_reallocarray(r->fields, cap, sizeof *grown);
+    if (!grown) {
+      r->failed = 1;
+      memset(&r->spare, 0, sizeof r->spare);
+      return &r->spare;
+    }
+    r->fields = grown;
+    r->fcap = cap;
   }
   field *f = &r->fields[i];
   memset(f, 0, sizeof *f);
@@ -928,7 +950,7 @@ static int next_csv(cp_reader *r, cp_record *rec) {
   return 1;
 }
 
-int cp_reader_next(cp_reader *r, cp_record *rec) {
+static int next(cp_reader *r, cp_record *rec) {
   int got;
   if (r->fmt == CP_FMT_CSV) got = next_csv(r, rec);
   else if (r->pos < r->len)
@@ -940,6 +962,18 @@ int cp_reader_next(cp_reader *r, cp_record *rec) {
     cut_here(r, r->data + r->pos, r->line);
   return got;
 }
+
+int cp_reader_next(cp_reader *r, cp_record *rec) {
+  if (r->failed) return 0;
+  int got = next(r, rec);
+  /* a record read for want of memory is not what the input holds */
+  if (!cp_buf_ok(&r->text_buf) || !cp_buf_ok(&r->intent_buf) ||
+      r->sink->out_of_memory)
+    r->failed = 1;
+  return r->failed ? 0 : got;
+}
+
+int cp_reader_failed(const cp_reader *r) { return r->failed; }
 
 /* ---- file mapping -------------------------------------------------------- */
 
@@ -1017,12 +1051,18 @@ int cp_file_map_open(cp_file_map *m, const char *path, uint64_t limit,
     return 0;
   }
   void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (p == MAP_FAILED) {
-    int e = errno;
-    snprintf(err, errlen, "%s: cannot map: %s", path, strerror(e));
+  if (p == MAP_FAILED && errno == ENOMEM) {
+    cp_alloc_note_failure();
+    snprintf(err, errlen, "%s: cannot map: out of memory", path);
     close(fd);
     m->fd = -1;
-    return e == ENOMEM ? -2 : -1;
+    return -2;
+  }
+  if (p == MAP_FAILED) {
+    snprintf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+    close(fd);
+    m->fd = -1;
+    return -1;
   }
   m->data = p;
   m->mapped = 1;

@@ -34,7 +34,8 @@ typedef enum cp_text_enc {
 } cp_text_enc;
 
 /* Decodes raw bytes written in enc. The result is raw itself for
- * CP_TEXT_RAW, else written to scratch (reset first). */
+ * CP_TEXT_RAW, else written to scratch (reset first; left failed, with an
+ * empty result, when memory runs out). */
 void cp_text_decode(cp_text_enc enc, const char *raw, size_t len,
                     cp_buf *scratch, const char **out, size_t *out_len);
 
@@ -60,10 +61,10 @@ typedef struct cp_reader cp_reader;
 
 /* A reader over data[0..len), which must outlive it. name labels problems
  * (copied). Problems go to sink (borrowed), which the reader points at
- * name. lim NULL means the defaults. The reader never looks past the size
- * limit (lim->max_bytes): an input over it is reported too large, at the
- * first byte past the limit, and its records end with the last one that
- * lies wholly within the limit. */
+ * name. lim NULL means the defaults; NULL when out of memory. The reader
+ * never looks past the size limit (lim->max_bytes): an input over it is
+ * reported too large, at the first byte past the limit, and its records
+ * end with the last one that lies wholly within the limit. */
 cp_reader *cp_reader_new(const char *name, const char *data, size_t len,
                          cp_format fmt, const cp_limits *lim,
                          cp_problems *sink);
@@ -72,8 +73,10 @@ cp_reader *cp_reader_new(const char *name, const char *data, size_t len,
  * cp_file_map_open): len must be at least the limit, and the report of
  * the size names the whole input's. Call before the first record. */
 void cp_reader_set_size(cp_reader *r, uint64_t size);
-/* 1 with *rec filled, 0 at the end of the input. */
+/* 1 with *rec filled, 0 at the end of the input -- or once memory ran
+ * out, which cp_reader_failed then says: the records read are not all. */
 int cp_reader_next(cp_reader *r, cp_record *rec);
+int cp_reader_failed(const cp_reader *r);
 struct cp_file_map;
 /* Says that data is m's mapping and that the caller will not look at the
  * bytes of a record longer than longer_than bytes: the reader reads such
@@ -106,7 +109,9 @@ typedef struct cp_file_map {
  * writer. 0, or -1 with a message in err naming the file and the cause
  * (missing, not a regular file, unreadable, ...), or -2 with one when the
  * process or the system ran out of something (file descriptors: "too
- * many open files"; memory) rather than the file being at fault. */
+ * many open files"; memory) rather than the file being at fault. A
+ * mapping refused for want of memory also counts as an allocation
+ * failure (cp_alloc_failures). */
 int cp_file_map_open(cp_file_map *m, const char *path, uint64_t limit,
                      char *err, size_t errlen);
 /* Drops the resident pages of [from, to); later reads fault them back in. */

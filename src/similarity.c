@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <uv.h>
 #include <xxhash.h>
 
@@ -316,7 +317,31 @@ static uv_once_t blas_once = UV_ONCE_INIT;
 static uv_mutex_t blas_lock;
 
 #ifdef CP_HAVE_CBLAS
+/* OpenBLAS starts a thread per core when it is loaded, and neither it nor
+ * they survive memory running out (its threads spin on allocations that
+ * keep failing; a product crashes on a buffer it could not get). So it is
+ * loaded only when the address space it may take -- a buffer and a malloc
+ * arena a thread, and its own tables -- can be had (reserved and given
+ * back at once); otherwise the built-in kernel, slower but always
+ * right, does the products. */
+#define BLAS_PER_THREAD ((size_t)128 << 20)
+#define BLAS_BASE ((size_t)256 << 20)
+static int blas_room(void) {
+  const char *env = getenv("OPENBLAS_NUM_THREADS");
+  if (!env || !*env) env = getenv("OMP_NUM_THREADS");
+  long n = env && *env ? strtol(env, NULL, 10) : 0;
+  if (n <= 0) n = (long)uv_available_parallelism();
+  if (n > 1024) n = 1024;
+  size_t bytes = (size_t)(n + 1) * BLAS_PER_THREAD + BLAS_BASE;
+  void *p = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (p == MAP_FAILED) return 0;
+  munmap(p, bytes);
+  return 1;
+}
+
 static void blas_load(void) {
+  if (!blas_room()) return;
   void *lib = dlopen(CP_BLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
   if (!lib) return;
   if (!cp_dl_sym(lib, "cblas_sgemm", &blas_sgemm)) {

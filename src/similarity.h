@@ -94,8 +94,10 @@ int cp_sim_filter(const cp_vecset *existing, const cp_vecset *fresh,
                    double threshold, cp_sim_verdict *out, int threads);
 
 /* Which kernel the products use: "openblas", "blas" or "builtin" (when
- * the BLAS is missing or could not be loaded). Loads the BLAS if the build
- * has one and it is not loaded yet. */
+ * the BLAS is missing, could not be loaded, or the address space it would
+ * take could not be had when it was first needed: OpenBLAS does not
+ * survive running out of memory). Loads the BLAS if the build has one and
+ * it is not loaded yet. */
 const char *cp_sim_backend(void);
 
 #endif
