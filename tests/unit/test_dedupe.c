@@ -570,6 +570,86 @@ static void test_check_file(void) {
   free(data);
 }
 
+/* Memory that runs out in a check -- in any allocation, on either thread
+ * -- ends it failed (or, where it only cost a head start, still right): no
+ * crash, no thread left waiting, nothing leaked, and no wrong report given
+ * as a result. */
+static void oom_check(const char *data, size_t len, const char *threads,
+                      int every, uint64_t unique) {
+  setenv("COGPIPE_THREADS", threads, 1);
+  int failed = 0;
+  /* every allocation, or (a large input) a spread of them: 1, 2, 4, 7, ... */
+  for (long k = 1;; k = every ? k + 1 : k + k / 2 + 1) {
+    cp_check_opts o;
+    cp_check_opts_init(&o);
+    o.resident_bytes = len / 3; /* repeats on both sides */
+    cp_alloc_fail_at(k);
+    cp_check *c = cp_check_new(&o);
+    const cp_check_report *r = NULL;
+    if (c) {
+      cp_check_buffer(c, "oom", data, len, CP_FMT_LINES);
+      r = cp_check_finish(c);
+    }
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (pending) {
+      CHECK(c && !cp_check_failed(c));
+      CHECK_INT(r->unique, unique);
+      cp_check_free(c);
+      break;
+    }
+    /* failed, or (a head start that could not be had: the table grown up
+     * front, a buffer warmed) the right answer all the same */
+    if (!c || cp_check_failed(c) || r->problems.out_of_memory) failed++;
+    else CHECK_INT(r->unique, unique);
+    cp_check_free(c);
+  }
+  CHECK(failed > 3);
+  unsetenv("COGPIPE_THREADS");
+}
+
+static void test_check_out_of_memory(void) {
+  size_t len;
+  char *data = make_corpus(5, &len); /* past THREAD_MIN: a scanning thread */
+  size_t small = 100000;
+  while (data[small - 1] != '\n') small--;
+  static uint64_t first[REF_ITEMS][2];
+  uint64_t u_small, u_all, dups;
+  reference(data, small, CP_NORM_TRIM, &u_small, &dups, first);
+  reference(data, len, CP_NORM_TRIM, &u_all, &dups, first);
+  oom_check(data, small, "1", 1, u_small);
+  oom_check(data, len, "2", 0, u_all);
+  free(data);
+}
+
+/* A set that runs out of memory says so, and stores nothing it could not
+ * store whole. */
+static void test_set_out_of_memory(void) {
+  for (long k = 1;; k++) {
+    cp_alloc_fail_at(k);
+    cp_dedupe_set *s = cp_dedupe_set_new(CP_NORM_CASEFOLD);
+    cp_dedupe_hit hit;
+    int failed = !s;
+    for (int i = 0; s && i < 3000 && !failed; i++) {
+      char t[64], in[16];
+      int n = snprintf(t, sizeof t, "  Utterance N\xC3\xBAmero %d  ", i % 2000);
+      int m = snprintf(in, sizeof in, "intent%d", i % 40);
+      cp_dedupe_set_add(s, t, (size_t)n, in, (size_t)m, (uint64_t)i + 1, &hit);
+      failed = cp_dedupe_set_failed(s);
+    }
+    int pending = cp_alloc_fail_pending();
+    cp_alloc_fail_at(0);
+    if (pending) {
+      CHECK(s && !failed);
+      CHECK_INT(cp_dedupe_set_count(s), 2000);
+      cp_dedupe_set_free(s);
+      break;
+    }
+    CHECK(failed);
+    cp_dedupe_set_free(s);
+  }
+}
+
 int main(void) {
   RUN(test_set_basics);
   RUN(test_set_modes);
@@ -585,5 +665,7 @@ int main(void) {
   RUN(test_check_text_limit);
   RUN(test_check_listed_text);
   RUN(test_check_file);
+  RUN(test_set_out_of_memory);
+  RUN(test_check_out_of_memory);
   DONE();
 }

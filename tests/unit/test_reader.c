@@ -528,6 +528,62 @@ static void test_file_map_refuses(void) {
   rmdir(dir);
 }
 
+/* Reads all of data; returns the records read, with the problems counted
+ * in *problems and whether the reader stopped for want of memory. */
+static int read_counting(const char *data, cp_format fmt, uint64_t *problems,
+                         int *failed) {
+  cp_problems p;
+  cp_problems_init(&p, 100);
+  cp_reader *r = cp_reader_new("oom", data, strlen(data), fmt, NULL, &p);
+  int n = 0;
+  cp_record one;
+  while (r && cp_reader_next(r, &one)) n++;
+  *failed = !r || cp_reader_failed(r) || p.out_of_memory;
+  *problems = p.total;
+  cp_reader_free(r);
+  cp_problems_free(&p);
+  return n;
+}
+
+/* A reader that runs out of memory stops and says so, so that what it
+ * found is not taken for a result (a field that would not decode looks
+ * empty); unless what failed was not needed, and then all is as without. */
+static void test_out_of_memory(void) {
+  static const char *const inputs[] = {
+      "text,intent,a,b,c,d,e,f,g,h,i,j\n"
+      "\"say \"\"hi\"\"\",greet,1,2,3,4,5,6,7,8,9,10\n"
+      "\"book, a flight\",\"travel \"\"now\"\"\",1,2,3,4,5,6,7,8,9,10\n",
+      "{\"text\":\"book a flight\",\"intent\":\"travel\",\"annotations\":[]}\n"
+      "{\"text\":\"caf\\u00e9 please\",\"intent\":\"food\"}\n"
+      "{\"text\":\"x\",\"intent\":\"y\",\"annotations\":[{\"entity_id\":\"e\",\"start\":0,\"end\":1}]}\n"};
+  static const cp_format fmts[] = {CP_FMT_CSV, CP_FMT_JSONL};
+  for (int t = 0; t < 2; t++) {
+    uint64_t want_problems;
+    int failed;
+    int want = read_counting(inputs[t], fmts[t], &want_problems, &failed);
+    CHECK(!failed && want_problems == 0);
+    for (long k = 1;; k++) {
+      uint64_t problems;
+      cp_alloc_fail_at(k);
+      int n = read_counting(inputs[t], fmts[t], &problems, &failed);
+      int pending = cp_alloc_fail_pending();
+      cp_alloc_fail_at(0);
+      if (pending) {
+        CHECK_INT(n, want);
+        break;
+      }
+      /* stopped short (what it found is then no result), or -- a path for a
+       * message it did not need -- whole and without a made-up problem */
+      if (failed) {
+        CHECK(n < want);
+      } else {
+        CHECK_INT(n, want);
+        CHECK_INT(problems, 0);
+      }
+    }
+  }
+}
+
 int main(void) {
   RUN(test_lines);
   RUN(test_lines_problems);
@@ -548,5 +604,6 @@ int main(void) {
   RUN(test_file_map_limit);
   RUN(test_file_map_refuses);
   cp_problems_free(&probs);
+  RUN(test_out_of_memory);
   DONE();
 }
