@@ -184,16 +184,26 @@ static inline uint8_t tag_of(uint64_t h) {
 }
 
 /* Keeps the load under 70%, where linear probing stays short. 0, or -1
- * when out of memory (the table as it was). */
+ * when out of memory: the table as it was, or, when not even its old
+ * size can be had again, without slots (the caller fails for good). */
 static int tab_reserve(table *t, size_t more) {
   size_t want = t->nents + more;
   if (want * 10 <= ((size_t)1 << t->bits) * 7) return 0;
-  unsigned bits = t->bits;
+  unsigned bits = t->bits, old_bits = t->bits;
   while (want * 10 > ((size_t)1 << bits) * 7) bits++;
-  table old = *t;
-  if (slots_alloc(t, bits)) return -1;
-  slots_free(&old);
-  size_t mask = ((size_t)1 << bits) - 1;
+  /* The old slots go first: holding both would raise the peak by the old
+   * array, which the memory bound of a check has no room for. */
+  slots_free(t);
+  int rc = 0;
+  if (slots_alloc(t, bits)) {
+    rc = -1;
+    if (slots_alloc(t, old_bits)) { /* not even that: an unusable table */
+      t->slots = NULL;
+      t->tags = NULL;
+      return -1;
+    }
+  }
+  size_t mask = ((size_t)1 << t->bits) - 1;
   for (size_t i = 0; i < t->nents; i++) {
     uint64_t h = ent(t, (uint32_t)i)->hash;
     size_t s = tab_home(t, h);
@@ -201,7 +211,7 @@ static int tab_reserve(table *t, size_t more) {
     t->tags[s] = tag_of(h);
     t->slots[s] = (uint32_t)i;
   }
-  return 0;
+  return rc;
 }
 
 /* Entries are written front to back, and a large chunk is populated a
