@@ -717,7 +717,8 @@ static field *add_field(cp_reader *r) {
   if (i >= r->fcap) {
     size_t cap = r->fcap ? r->fcap * 2 : 8;
     field *grown = cp_reallocarray(r->fields, cap, sizeof *grown);
-    if (!grown) {
+    if (!grown) { /* the row ends here for the reader: it stops */
+      r->nfields--;
       r->failed = 1;
       memset(&r->spare, 0, sizeof r->spare);
       return &r->spare;
