@@ -39,9 +39,11 @@ typedef struct cp_runtime_options {
   /* Loop to run on; NULL makes the runtime create and own one. A borrowed
    * loop is never closed by the runtime. */
   uv_loop_t *loop;
-  /* Directory holding the Lua half (cogpipe/init.lua ...). NULL: the
-   * COGPIPE_LUA_DIR environment variable, else next to the executable
-   * (../share/cogpipe/lua), else the install prefix. */
+  /* The Lua half of cogpipe (lua/cogpipe) is compiled into libcogpipe; a
+   * program needs no files of it. For development, a directory that holds
+   * a tree of it (cogpipe/init.lua ...) replaces that copy, read at each
+   * require: this one, else the COGPIPE_LUA_DIR environment variable.
+   * NULL or "": the copy compiled in. */
   const char *lua_dir;
   /* Bytes the runtime's Lua state may hold (0: no limit of its own). An
    * allocation past it fails as if the system were out of memory, so a

@@ -6,10 +6,8 @@
  * and the bindings'. Nothing here ends the process: every entry into Lua
  * from the embedding API is a protected call.
  */
-#define _GNU_SOURCE /* dladdr */
 #include "runtime.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 
 #include <lauxlib.h>
@@ -17,18 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "buf.h"
 #include "lutil.h"
-#include "modules.h"
+#include "require.h"
 #include "scheduler.h"
 
 #ifndef CP_VERSION_STRING
 #define CP_VERSION_STRING "0.0.0"
-#endif
-#ifndef CP_LUA_INSTALL_DIR
-#define CP_LUA_INSTALL_DIR "/usr/local/share/cogpipe/lua"
 #endif
 
 
@@ -114,105 +108,15 @@ void cp_runtime_off_close(cp_runtime *rt, int id) {
 
 /* ---- finding the Lua half ----------------------------------------------- */
 
-static int has_init(const char *dir) {
-  cp_buf p = CP_BUF_INIT;
-  cp_buf_printf(&p, "%s/cogpipe/init.lua", dir);
-  int ok = cp_buf_ok(&p) && access(p.data, R_OK) == 0;
-  cp_buf_free(&p);
-  return ok;
-}
-
-/* Looks for the Lua half beside a binary at path: an installed tree
- * (bin/../share, lib/../share) or a build tree, which mirrors it. Returns a
- * malloc'd directory, or NULL (not found, or out of memory). */
-static char *beside(const char *path) {
-  static const char *const rel[] = {"/../share/cogpipe/lua", "/share/cogpipe/lua"};
-  const char *slash = strrchr(path, '/');
-  if (!slash) return NULL;
-  for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
-    cp_buf d = CP_BUF_INIT;
-    cp_buf_printf(&d, "%.*s%s", (int)(slash - path), path, rel[i]);
-    if (has_init(d.data)) return cp_buf_steal(&d, NULL);
-    cp_buf_free(&d);
-  }
-  return NULL;
-}
-
-/* Returns a malloc'd directory the caller owns; NULL when out of memory. */
-static char *find_lua_dir(const char *given) {
-  if (given) return cp_strdup(given);
-  const char *env = getenv("COGPIPE_LUA_DIR");
-  if (env && *env) return cp_strdup(env);
-  char exe[4096];
-  size_t size = sizeof exe;
-  char *dir = NULL;
-  if (uv_exepath(exe, &size) == 0) dir = beside(exe);
-  /* an embedder's program lives anywhere; the shared library does not */
-  Dl_info info;
-  if (!dir && dladdr((void *)cp_runtime_new, &info) && info.dli_fname)
-    dir = beside(info.dli_fname);
-  return dir ? dir : cp_strdup(CP_LUA_INSTALL_DIR);
-}
-
-/* Lua's file searcher takes a file it cannot open for an absent one,
- * whatever the reason, so a process out of file descriptors is told that
- * a module is "not found" in a list of paths. This searcher runs just
- * before it and names the cause instead; a module file that is really
- * absent is left to it. Upvalue 1: the package table. */
-static int open_searcher(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  lua_getfield(L, lua_upvalueindex(1), "path");
-  const char *path = lua_tostring(L, -1);
-  if (!path) return 0;
-  const char *file = luaL_gsub(L, name, ".", LUA_DIRSEP);
-  while (*path) {
-    const char *end = strchr(path, *LUA_PATH_SEP);
-    if (!end) end = path + strlen(path);
-    lua_pushlstring(L, path, (size_t)(end - path));
-    const char *cand = luaL_gsub(L, lua_tostring(L, -1), LUA_PATH_MARK, file);
-    FILE *f = fopen(cand, "r");
-    int e = errno;
-    if (f) {
-      fclose(f);
-      return 0; /* there: the Lua searcher loads it */
-    }
-    if (e == EMFILE || e == ENFILE)
-      return luaL_error(L,
-                        "cannot open module '%s' (%s): too many open files%s",
-                        name, cand,
-                        e == ENFILE ? " in the system"
-                                    : "; raise the limit with ulimit -n");
-    if (e != ENOENT && e != ENOTDIR)
-      return luaL_error(L, "cannot open module '%s' (%s): %s", name, cand,
-                        strerror(e));
-    lua_pop(L, 2);
-    path = *end ? end + 1 : end;
-  }
-  return 0;
-}
-
-static void set_package_path(lua_State *L, const char *dir) {
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
-  lua_setfield(L, -3, "path");
-  lua_pop(L, 1);
-  /* open_searcher goes in at 2, before the Lua file searcher. */
-  lua_getfield(L, -1, "searchers");
-  for (lua_Integer i = (lua_Integer)luaL_len(L, -1); i >= 2; i--) {
-    lua_rawgeti(L, -1, i);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, open_searcher, 1);
-  lua_rawseti(L, -2, 2);
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_cogpipe_core);
-  lua_setfield(L, -2, "cogpipe.core");
-  lua_pushcfunction(L, luaopen_cogpipe_sandbox);
-  lua_setfield(L, -2, "cogpipe._sandbox");
-  lua_pop(L, 2);
+/* The directory the Lua half is read from instead of the copy compiled in
+ * (require.c): the embedder's, else COGPIPE_LUA_DIR, a developer's source
+ * tree (empty is none). Sets *dir to a malloc'd copy the caller owns, or to
+ * NULL when none is named. Returns 0, or -1 when out of memory. */
+static int find_lua_dir(const char *given, char **dir) {
+  if (!given || !*given) given = getenv("COGPIPE_LUA_DIR");
+  if (given && !*given) given = NULL;
+  *dir = given ? cp_strdup(given) : NULL;
+  return given && !*dir ? -1 : 0;
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -272,7 +176,7 @@ static void on_idle(void *data);
 static int init_state(lua_State *L) {
   cp_runtime *rt = lua_touserdata(L, 1);
   luaL_openlibs(L);
-  set_package_path(L, rt->lua_dir);
+  cp_require_init(L, rt->lua_dir);
   lua_newtable(L);
   rt->natives_ref = cp_lua_ref(L);
   cp_sched_init(rt->sched);
@@ -312,8 +216,8 @@ cp_runtime *cp_runtime_new(const cp_runtime_options *opts) {
     rt->loop = &rt->own_loop;
     rt->owns_loop = 1;
   }
-  rt->lua_dir = find_lua_dir(opts ? opts->lua_dir : NULL);
-  rt->L = rt->lua_dir ? lua_newstate(rt_alloc, rt) : NULL;
+  int found = find_lua_dir(opts ? opts->lua_dir : NULL, &rt->lua_dir);
+  rt->L = found == 0 ? lua_newstate(rt_alloc, rt) : NULL;
   if (!rt->L) {
     discard(rt, ENOMEM);
     return NULL;

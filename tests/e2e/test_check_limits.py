@@ -26,6 +26,7 @@ import unicodedata
 import unittest
 
 BIN = os.environ.get("COGPIPE_BIN", "build/cogpipe")
+SRC = os.environ.get("COGPIPE_SOURCE_DIR", ".")
 SANITIZED = bool(os.environ.get("COGPIPE_SANITIZED"))
 MIB = 1 << 20
 LIMIT_KB = 50 * 1024           # the bound on peak memory, as ru_maxrss counts it
@@ -45,14 +46,14 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run(args, preexec_fn=None, timeout=300):
+def run(args, preexec_fn=None, timeout=300, env=None):
     """Exit status, stdout, stderr, peak RSS in KiB and wall seconds of one
     `cogpipe check` run, the peak that of the command alone. With a
     preexec_fn (descriptor limits), unmeasured: Python would not start."""
     if preexec_fn:
         t0 = time.monotonic()
         p = subprocess.run([BIN, "check", *args], capture_output=True, preexec_fn=preexec_fn,
-                           timeout=timeout)
+                           timeout=timeout, env=env)
         return (p.returncode, p.stdout, p.stderr.decode(errors="replace"), None,
                 time.monotonic() - t0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,12 +170,12 @@ def nofile(n):
 
 
 class OutOfDescriptors(Bounded):
-    def least_descriptors(self, args):
+    def least_descriptors(self, args, env=None):
         """The lowest RLIMIT_NOFILE under which `cogpipe check args` works,
         and what it said at each lower limit it got a word out at."""
         said = {}
         for n in range(4, 64):
-            code, _, err, _, _ = run(args, preexec_fn=nofile(n), timeout=60)
+            code, _, err, _, _ = run(args, preexec_fn=nofile(n), timeout=60, env=env)
             if code == 0:
                 return n, said
             said[n] = (code, err)
@@ -186,8 +187,16 @@ class OutOfDescriptors(Bounded):
             f.write("hello\n")
         n, said = self.least_descriptors([one])
         # One descriptor short: the first file opened after start-up is the
-        # command's module, and the error says which and why.
+        # input (the command's module is compiled in), and the error says
+        # which and why.
         code, err = said[n - 1]
+        self.assertEqual(code, 1, err)
+        self.assertIn("one.txt: cannot open: too many open files", err)
+        self.assertNotIn("unknown command", err)
+        # Read from a source tree, the command's module is the first file.
+        tree = dict(os.environ, COGPIPE_LUA_DIR=os.path.join(SRC, "lua"))
+        n_tree, said = self.least_descriptors([one], env=tree)
+        code, err = said[n_tree - 1]
         self.assertEqual(code, 1, err)
         self.assertIn("cannot open module 'cogpipe.cmd.check'", err)
         self.assertIn("too many open files", err)
@@ -205,27 +214,33 @@ class OutOfDescriptors(Bounded):
                          % (n + 4))
 
     def test_module_searcher(self):
-        """A module that cannot be opened for want of descriptors is not
-        "not found"."""
+        """A module file that cannot be opened for want of descriptors is not
+        "not found"; cogpipe's own modules, compiled in, need none."""
+        with open(self.path("mine.lua"), "w") as f:
+            f.write("return {}\n")
         script = self.path("fill.lua")
         with open(script, "w") as f:
-            f.write("local held = {}\n"
+            f.write("package.path = '%s/?.lua;' .. package.path\n"
+                    "local held = {}\n"
                     "while true do\n"
                     "  local h = io.open('/dev/null', 'r')\n"
                     "  if not h then break end\n"
                     "  held[#held + 1] = h\n"
                     "end\n"
-                    "local ok, err = pcall(require, 'cogpipe.neardup')\n"
+                    "local own_ok, own = pcall(require, 'cogpipe.neardup')\n"
+                    "local ok, err = pcall(require, 'mine')\n"
                     "for _, h in ipairs(held) do h:close() end\n"
+                    "print(own_ok, type(own))\n"
                     "print(ok, err)\n"
-                    "print(pcall(require, 'cogpipe.no_such_module'))\n")
+                    "print(pcall(require, 'cogpipe.no_such_module'))\n" % self.dir)
         p = subprocess.run([BIN, "run", script], capture_output=True, text=True, timeout=60,
                            preexec_fn=nofile(64))
         self.assertEqual(p.returncode, 0, p.stderr)
-        first, second = p.stdout.splitlines()[:2]
+        own, first, second = p.stdout.splitlines()[:3]
+        self.assertEqual(own, "true\ttable")
         self.assertTrue(first.startswith("false\t"), first)
-        self.assertIn("cannot open module 'cogpipe.neardup'", first)
-        self.assertIn("neardup.lua", first)
+        self.assertIn("cannot open module 'mine'", first)
+        self.assertIn("mine.lua", first)
         self.assertIn("too many open files", first)
         self.assertNotIn("no file", first)
         # With descriptors to spare, a missing module is still "not found".

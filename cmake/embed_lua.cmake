@@ -1,0 +1,46 @@
+# embed_lua.cmake -- the Lua half compiled into libcogpipe. Run as a script
+# at build time (cmake -DLUA_DIR=<tree>/lua -DOUTPUT=<file.c> -P this), it
+# writes every lua/cogpipe/**.lua as a byte array and the table
+# cp_lua_modules[] (src/require.h) that names each one's module and chunk, so
+# that an installed program cannot drift from its Lua half or lose it.
+# Source, not bytecode: tracebacks keep file:line, and nothing here needs
+# luac. It knows nothing of how the modules are loaded (src/require.c).
+if(NOT LUA_DIR OR NOT OUTPUT)
+  message(FATAL_ERROR "usage: cmake -DLUA_DIR=<dir> -DOUTPUT=<file.c> -P embed_lua.cmake")
+endif()
+
+file(GLOB_RECURSE files RELATIVE "${LUA_DIR}" "${LUA_DIR}/cogpipe/*.lua")
+list(SORT files)
+if(NOT files)
+  message(FATAL_ERROR "embed_lua: no Lua modules under ${LUA_DIR}/cogpipe")
+endif()
+
+# 12 bytes (24 hex digits) a line keeps the arrays readable in a diff.
+string(REPEAT "[0-9a-f]" 24 line_of_hex)
+
+set(arrays "")
+set(table "")
+set(i 0)
+foreach(rel ${files})
+  # require names: cogpipe/init.lua is "cogpipe", cogpipe/cmd/run.lua
+  # "cogpipe.cmd.run"; the chunk is named as the file in the source tree.
+  if(NOT rel MATCHES "^[A-Za-z0-9_/]+\\.lua$")
+    message(FATAL_ERROR "embed_lua: ${LUA_DIR}/${rel}: a module file name has letters, digits and _ only")
+  endif()
+  string(REGEX REPLACE "\\.lua$" "" name "${rel}")
+  string(REGEX REPLACE "/init$" "" name "${name}")
+  string(REPLACE "/" "." name "${name}")
+
+  file(READ "${LUA_DIR}/${rel}" hex HEX)
+  string(REGEX REPLACE "(${line_of_hex})" "\\1\n  " hex "${hex}")
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  # The trailing 0 is not counted: it keeps an empty file's array legal C.
+  string(APPEND arrays "/* lua/${rel} */\nstatic const unsigned char m${i}[] = {\n  ${hex}0};\n\n")
+  string(APPEND table "  {\"${name}\", \"@lua/${rel}\", m${i}, sizeof m${i} - 1},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+
+set(text "/* Generated from lua/cogpipe by cmake/embed_lua.cmake; do not edit. */\n")
+string(APPEND text "#include \"require.h\"\n\n${arrays}")
+string(APPEND text "const cp_lua_module cp_lua_modules[] = {\n${table}  {0, 0, 0, 0},\n};\n")
+file(WRITE "${OUTPUT}" "${text}")
