@@ -39,6 +39,21 @@ static int embedded_searcher(lua_State *L) {
   return 2;
 }
 
+/* With a tree named instead of the embedded copy: after Lua's file
+ * searcher, a module of the copy that the tree lacks. An error rather than
+ * "not found", which would hide that the tree is incomplete or wrong (the
+ * command would call its own module an unknown command). Upvalue 1: the
+ * tree's directory. */
+static int tree_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (!embedded(name)) return 0;
+  return luaL_error(L,
+                    "module '%s' is missing from %s, the Lua tree named by "
+                    "COGPIPE_LUA_DIR or lua_dir in place of the copy "
+                    "compiled into cogpipe",
+                    name, lua_tostring(L, lua_upvalueindex(1)));
+}
+
 /* Lua's file searcher takes a file it cannot open for an absent one,
  * whatever the reason, so a process out of file descriptors is told that
  * a module is "not found" in a list of paths. This searcher runs just
@@ -93,9 +108,15 @@ void cp_require_init(lua_State *L, const char *dir) {
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
   }
-  /* After package.preload (1) and before Lua's file searcher: the embedded
-   * copy, when it is the one used, then open_searcher. */
+  /* After package.preload (1) and before Lua's file searcher (2): the
+   * embedded copy, when it is the one used, then open_searcher; with a
+   * tree, tree_searcher right after Lua's file searcher. */
   lua_getfield(L, -1, "searchers");
+  if (dir) {
+    lua_pushstring(L, dir);
+    lua_pushcclosure(L, tree_searcher, 1);
+    insert_searcher(L, 3);
+  }
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, open_searcher, 1);
   insert_searcher(L, 2);

@@ -30,9 +30,10 @@ extern const cp_lua_module cp_lua_modules[];
  * module on package.path cannot shadow. dir given: the Lua half is read from
  * dir/cogpipe/ instead, at each require, and the embedded copy is not used
  * at all (a development tree, so that editing a .lua file needs no
- * rebuild; no mix of two versions). Either way a module file that cannot be
- * opened for want of file descriptors is reported as such, not as absent.
- * Raises on a memory error. */
+ * rebuild; no mix of two versions): a module of the copy that dir lacks is
+ * an error that names dir. Either way a module file that cannot be opened
+ * for want of file descriptors is reported as such, not as absent. Raises
+ * on a memory error. */
 void cp_require_init(lua_State *L, const char *dir);
 
 #endif
