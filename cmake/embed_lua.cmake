@@ -22,21 +22,28 @@ set(arrays "")
 set(table "")
 set(i 0)
 foreach(rel ${files})
-  # require names: cogpipe/init.lua is "cogpipe", cogpipe/cmd/run.lua
-  # "cogpipe.cmd.run"; the chunk is named as the file in the source tree.
+  # require names, as package.path's "?.lua;?/init.lua" would find the
+  # file: cogpipe/cmd/run.lua is "cogpipe.cmd.run", cogpipe/cmd/init.lua
+  # both "cogpipe.cmd.init" (the init command) and "cogpipe.cmd". The chunk
+  # is named as the file in the source tree.
   if(NOT rel MATCHES "^[A-Za-z0-9_/]+\\.lua$")
     message(FATAL_ERROR "embed_lua: ${LUA_DIR}/${rel}: a module file name has letters, digits and _ only")
   endif()
   string(REGEX REPLACE "\\.lua$" "" name "${rel}")
-  string(REGEX REPLACE "/init$" "" name "${name}")
   string(REPLACE "/" "." name "${name}")
+  set(names "${name}")
+  if(name MATCHES "^(.+)\\.init$")
+    list(APPEND names "${CMAKE_MATCH_1}")
+  endif()
 
   file(READ "${LUA_DIR}/${rel}" hex HEX)
   string(REGEX REPLACE "(${line_of_hex})" "\\1\n  " hex "${hex}")
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
   # The trailing 0 is not counted: it keeps an empty file's array legal C.
   string(APPEND arrays "/* lua/${rel} */\nstatic const unsigned char m${i}[] = {\n  ${hex}0};\n\n")
-  string(APPEND table "  {\"${name}\", \"@lua/${rel}\", m${i}, sizeof m${i} - 1},\n")
+  foreach(name ${names})
+    string(APPEND table "  {\"${name}\", \"@lua/${rel}\", m${i}, sizeof m${i} - 1},\n")
+  endforeach()
   math(EXPR i "${i} + 1")
 endforeach()
 

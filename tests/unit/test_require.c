@@ -62,8 +62,29 @@ static const cp_lua_module *find(const char *name) {
   return NULL;
 }
 
+/* Checks that the module called name is the file lua/<rel>, byte for byte,
+ * with the chunk name "@lua/<rel>". */
+static void compare_module(const char *name, const char *rel) {
+  char file[1024], chunk[600];
+  snprintf(file, sizeof file, "%s/%s", lua_root, rel);
+  snprintf(chunk, sizeof chunk, "@lua/%s", rel);
+  const cp_lua_module *m = find(name);
+  if (!m) {
+    fprintf(stderr, "%s: not compiled in as %s\n", file, name);
+    CHECK(m != NULL);
+    return;
+  }
+  CHECK_STR(m->chunkname, chunk);
+  size_t size = 0;
+  char *text = slurp(file, &size);
+  CHECK(text != NULL);
+  CHECK_INT(m->size, size);
+  CHECK(text && m->size == size && memcmp(m->code, text, size) == 0);
+  free(text);
+}
+
 /* Checks each .lua file under lua/<rel> against the embedded copy; returns
- * how many it saw. */
+ * how many names it should have there. */
 static int compare_tree(const char *rel) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", lua_root, rel);
@@ -85,29 +106,21 @@ static int compare_tree(const char *rel) {
     }
     size_t len = strlen(sub);
     if (len < 4 || strcmp(sub + len - 4, ".lua") != 0) continue;
-    /* cogpipe/cmd/run.lua is cogpipe.cmd.run; cogpipe/cmd/init.lua cogpipe.cmd
-     */
-    char name[512], chunk[600];
+    /* found as package.path's "?.lua;?/init.lua" would: cogpipe/cmd/run.lua
+     * is cogpipe.cmd.run, cogpipe/cmd/init.lua cogpipe.cmd.init and
+     * cogpipe.cmd */
+    char name[512];
     snprintf(name, sizeof name, "%.*s", (int)(len - 4), sub);
-    size_t nlen = strlen(name);
-    if (nlen > 5 && strcmp(name + nlen - 5, "/init") == 0) name[nlen - 5] = 0;
     for (char *p = name; *p; p++)
       if (*p == '/') *p = '.';
-    snprintf(chunk, sizeof chunk, "@lua/%s", sub);
-    const cp_lua_module *m = find(name);
-    if (!m) {
-      fprintf(stderr, "%s: not compiled in as %s\n", file, name);
-      CHECK(m != NULL);
-      continue;
-    }
-    CHECK_STR(m->chunkname, chunk);
-    size_t size = 0;
-    char *text = slurp(file, &size);
-    CHECK(text != NULL);
-    CHECK_INT(m->size, size);
-    CHECK(text && m->size == size && memcmp(m->code, text, size) == 0);
-    free(text);
+    compare_module(name, sub);
     seen++;
+    size_t nlen = strlen(name);
+    if (nlen > 5 && strcmp(name + nlen - 5, ".init") == 0) {
+      name[nlen - 5] = 0;
+      compare_module(name, sub);
+      seen++;
+    }
   }
   closedir(d);
   return seen;
@@ -121,7 +134,7 @@ static void test_every_module_is_compiled_in(void) {
   CHECK(seen > 20);
   CHECK_INT(embedded, seen); /* and none that the tree no longer has */
   CHECK(find("cogpipe") && find("cogpipe.cmd.run") &&
-        find("cogpipe.cognigy.client"));
+        find("cogpipe.cmd.init") && find("cogpipe.cognigy.client"));
 }
 
 /* Runs code in a fresh runtime (lua_dir as given) and returns its first
