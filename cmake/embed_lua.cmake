@@ -1,18 +1,18 @@
 # embed_lua.cmake -- the Lua half compiled into libcogpipe. Run as a script
-# at build time (cmake -DLUA_DIR=<tree>/lua -DOUTPUT=<file.c> -P this), it
-# writes every lua/cogpipe/**.lua as a byte array and the table
+# at build time (cmake -DLUA_DIR=<tree>/lua -DLIST=<file> -DOUTPUT=<file.c>
+# -P this), it writes each file that LIST names, one a line relative to
+# LUA_DIR (every lua/cogpipe/**.lua), as a byte array, and the table
 # cp_lua_modules[] (src/require.h) that names each one's module and chunk, so
 # that an installed program cannot drift from its Lua half or lose it.
 # Source, not bytecode: tracebacks keep file:line, and nothing here needs
 # luac. It knows nothing of how the modules are loaded (src/require.c).
-if(NOT LUA_DIR OR NOT OUTPUT)
-  message(FATAL_ERROR "usage: cmake -DLUA_DIR=<dir> -DOUTPUT=<file.c> -P embed_lua.cmake")
+if(NOT LUA_DIR OR NOT LIST OR NOT OUTPUT)
+  message(FATAL_ERROR "usage: cmake -DLUA_DIR=<dir> -DLIST=<file> -DOUTPUT=<file.c> -P embed_lua.cmake")
 endif()
 
-file(GLOB_RECURSE files RELATIVE "${LUA_DIR}" "${LUA_DIR}/cogpipe/*.lua")
-list(SORT files)
+file(STRINGS "${LIST}" files)
 if(NOT files)
-  message(FATAL_ERROR "embed_lua: no Lua modules under ${LUA_DIR}/cogpipe")
+  message(FATAL_ERROR "embed_lua: ${LIST} names no Lua modules")
 endif()
 
 # 12 bytes (24 hex digits) a line keeps the arrays readable in a diff.
