@@ -64,7 +64,11 @@ const char *cp_version(void);
 cp_runtime *cp_runtime_new(const cp_runtime_options *opts);
 
 /* Cancels unfinished tasks, closes every handle the runtime opened, closes
- * the Lua state and, when the runtime owns it, the loop. */
+ * the Lua state and, when the runtime owns it, the loop. Native work that a
+ * pool thread already runs cannot be stopped: the call waits for it on the
+ * loop (asleep, while the loop's other callbacks run), then returns; the
+ * embedder's own handles on a borrowed loop are left as they are. Call it
+ * outside the loop's callbacks, as uv_run cannot be re-entered. */
 void cp_runtime_free(cp_runtime *rt);
 
 /* Adds fn to the `cogpipe` Lua module under name. Call before running.

@@ -249,11 +249,20 @@ void cp_runtime_free(cp_runtime *rt) {
     h->fn(h->data);
     free(h);
   }
-  while (rt->open_handles > 0 && uv_run(rt->loop, UV_RUN_NOWAIT) != 0) {
+  /* What is still in flight ends on the loop: close callbacks, and pool
+   * work, which cannot be called off once a thread runs it. Each turn
+   * sleeps until an event comes, and the wait ends when the runtime's own
+   * count does: an embedder's handles on a borrowed loop may keep it alive
+   * for ever, and they are neither waited for nor touched (their callbacks
+   * run meanwhile, as they would in the embedder's own turns). A loop that
+   * has nothing left while the count is not zero ends the wait too. */
+  while (rt->open_handles > 0 && uv_run(rt->loop, UV_RUN_ONCE) != 0) {
   }
   if (rt->owns_loop) {
+    /* all ours: closed, and run until nothing is left (a stop asked for
+     * earlier ends one run early, hence the loop) */
     uv_walk(rt->loop, close_walk, NULL);
-    while (uv_run(rt->loop, UV_RUN_NOWAIT) != 0) {
+    while (uv_run(rt->loop, UV_RUN_DEFAULT) != 0) {
     }
   }
   cp_lua_unref(rt->L, &rt->main_ref);

@@ -32,9 +32,10 @@ void cp_runtime_note_oom(cp_runtime *rt, const char *what);
 int cp_runtime_on_close(cp_runtime *rt, cp_close_fn fn, void *data);
 void cp_runtime_off_close(cp_runtime *rt, int id);
 
-/* Counts handles a part opened on the loop, so a runtime on a borrowed loop
- * knows when its own handles are all closed. Call inc after uv_*_init and
- * dec in the close callback. */
+/* Counts what a part has on the loop -- handles, and requests such as pool
+ * work -- so that shutdown waits for the runtime's own and for nothing else
+ * on a borrowed loop. Call inc after uv_*_init (or a uv_queue_work that
+ * succeeded) and dec in the close callback (or the after-work callback). */
 void cp_runtime_handle_inc(cp_runtime *rt);
 void cp_runtime_handle_dec(cp_runtime *rt);
 

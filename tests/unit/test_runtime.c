@@ -1,14 +1,18 @@
 /* Unit tests of the embedding API (runtime.c, task.c): statuses, errors,
- * results, registration, deadlock detection and reference hygiene. */
+ * results, registration, deadlock detection, reference hygiene and
+ * shutdown on an embedder's loop. */
 #include "check.h"
 #include "cogpipe.h"
+#include "lua_offload.h"
 #include "lutil.h"
 #include "runtime.h"
 #include "task.h"
 
 #include <lauxlib.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 static cp_runtime *rt_new(void) {
   cp_runtime *rt = cp_runtime_new(NULL);
@@ -263,6 +267,98 @@ static void test_resume_errors_reach_the_task(void) {
   cp_runtime_free(rt);
 }
 
+/* ---- shutdown -------------------------------------------------------- */
+
+/* cp.nap(ms): pool work that takes ms of wall time and no CPU, so the CPU
+ * the process burns while it runs is the waiting side's alone. */
+static atomic_int nap_started, nap_done;
+
+static void nap_work(void *op) {
+  atomic_store(&nap_started, 1);
+  uv_sleep(*(unsigned *)op);
+  atomic_store(&nap_done, 1);
+}
+
+static int nap_push(lua_State *L, void *op) {
+  (void)op;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_nap(lua_State *L) {
+  unsigned ms = (unsigned)luaL_checkinteger(L, 1);
+  unsigned *op = malloc(sizeof *op);
+  *op = ms;
+  return cp_offload_run(L, op, nap_work, nap_push, free);
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static int ticks;
+static void tick(uv_timer_t *t) {
+  (void)t;
+  ticks++;
+}
+
+/* Frees a runtime on loop while its task waits for 500 ms of pool work;
+ * checks that the free waited for the work, and slept meanwhile. */
+static void free_during_nap(uv_loop_t *loop) {
+  atomic_store(&nap_started, 0);
+  atomic_store(&nap_done, 0);
+  cp_runtime_options o = {loop, NULL, 0};
+  cp_runtime *rt = cp_runtime_new(&o);
+  CHECK(rt != NULL);
+  CHECK_INT(cp_runtime_register(rt, "nap", l_nap), 0);
+  CHECK_INT(cp_runtime_start_string(rt, "require('cogpipe').nap(500)", "=nap",
+                                    NULL, NULL),
+            CP_OK);
+  /* not the loop: a turn of it could sleep until the work is done */
+  while (!atomic_load(&nap_started))
+    uv_sleep(1);
+  CHECK(!atomic_load(&nap_done)); /* on the pool, not run inline */
+  uint64_t t0 = uv_hrtime();
+  double c0 = cpu_seconds();
+  cp_runtime_free(rt);
+  double wall = (double)(uv_hrtime() - t0) / 1e9, cpu = cpu_seconds() - c0;
+  CHECK(atomic_load(&nap_done)); /* it let go of the work only once done */
+  CHECK(wall > 0.3);
+  if (!(cpu < wall / 4))
+    fprintf(stderr, "free burnt %.3f s of CPU in %.3f s\n", cpu, wall);
+  CHECK(cpu < wall / 4);
+}
+
+/* A runtime freed while its pool work runs, on a loop whose embedder has
+ * handles of its own: the free returns once the work is done -- waiting
+ * for it, not spinning -- whether the embedder's handles fire often or
+ * not for an hour, and leaves them as they were. */
+static void test_free_waits_for_pool_work(void) {
+  uv_loop_t loop;
+  CHECK_INT(uv_loop_init(&loop), 0);
+  uv_timer_t later, often;
+  uv_timer_init(&loop, &later);
+  uv_timer_start(&later, tick, 3600 * 1000, 0);
+  free_during_nap(&loop); /* nothing else wakes the loop */
+  uv_timer_init(&loop, &often);
+  uv_timer_start(&often, tick, 10, 10);
+  free_during_nap(&loop);
+  CHECK(uv_is_active((uv_handle_t *)&later) &&
+        !uv_is_closing((uv_handle_t *)&later));
+  CHECK(uv_is_active((uv_handle_t *)&often) &&
+        !uv_is_closing((uv_handle_t *)&often));
+  int before = ticks;
+  while (ticks < before + 3)
+    uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&later, NULL);
+  uv_close((uv_handle_t *)&often, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   RUN(test_memory_limit);
   RUN(test_resume_errors_reach_the_task);
@@ -275,5 +371,6 @@ int main(void) {
   RUN(test_exit_status_requested);
   RUN(test_register_after_load);
   RUN(test_no_refs_leak);
+  RUN(test_free_waits_for_pool_work);
   DONE();
 }
