@@ -1,13 +1,12 @@
 /*
  * lutil.c -- helpers every Lua binding uses: `nil, err` error tables,
  * counted registry references, the protected call with a traceback, and
- * memory errors. Holds no state but the reference counter.
+ * memory errors. Holds no state: counts and notes go to the state's host
+ * (lhost.h).
  */
 #include "lutil.h"
 
-#include "runtime.h"
-
-static long live_refs;
+#include "lhost.h"
 
 static int error_tostring(lua_State *L) {
   lua_getfield(L, 1, "message");
@@ -55,18 +54,23 @@ int cp_lua_fail(lua_State *L, const char *kind, const char *fmt, ...) {
 
 int cp_lua_ref(lua_State *L) {
   int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (ref != LUA_REFNIL && ref != LUA_NOREF) live_refs++;
+  cp_lhost *h = cp_lhost_of(L);
+  if (h && ref != LUA_REFNIL && ref != LUA_NOREF) h->live_refs++;
   return ref;
 }
 
 void cp_lua_unref(lua_State *L, int *ref) {
   if (*ref == LUA_REFNIL || *ref == LUA_NOREF) return;
   luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-  live_refs--;
+  cp_lhost *h = cp_lhost_of(L);
+  if (h) h->live_refs--;
   *ref = LUA_NOREF;
 }
 
-long cp_lua_live_refs(void) { return live_refs; }
+long cp_lua_live_refs(lua_State *L) {
+  cp_lhost *h = cp_lhost_of(L);
+  return h ? h->live_refs : 0;
+}
 
 /* Message handler: a traceback for string errors and for objects with a
  * __tostring; cogpipe's error tables ({kind, message}), and other objects
@@ -118,8 +122,8 @@ int cp_lua_protect(lua_State *L, lua_CFunction fn, void *ud, int nresults) {
 }
 
 void cp_lua_note_oom(lua_State *L, const char *what) {
-  cp_runtime *rt = cp_runtime_of_state(L);
-  if (rt) cp_runtime_note_oom(rt, what);
+  cp_lhost *h = cp_lhost_of(L);
+  if (h) cp_lhost_note_oom(h, what);
 }
 
 int cp_lua_nomem(lua_State *L, const char *what) {

@@ -32,10 +32,14 @@ void cp_lua_push_error(lua_State *L, const char *kind, const char *fmt, ...)
 void cp_lua_error_vpush(lua_State *L, const char *kind, const char *fmt,
                         va_list ap);
 
-/* Registry references, counted per runtime (see cp_lua_live_refs). */
+/* Registry references, counted per Lua state -- one count for a runtime's
+ * state and all its coroutines, kept in its host (lhost.h) -- so that a
+ * test build checks each runtime's count when it is freed, whatever other
+ * runtimes the process holds. A state libcogpipe did not make (the tenant
+ * sandbox's) is not counted. */
 int cp_lua_ref(lua_State *L);              /* pops the value; LUA_NOREF for nil */
 void cp_lua_unref(lua_State *L, int *ref); /* releases and sets LUA_NOREF */
-long cp_lua_live_refs(void);
+long cp_lua_live_refs(lua_State *L);       /* held now by L's state */
 
 /* lua_pcall with debug.traceback as the message handler. On error the
  * traceback string is left on the stack; a memory error is also noted with

@@ -1,9 +1,9 @@
 /*
  * runtime.c -- a cogpipe runtime: one Lua state on one libuv loop. Owns the
- * state and its allocator (with the embedder's memory limit), the loop
- * (when it made it), the scheduler, the run's outcome, and the order of
- * shutdown. What tasks do is task.c's; what modules offer is lua_core.c's
- * and the bindings'. Nothing here ends the process: every entry into Lua
+ * state (its memory is counted against the embedder's limit by lhost.c),
+ * the loop (when it made it), the scheduler, the run's outcome, and the
+ * order of shutdown. What tasks do is task.c's; what modules offer is
+ * lua_core.c's and the bindings'. Nothing here ends the process: every entry into Lua
  * from the embedding API is a protected call.
  */
 #include "runtime.h"
@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "lhost.h"
 #include "lutil.h"
 #include "require.h"
 #include "scheduler.h"
@@ -34,6 +35,7 @@ typedef struct close_hook {
 } close_hook;
 
 struct cp_runtime {
+  cp_lhost host; /* the Lua state's memory, out-of-memory note and refs */
   lua_State *L;
   uv_loop_t *loop;
   uv_loop_t own_loop;
@@ -45,12 +47,6 @@ struct cp_runtime {
   int next_hook_id;
   int natives_ref; /* table of functions registered by the embedder */
 
-  /* the Lua state's memory (rt_alloc) */
-  size_t mem_used, mem_limit;
-  void *refused_block; /* the last allocation refused, until one succeeds */
-  size_t refused_size;
-  int refused;
-
   /* the current run */
   int running;
   cp_task *main;
@@ -59,9 +55,6 @@ struct cp_runtime {
   cp_status requested; /* the highest status a script asked for */
   int remote_failed;
   char *error;
-  int oom;           /* memory ran out during this run */
-  int oom_said;      /* oom_msg says what was being done */
-  char oom_msg[256]; /* "out of memory while ...": kept without allocating */
   cp_done_cb done;
   void *done_data;
 };
@@ -121,51 +114,9 @@ static int find_lua_dir(const char *given, char **dir) {
 
 /* ---- memory ------------------------------------------------------------- */
 
-/* The Lua state's allocator: counts what the state holds, refuses what
- * would take it past the embedder's limit, and notes memory that truly ran
- * out. Lua answers a refusal with an emergency collection and asks once
- * more for the same block; only a second refusal of that request is a
- * memory error (a first one, or a failed growth Lua can do without, such
- * as a shrink, is not). */
-static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  cp_runtime *rt = ud;
-  size_t old = ptr ? osize : 0;
-  if (nsize == 0) {
-    free(ptr);
-    rt->mem_used -= old;
-    return NULL;
-  }
-  void *p = NULL;
-  if (!(rt->mem_limit && nsize > old && nsize - old > rt->mem_limit - rt->mem_used))
-    p = realloc(ptr, nsize);
-  if (!p) {
-    if (rt->refused && rt->refused_block == ptr && rt->refused_size == nsize)
-      cp_runtime_note_oom(rt, NULL);
-    rt->refused = 1;
-    rt->refused_block = ptr;
-    rt->refused_size = nsize;
-    return NULL;
-  }
-  if (nsize > old) rt->refused = 0;
-  rt->mem_used = rt->mem_used - old + nsize;
-  return p;
-}
-
-cp_runtime *cp_runtime_of_state(lua_State *L) {
-  void *ud = NULL;
-  return lua_getallocf(L, &ud) == rt_alloc ? ud : NULL;
-}
-
-void cp_runtime_note_oom(cp_runtime *rt, const char *what) {
-  if (rt->oom && (rt->oom_said || !what)) return;
-  rt->oom = 1;
-  rt->oom_said = what != NULL;
-  /* snprintf into a buffer of our own: no allocation */
-  snprintf(rt->oom_msg, sizeof rt->oom_msg, "out of memory%s%s",
-           what ? " while " : "", what ? what : "");
-}
-
-int cp_runtime_out_of_memory(const cp_runtime *rt) { return rt->oom; }
+/* What the state may hold is lhost.c's to decide; a run in which memory ran
+ * out, in Lua or in a binding, fails (finish_run). */
+int cp_runtime_out_of_memory(const cp_runtime *rt) { return rt->host.oom; }
 
 /* ---- creation and teardown ---------------------------------------------- */
 
@@ -204,7 +155,6 @@ cp_runtime *cp_runtime_new(const cp_runtime_options *opts) {
   }
   rt->natives_ref = LUA_NOREF;
   rt->main_ref = LUA_NOREF;
-  rt->mem_limit = opts ? opts->memory_limit : 0;
   if (opts && opts->loop) {
     rt->loop = opts->loop;
   } else {
@@ -217,7 +167,9 @@ cp_runtime *cp_runtime_new(const cp_runtime_options *opts) {
     rt->owns_loop = 1;
   }
   int found = find_lua_dir(opts ? opts->lua_dir : NULL, &rt->lua_dir);
-  rt->L = found == 0 ? lua_newstate(rt_alloc, rt) : NULL;
+  rt->L = found == 0
+              ? cp_lhost_newstate(&rt->host, opts ? opts->memory_limit : 0)
+              : NULL;
   if (!rt->L) {
     discard(rt, ENOMEM);
     return NULL;
@@ -229,7 +181,7 @@ cp_runtime *cp_runtime_new(const cp_runtime_options *opts) {
     discard(rt, ENOMEM);
     return NULL;
   }
-  rt->oom = rt->oom_said = 0; /* a refusal it got over is no failed run */
+  cp_lhost_clear_oom(&rt->host); /* a refusal it got over is no failed run */
   return rt;
 }
 
@@ -268,19 +220,20 @@ void cp_runtime_free(cp_runtime *rt) {
   cp_lua_unref(rt->L, &rt->main_ref);
   cp_lua_unref(rt->L, &rt->natives_ref);
   cp_sched_free(rt->sched);
-  lua_close(rt->L);
+  lua_close(rt->L); /* finalizers release what they hold */
   if (rt->owns_loop && uv_loop_close(&rt->own_loop) != 0)
     fprintf(stderr, "cogpipe: the event loop still had open handles at exit\n");
-  free(rt->lua_dir);
-  free(rt->error);
-  free(rt);
 #ifdef CP_TRACK_REFS
-  if (cp_lua_live_refs() != 0) {
+  /* test builds: a reference never released fails the test that made it */
+  if (rt->host.live_refs != 0) {
     fprintf(stderr, "cogpipe: %ld Lua registry references leaked\n",
-            cp_lua_live_refs());
+            rt->host.live_refs);
     abort();
   }
 #endif
+  free(rt->lua_dir);
+  free(rt->error);
+  free(rt);
 }
 
 /* ---- registration and arguments ----------------------------------------- */
@@ -348,7 +301,8 @@ int cp_runtime_set_args(cp_runtime *rt, const char *script, int argc,
 static void set_error(cp_runtime *rt, const char *msg) {
   free(rt->error);
   rt->error = msg ? cp_strdup(msg) : NULL;
-  if (msg && !rt->error) cp_runtime_note_oom(rt, "keeping the error message");
+  if (msg && !rt->error)
+    cp_lhost_note_oom(&rt->host, "keeping the error message");
 }
 
 typedef struct finished {
@@ -379,7 +333,7 @@ static void on_task_finish(cp_task *t, void *data) {
   finished f = {t, 0, NULL};
   int read = cp_lua_protect(L, read_failure, &f, 3) == LUA_OK;
   const char *what = f.what ? f.what : "(a task failed; its error cannot be read)";
-  if (!read) what = rt->oom_msg[0] ? rt->oom_msg : "out of memory";
+  if (!read) what = rt->host.oom_msg[0] ? rt->host.oom_msg : "out of memory";
   if (t == rt->main) {
     /* The main chunk failed: the run is over; nothing else may go on. */
     set_error(rt, what);
@@ -402,7 +356,7 @@ static void finish_run(cp_runtime *rt) {
   if (rt->requested > st) st = rt->requested;
   /* A run that ran out of memory may have lost anything: never ok, and
    * never a lesser failure that would hide it. */
-  if (rt->oom) st = CP_EFAILED;
+  if (rt->host.oom) st = CP_EFAILED;
   rt->status = st;
   if (rt->owns_loop) uv_stop(rt->loop);
   if (rt->done) rt->done(rt, st, rt->done_data);
@@ -424,10 +378,10 @@ static cp_status start_loaded(cp_runtime *rt, int load_status, cp_done_cb done,
                               void *data) {
   lua_State *L = rt->L;
   set_error(rt, NULL);
-  if (!rt->running) rt->oom = rt->oom_said = 0;
+  if (!rt->running) cp_lhost_clear_oom(&rt->host);
   if (load_status == LUA_ERRMEM) {
     lua_pop(L, 1);
-    cp_runtime_note_oom(rt, "loading the script");
+    cp_lhost_note_oom(&rt->host, "loading the script");
     rt->status = CP_EFAILED;
     return CP_EFAILED;
   }
@@ -466,7 +420,7 @@ static cp_status start_loaded(cp_runtime *rt, int load_status, cp_done_cb done,
     rt->main = NULL;
     cp_lua_unref(L, &rt->main_ref);
     cp_sched_cancel_all(rt->sched, "out of memory");
-    cp_runtime_note_oom(rt, "starting the script");
+    cp_lhost_note_oom(&rt->host, "starting the script");
     rt->status = CP_EFAILED;
     return CP_EFAILED;
   }
@@ -524,7 +478,7 @@ cp_status cp_runtime_status(const cp_runtime *rt) { return rt->status; }
 
 const char *cp_runtime_error(const cp_runtime *rt) {
   if (rt->error) return rt->error;
-  return rt->oom ? rt->oom_msg : NULL;
+  return rt->host.oom ? rt->host.oom_msg : NULL;
 }
 
 static int push_main_results(lua_State *L) {

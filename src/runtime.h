@@ -15,14 +15,6 @@ typedef void (*cp_close_fn)(void *data);
  * state's extra space, which coroutines inherit). */
 cp_runtime *cp_runtime_from_lua(lua_State *L);
 lua_State *cp_runtime_main_lua(cp_runtime *rt);
-/* The runtime whose allocator L uses, or NULL for a state that is not a
- * runtime's (the tenant sandbox's): safe to ask of any state. */
-cp_runtime *cp_runtime_of_state(lua_State *L);
-
-/* Records that memory ran out while doing what (NULL: in Lua code): the
- * run ends with CP_EFAILED at least and its error says so (the first such
- * what is kept). Allocates nothing. */
-void cp_runtime_note_oom(cp_runtime *rt, const char *what);
 
 /* Registers fn to run once when the runtime is shutting down, after every
  * task has been cancelled and before the loop is drained; hooks run in

@@ -131,17 +131,84 @@ static void test_register_after_load(void) {
   cp_runtime_free(rt);
 }
 
+/* A run's tasks, finished or cancelled, hold no registry reference once
+ * they are collected. */
 static void test_no_refs_leak(void) {
-  long before = cp_lua_live_refs();
   cp_runtime *rt = rt_new();
+  lua_State *L = cp_runtime_lua(rt);
+  CHECK_INT(cp_runtime_run_string(rt, "require 'cogpipe'", "=warm"), CP_OK);
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  long before = cp_lua_live_refs(L);
+  CHECK(before > 0);
   cp_runtime_run_string(rt,
                         "local cp = require 'cogpipe'\n"
                         "for i = 1, 50 do cp.spawn(function() cp.sleep(0.001 * i) end) end\n"
                         "local t = cp.spawn(function() cp.sleep(10) end)\n"
                         "cp.sleep(0.01); t:cancel()\n",
                         "=t");
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  CHECK_INT(cp_lua_live_refs(L), before);
+  cp_runtime_free(rt); /* a test build also checks the count there */
+}
+
+/* Each runtime counts its own references: one freed while another still
+ * holds some is no leak, and another's tasks do not move its count. */
+static void test_refs_counted_per_runtime(void) {
+  cp_runtime *a = rt_new(), *b = rt_new();
+  lua_State *La = cp_runtime_lua(a), *Lb = cp_runtime_lua(b);
+  CHECK_INT(cp_runtime_run_string(a, "require 'cogpipe'", "=a"), CP_OK);
+  long a_refs = cp_lua_live_refs(La);
+  /* b's run waits in a sleep: its task holds references meanwhile */
+  CHECK_INT(cp_runtime_start_string(b,
+                                    "local cp = require 'cogpipe'\n"
+                                    "cp.spawn(function() cp.sleep(30) end)\n",
+                                    "=b", NULL, NULL),
+            CP_OK);
+  long b_refs = cp_lua_live_refs(Lb);
+  CHECK(b_refs > 0);
+  CHECK_INT(cp_lua_live_refs(La), a_refs);
+  cp_runtime_free(a);
+  CHECK_INT(cp_lua_live_refs(Lb), b_refs);
+  cp_runtime_free(b);
+}
+
+/* Runtimes on threads of their own share no count: each thread's runtime
+ * spawns and finishes many tasks while the other does, and each ends
+ * where it began. */
+static void busy_runtime(void *arg) {
+  long *drift = arg;
+  cp_runtime *rt = cp_runtime_new(NULL);
+  if (!rt) {
+    *drift = -1;
+    return;
+  }
+  lua_State *L = cp_runtime_lua(rt);
+  cp_runtime_run_string(rt, "require 'cogpipe'", "=warm");
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  long before = cp_lua_live_refs(L);
+  cp_runtime_run_string(
+      rt,
+      "local cp = require 'cogpipe'\n"
+      "for round = 1, 20 do\n"
+      "  local ts = {}\n"
+      "  for i = 1, 50 do ts[i] = cp.spawn(function() cp.sleep(0) end) end\n"
+      "  cp.wait(table.unpack(ts))\n"
+      "end\n",
+      "=busy");
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  *drift = cp_lua_live_refs(L) - before;
   cp_runtime_free(rt);
-  CHECK_INT(cp_lua_live_refs(), before);
+}
+
+static void test_refs_counted_per_thread(void) {
+  uv_thread_t th[2];
+  long drift[2] = {1, 1};
+  for (int i = 0; i < 2; i++)
+    CHECK_INT(uv_thread_create(&th[i], busy_runtime, &drift[i]), 0);
+  for (int i = 0; i < 2; i++)
+    uv_thread_join(&th[i]);
+  CHECK_INT(drift[0], 0);
+  CHECK_INT(drift[1], 0);
 }
 
 /* ---- memory and resumes from the loop ------------------------------------ */
@@ -371,6 +438,8 @@ int main(void) {
   RUN(test_exit_status_requested);
   RUN(test_register_after_load);
   RUN(test_no_refs_leak);
+  RUN(test_refs_counted_per_runtime);
+  RUN(test_refs_counted_per_thread);
   RUN(test_free_waits_for_pool_work);
   DONE();
 }
