@@ -1,7 +1,9 @@
 /*
  * task.c -- the scheduler: tasks are Lua coroutines, resumed from a run
  * queue that loop callbacks feed. Owns task lifetimes, joining (wait) and
- * cancellation; knows nothing of what the operations a task waits on are.
+ * cancellation; knows nothing of what the operations a task waits on are,
+ * nor of the runtime: a primitive reaches the scheduler through its task,
+ * and the runtime hears of tasks through the hooks it gave (scheduler.h).
  */
 #include "task.h"
 
@@ -11,10 +13,13 @@
 
 #include "buf.h"
 #include "lutil.h"
-#include "runtime.h"
 #include "scheduler.h"
 
 #define TASK_MT "cogpipe.task"
+
+/* The registry key of the state's weak table thread -> task: a primitive
+ * finds its task, and through it the scheduler, from its own thread. */
+static const char tasks_key;
 
 typedef enum { T_NEW, T_READY, T_RUNNING, T_SUSPENDED, T_DONE, T_FAILED } tstate;
 
@@ -50,7 +55,6 @@ struct cp_sched {
   int draining;
   cp_task *current;
   long unobserved_failures;
-  int registry_ref; /* weak table thread -> task object */
   /* The error of a task that ran out of memory, made up front: reporting
    * one must not need any. */
   int nomem_ref;
@@ -64,7 +68,6 @@ cp_sched *cp_sched_new(lua_State *L, const cp_sched_hooks *hooks) {
   if (!s) return NULL;
   s->L = L;
   if (hooks) s->hooks = *hooks;
-  s->registry_ref = LUA_NOREF;
   s->nomem_ref = LUA_NOREF;
   return s;
 }
@@ -76,7 +79,7 @@ void cp_sched_init(cp_sched *s) {
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  s->registry_ref = cp_lua_ref(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &tasks_key);
   cp_lua_push_error(L, "memory", "out of memory");
   s->nomem_ref = cp_lua_ref(L);
 }
@@ -399,8 +402,13 @@ static void run(cp_task *t) {
 
 /* ---- the C API ---------------------------------------------------------- */
 
-static cp_task *task_of_thread(cp_sched *s, lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->registry_ref);
+/* The task whose coroutine L is, or NULL (the main state, a plain
+ * coroutine, a state with no scheduler). */
+static cp_task *task_of_thread(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &tasks_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return NULL;
+  }
   lua_pushthread(L);
   lua_rawget(L, -2);
   cp_task *t = lua_touserdata(L, -1);
@@ -409,9 +417,8 @@ static cp_task *task_of_thread(cp_sched *s, lua_State *L) {
 }
 
 cp_task *cp_task_current(lua_State *L) {
-  cp_sched *s = cp_runtime_sched(cp_runtime_from_lua(L));
-  cp_task *t = task_of_thread(s, L);
-  if (!t || t != s->current)
+  cp_task *t = task_of_thread(L);
+  if (!t || t != t->sched->current)
     luaL_error(L, "async call outside a cogpipe task (a plain coroutine "
                   "cannot wait for the loop; use cp.spawn)");
   return t;
@@ -491,7 +498,15 @@ void cp_sched_cancel_all(cp_sched *s, const char *why) {
 
 void cp_sched_free(cp_sched *s) {
   cp_sched_cancel_all(s, "runtime closed");
-  cp_lua_unref(s->L, &s->registry_ref);
+  /* The table goes with the scheduler; a key that is there already is
+   * set without allocating, so this cannot raise. */
+  if (lua_checkstack(s->L, 2)) {
+    if (lua_rawgetp(s->L, LUA_REGISTRYINDEX, &tasks_key) != LUA_TNIL) {
+      lua_pushnil(s->L);
+      lua_rawsetp(s->L, LUA_REGISTRYINDEX, &tasks_key);
+    }
+    lua_pop(s->L, 1);
+  }
   cp_lua_unref(s->L, &s->nomem_ref);
   free(s);
 }
@@ -594,7 +609,7 @@ cp_task *cp_sched_spawn(cp_sched *s, lua_State *L, int nargs) {
   push_task_meta(L);
   lua_setmetatable(L, -2); /* from here task_gc releases co_ref */
   /* stack: fn args... co task */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->registry_ref);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &tasks_key);
   lua_pushvalue(L, -3);
   lua_pushlightuserdata(L, t);
   lua_rawset(L, -3);
@@ -643,7 +658,7 @@ static int l_wait(lua_State *L) {
     for (int i = 1; i <= n; i++) ts[i - 1] = check_task(L, i);
     return push_wait_results(ts, n, L);
   }
-  cp_task *self = task_of_thread(s, L);
+  cp_task *self = task_of_thread(L);
   if (!self || self != s->current)
     return luaL_error(L, "cp.wait outside a cogpipe task");
   for (int i = 1; i <= n; i++)
