@@ -1,7 +1,8 @@
 /*
  * base64.c -- standard base64 (RFC 4648, section 4) with padding: encoding,
  * and a strict decoder (see base64.h). Knows nothing of what the bytes
- * mean; webhook secrets and embedding vectors decode through it.
+ * mean; webhook secrets and embedding vectors decode through it, and
+ * cogpipe.base64 (lua_base64.c) hands both ways to Lua.
  */
 #include "base64.h"
 
@@ -57,4 +58,26 @@ int cp_base64_decode(const char *in, size_t len, unsigned char *out,
   }
   *outlen = o;
   return 0;
+}
+
+const char *cp_base64_problem(const char *in, size_t len, size_t *at) {
+  size_t i = 0;
+  for (; i < len && in[i] != '='; i++) {
+    if (b64_value(in[i]) < 0) {
+      *at = i;
+      return "a byte outside the base64 alphabet";
+    }
+  }
+  if (i < len) { /* padding: "xx==" or "xxx=", ending the text */
+    size_t pad = len - i;
+    if (pad > 2 || (pad == 2 && in[i + 1] != '=') || i % 4 + pad != 4) {
+      *at = i;
+      return "padding ('=') that does not end the last group of four";
+    }
+  }
+  if (len % 4 != 0) {
+    *at = len;
+    return "a length that is not a multiple of 4";
+  }
+  return NULL;
 }

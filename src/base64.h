@@ -14,5 +14,9 @@ size_t cp_base64_encode(const unsigned char *in, size_t len, char *out);
  * bytes. Returns 0 and *outlen, or -1. */
 int cp_base64_decode(const char *in, size_t len, unsigned char *out,
                      size_t *outlen);
+/* Why cp_base64_decode refuses in, with the offset of the first byte at
+ * fault in *at (len for a length that is not a multiple of 4); NULL when
+ * it does not. The reason names no byte's value: in may be a secret. */
+const char *cp_base64_problem(const char *in, size_t len, size_t *at);
 
 #endif

@@ -108,6 +108,7 @@ static const submodule submodules[] = {
     {"dedupe", luaopen_cogpipe_dedupe},
     {"near", luaopen_cogpipe_near},
     {"semantic", luaopen_cogpipe_semantic},
+    {"base64", luaopen_cogpipe_base64},
 };
 
 static const luaL_Reg core_fns[] = {

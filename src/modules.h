@@ -18,6 +18,7 @@ int luaopen_cogpipe_validate(lua_State *L);
 int luaopen_cogpipe_dedupe(lua_State *L);
 int luaopen_cogpipe_near(lua_State *L);
 int luaopen_cogpipe_semantic(lua_State *L);
+int luaopen_cogpipe_base64(lua_State *L);
 /* cogpipe._sandbox, required by cogpipe.tenant only (runtime.c preloads it) */
 int luaopen_cogpipe_sandbox(lua_State *L);
 
