@@ -90,28 +90,6 @@ local function failure(fields)
   return setmetatable(fields, ErrorMT)
 end
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-local function base64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local q = {}
-    for k = 3, 0, -1 do
-      local idx = (n >> (6 * k)) & 63
-      q[#q + 1] = B64:sub(idx + 1, idx + 1)
-    end
-    if not b then
-      q[3], q[4] = "=", "="
-    elseif not c then
-      q[4] = "="
-    end
-    out[#out + 1] = table.concat(q)
-  end
-  return table.concat(out)
-end
-
 -- Replays of one request after 401s: each needs a token newer than the one
 -- refused, so a few are plenty; more means the platform refuses every token.
 local MAX_REPLAYS = 6
@@ -190,10 +168,7 @@ local function fetch(self)
   local form = { grant_type = "client_credentials" }
   local headers = {}
   if p.basic then
-    -- RFC 6749 2.3.1: each half form-encoded, then base64 of "id:secret"
-    local user = http.form_encode({ x = self.client_id }):sub(3)
-    local pass = http.form_encode({ x = p.secret }):sub(3)
-    headers.Authorization = "Basic " .. base64(user .. ":" .. pass)
+    headers.Authorization = "Basic " .. p.basic
   else
     form.client_id = self.client_id
     form.client_secret = p.secret
@@ -219,7 +194,7 @@ local function fetch(self)
       elapsed = r.elapsed, outcome = resp and "ok" or (err.outcome or "failed") })
   end
   if not resp then
-    err = redact_err(err, { p.secret })
+    err = redact_err(err, p.secrets)
     if type(err) == "table" then
       err.message = "OAuth2 token request failed: " .. tostring(err.message)
       if err.status == 400 or err.status == 401 or err.status == 403 then
@@ -271,7 +246,7 @@ local function ensure(self)
     task = cp.spawn(function()
       local ok, res, err = pcall(fetch, self)
       if not ok then
-        return nil, failure({ kind = "auth", message = redact(tostring(res), { p.secret }) })
+        return nil, failure({ kind = "auth", message = redact(tostring(res), p.secrets) })
       end
       return res, err
     end)
@@ -405,13 +380,23 @@ function auth.oauth2(o)
   if o.observe ~= nil and type(o.observe) ~= "function" then
     error("auth.oauth2: observe must be a function", 2)
   end
+  local basic
+  if o.basic then
+    -- RFC 6749 2.3.1: each half form-encoded, then base64 of "id:secret"
+    local user = http.form_encode({ x = client_id }):sub(3)
+    local pass = http.form_encode({ x = secret }):sub(3)
+    basic = cp.base64.encode(user .. ":" .. pass)
+  end
   local self = setmetatable({ token_url = token_url, client_id = client_id, scope = scope,
     skew = skew }, OAuth2)
   private[self] = {
     credential = http.credential({ header = "Authorization" }),
     secret = secret,
+    -- the Basic credentials give the secret away to anyone who decodes
+    -- them: kept out of messages like the secret itself
+    basic = basic,
+    secrets = { secret, basic },
     skew = skew,
-    basic = o.basic and true or false,
     timeout = o.timeout or 30,
     ca_file = o.ca_file,
     insecure = o.insecure,

@@ -3,9 +3,13 @@
 form-special characters authenticate, one token request serves 50 waiting
 requests (after server-side and after client-side expiry), a 401 is replayed
 once, and no secret or token ever shows in output or error messages."""
+import base64
+import http.server
 import os
 import sys
+import threading
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from http_emulator import Emulator, last_json_line, run_lua  # noqa: E402
@@ -147,6 +151,53 @@ print(cp.json.encode({good = r1.status, bad = err.status, msg = err.message, sho
         self.assertNotIn("not-the-key", out["shown"])
         keyed = [e for e in self.emu.requests() if e["headers"]["x_api_key"]]
         self.assertEqual(len(keyed), 2)
+
+
+
+class EchoingTokenServer(http.server.BaseHTTPRequestHandler):
+    """A token endpoint that refuses every request and quotes its
+    Authorization header back, as some gateways do in their error pages."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = ("invalid_client: credentials [%s] refused" %
+                self.headers.get("Authorization", "")).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class BasicCredentials(unittest.TestCase):
+    def test_echoed_basic_credentials_are_redacted(self):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoingTokenServer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            base = "http://127.0.0.1:%d" % server.server_address[1]
+            r = run_lua(COMMON + r"""
+local a = oauth(os.getenv("TEST_SECRET"), {basic = true, retry = false})
+local resp, err = cp.http.request{url = v2, auth = a}
+print(cp.json.encode({resp = resp ~= nil, kind = err.kind, message = err.message,
+  excerpt = err.body_excerpt}))
+""", base, CLIENT, env={"TEST_SECRET": SECRET})
+        finally:
+            server.shutdown()
+            server.server_close()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = last_json_line(r.stdout)
+        self.assertFalse(out["resp"])
+        self.assertEqual(out["kind"], "auth")
+        self.assertIn("refused", out["excerpt"] or out["message"])
+        # what the header carried: base64 of the form-encoded id:secret
+        form = urllib.parse.quote_plus(SECRET)
+        creds = base64.b64encode((CLIENT + ":" + form).encode()).decode()
+        for stream in (r.stdout, r.stderr):
+            self.assertNotIn(creds, stream)
+            self.assertNotIn(SECRET, stream)
 
 
 if __name__ == "__main__":
