@@ -17,16 +17,20 @@ local function percentile(sorted, p)
   return sorted[idx]
 end
 
+-- Request latencies in ms: p50, p95, max, and the count and sum that a
+-- Prometheus summary carries.
 local function latency(list)
-  local sorted = {}
+  local sorted, total = {}, 0
   for i, v in ipairs(list) do
     sorted[i] = v
+    total = total + v
   end
   table.sort(sorted)
   local function ms(v)
     return math.floor(v + 0.5)
   end
-  return { p50 = ms(percentile(sorted, 0.5)), p95 = ms(percentile(sorted, 0.95)), max = ms(sorted[#sorted] or 0) }
+  return { p50 = ms(percentile(sorted, 0.5)), p95 = ms(percentile(sorted, 0.95)), max = ms(sorted[#sorted] or 0),
+    count = #sorted, sum = ms(total) }
 end
 
 local function sum(t)

@@ -39,15 +39,13 @@ local log = assert(cp.audit.open(audit_path, {pipeline = "intents", tenant = "ac
 local targets = {{url = url, secret = #secrets == 1 and secrets[1] or secrets, tries = tries,
                   base = 0.05, cap = 0.2, timeout = 5, max_wait = 10}}
 local flushed = webhook.flush_outbox{state_dir = state, targets = targets, audit = log}
-local m = metrics.new{pipeline = "intents", run_id = log:info().run_id, workflow = "intent"}
-m:add("acme", "submitted", 3)
-m:add("acme", "accepted", 3)
-m:add("acme", "uploaded", 3)
-m:latency("acme", 0.2)
-m:set("acme", "intent_id", "intent-1")
-m:finish()
+-- a run's summary as report.summary makes it, cut to what the body reads
+local summary = {pipeline = "intents", run_id = log:info().run_id, workflow = "intent", status = "ok",
+  duration_s = 0.2, tenants = {{tenant = "acme", status = "ok", submitted = 3, accepted = 3, rejected = 0,
+  rejected_by_reason = {}, present = 0, uploaded = 3, failed = 0, unknown = 0, requests = 1,
+  latency_ms = {p50 = 200, p95 = 200, max = 200, count = 1, sum = 200}}}}
 local started = cp.now()
-local ev, results = webhook.send(targets, m:webhook_body("acme"),
+local ev, results = webhook.send(targets, metrics.webhook_body(summary, "acme"),
   {state_dir = state, audit = log, tenant = "acme", pipeline = "intents"})
 log:close()
 print(cp.json.encode({flushed = flushed, id = ev.id, results = results, elapsed = cp.now() - started}))

@@ -1,10 +1,12 @@
--- cogpipe.metrics: what a run accumulates, its summary, the webhook body
--- with the original workflows' field names, and the Prometheus file, read
--- back with a small parser of the text format and checked against the
--- summary.
+-- cogpipe.metrics on the summary a run makes (report.lua): the latency
+-- percentiles it carries, the webhook body with the original workflows'
+-- field names, and the Prometheus file, read back with a small parser of
+-- the text format and checked against the summary.
 local cp = require "cogpipe"
 local t = require "t"
 local metrics = require "cogpipe.metrics"
+local report = require "cogpipe.report"
+local runner = require "cogpipe.runner"
 local json = cp.json
 
 -- ---- a parser of the Prometheus text exposition format (0.0.4) ------------------
@@ -109,34 +111,48 @@ end
 
 -- ---- a run ---------------------------------------------------------------------------
 
-local function sample_run()
-  local m = metrics.new({ pipeline = "intent-batches", run_id = "run-7", workflow = "intent" })
-  m:add("acme", "submitted", 10)
-  m:add("acme", "accepted", 6)
-  m:reject("acme", "invalid", 1)
-  m:reject("acme", "duplicate", 2)
-  m:reject("acme", "semantic")
-  m:add("acme", "uploaded", 5)
-  m:add("acme", "failed", 1)
-  m:add("acme", "requests", 3)
-  for _, s in ipairs({ 0.1, 0.2, 0.3, 0.4, 1.5 }) do
-    m:latency("acme", s)
+-- A tenant's context as the runner makes it, with n requests that took
+-- the given seconds each.
+local function context(def, shared, name, seconds)
+  local ctx = runner.context(def, { name = name }, {}, shared)
+  for _, s in ipairs(seconds or {}) do
+    ctx:request_done({ elapsed = s })
   end
-  m:parsing("acme", 9, 10)
-  m:set("acme", "intent_id", "intent-1")
-  m:retrain("acme", { job_id = "job-1", status = "running" })
-  m:retrain("acme", { job_id = "job-1", status = "done" })
-  m:add("beta", "submitted", 4)
-  m:add("beta", "accepted", 4)
-  m:add("beta", "uploaded", 4)
-  m:latency("beta", 0.05)
-  m:reject("beta", "over_limit", 0)
-  m:finish()
-  return m
+  return ctx
 end
 
-t.test("the summary adds up per tenant and in total", function()
-  local s = sample_run():summary()
+local function records(n, intent)
+  local list = {}
+  for i = 1, n do
+    list[i] = { text = "text " .. i, intent = intent }
+  end
+  return list
+end
+
+-- Two tenants: acme with rejections, a failed example and training, and
+-- beta with everything through.
+local function sample_run(name)
+  local def = { name = name or "intent-batches" }
+  local shared = { run_id = "run-7", ctxs = {} }
+  local acme = context(def, shared, "acme", { 0.4, 0.1, 1.5, 0.3, 0.2 })
+  acme.stats.submitted, acme.stats.accepted = 10, 6
+  acme:reject({ text = "", intent = "book" }, "invalid")
+  acme:reject({ text = "a", intent = "book" }, "duplicate")
+  acme:reject({ text = "b", intent = "book" }, "duplicate")
+  acme:reject({ text = "c", intent = "book" }, "semantic")
+  acme:uploaded("book", records(5, "book"))
+  acme.stats.failed = 1
+  acme.remote_failure = true -- as the runner marks a tenant with a failed example
+  acme.parsing = { parsing_success_rate = 90.0 }
+  acme.training = { jobs = json.array({ { id = "job-1" } }), retrain_job_id = "job-1", status = "done" }
+  local beta = context(def, shared, "beta", { 0.05 })
+  beta.stats.submitted, beta.stats.accepted = 4, 4
+  beta:uploaded("greet", records(4, "greet"))
+  return report.summary(def, shared.ctxs, { run_id = "run-7", duration = 1.25 })
+end
+
+t.test("the summary carries each tenant's counts and latency percentiles", function()
+  local s = sample_run()
   t.eq(s.pipeline, "intent-batches")
   t.eq(s.run_id, "run-7")
   t.eq(s.status, "failed", "acme has a failed example")
@@ -150,53 +166,34 @@ t.test("the summary adds up per tenant and in total", function()
   t.same(a.rejected_by_reason, { invalid = 1, duplicate = 2, near = 0, semantic = 1, conflict = 0, over_limit = 0 })
   t.eq(a.uploaded, 5)
   t.eq(a.failed, 1)
-  t.eq(a.unknown, 0)
-  t.eq(a.latency_ms.p50, 300)
-  t.eq(a.latency_ms.p95, 1500)
-  t.eq(a.latency_ms.max, 1500)
-  t.eq(a.latency_ms.count, 5)
+  t.eq(a.requests, 5)
+  -- 100 200 300 400 1500 ms: the value at rank ceil(p * n)
+  t.same(a.latency_ms, { p50 = 300, p95 = 1500, max = 1500, count = 5, sum = 2500 })
   t.near(a.parsing_success_rate, 90, 1e-9)
-  t.eq(a.training.status, "done")
-  t.eq(#a.training.job_ids, 1)
   t.eq(s.tenants[2].status, "ok")
-  t.eq(s.totals.submitted, 14)
-  t.eq(s.totals.uploaded, 9)
-  t.eq(s.totals.rejected, 4)
-  t.eq(s.totals.latency_ms.count, 6)
-  t.eq(s.totals.latency_ms.max, 1500)
-  t.eq(s.totals.latency_ms.p50, 200)
-  t.ok(s.duration_s >= 0)
-  t.ok(s.finished_at:match("Z$"))
-  -- and it is JSON
-  t.eq(json.decode(json.encode(s)).totals.submitted, 14)
+  t.same(s.tenants[2].latency_ms, { p50 = 50, p95 = 50, max = 50, count = 1, sum = 50 })
+  t.eq(s.duration_s, 1.25)
+  t.eq(json.decode(json.encode(s)).tenants[1].submitted, 10)
 end)
 
-t.test("misuse raises", function()
-  local m = metrics.new({ pipeline = "p" })
-  t.raises(function() m:add("a", "nonsense", 1) end, "unknown count")
-  t.raises(function() m:reject("a", "ugly") end, "unknown rejection reason")
-  t.raises(function() m:add("a", "submitted", -1) end, "whole number")
-  t.raises(function() m:add("a", "submitted", 1.5) end, "whole number")
-  t.raises(function() m:latency("a", -1) end, "latency")
-  t.raises(function() m:add(nil, "submitted") end, "tenant name")
-  t.raises(function() metrics.new({ pipeline = 5 }) end, "pipeline")
-end)
-
-t.test("the status can be given; training not done fails a tenant", function()
-  local m = metrics.new({ pipeline = "p" })
-  m:add("a", "uploaded", 1)
-  m:retrain("a", { task_id = "t1", status = "error" })
-  m:finish()
-  t.eq(m:summary().status, "failed")
-  m:finish({ status = "rejected" })
-  t.eq(m:summary().status, "rejected")
+t.test("latency percentiles at the edges", function()
+  local def = { name = "p" }
+  local shared = { ctxs = {} }
+  context(def, shared, "none")
+  local twenty = {}
+  for i = 1, 20 do
+    twenty[i] = i / 1000
+  end
+  context(def, shared, "twenty", twenty)
+  local s = report.summary(def, shared.ctxs, { duration = 0 })
+  t.same(s.tenants[1].latency_ms, { p50 = 0, p95 = 0, max = 0, count = 0, sum = 0 })
+  t.same(s.tenants[2].latency_ms, { p50 = 10, p95 = 19, max = 20, count = 20, sum = 210 })
 end)
 
 t.test("the webhook body keeps both original workflows' field names", function()
-  local s = sample_run():summary()
+  local s = sample_run()
   local b = metrics.webhook_body(s, "acme")
   -- intent batch workflow
-  t.eq(b.intent_id, "intent-1")
   t.eq(b.submitted_count, 10)
   t.eq(b.accepted_count, 6)
   t.eq(b.rejected_count, 4)
@@ -204,47 +201,43 @@ t.test("the webhook body keeps both original workflows' field names", function()
   t.eq(b.retrain_job_id, "job-1")
   t.eq(b.status, "failed")
   t.ok(b.timestamp:match("^%d%d%d%d%-%d%d%-%d%dT.*Z$"), b.timestamp)
-  -- the richer ones beside them
+  -- dataset workflow, beside them when the summary names no workflow
+  t.eq(b.uploadLatencyMs, 1500)
+  t.near(b.parsingSuccessRate, 90, 1e-9)
+  -- the richer ones
   t.eq(b.tenant, "acme")
   t.eq(b.run_id, "run-7")
   t.eq(b.rejected_by_reason.duplicate, 2)
-  t.eq(b.uploadLatencyMs, nil, "the dataset names only for dataset runs")
+  t.same(b.latency_ms, { p50 = 300, p95 = 1500, max = 1500 })
 
-  local d = metrics.new({ pipeline = "dataset", workflow = "dataset" })
-  d:add("t", "submitted", 3)
-  d:add("t", "uploaded", 3)
-  d:latency("t", 2.5)
-  d:parsing("t", 3, 4)
-  d:set("t", "dataset_id", "ds-9")
-  d:finish()
-  local db = metrics.webhook_body(d:summary(), "t")
-  t.eq(db.uploadLatencyMs, 2500)
-  t.near(db.parsingSuccessRate, 75, 1e-9)
-  t.eq(db.status, "ok")
+  s.workflow = "intent"
+  t.eq(metrics.webhook_body(s, "acme").uploadLatencyMs, nil, "the dataset names only for dataset runs")
+  s.workflow = "dataset"
+  s.tenants[1].training.dataset_id = "ds-9"
+  local db = metrics.webhook_body(s, "acme")
   t.eq(db.datasetId, "ds-9")
-  t.ok(db.timestamp)
-  t.eq(db.intent_id, nil)
+  t.eq(db.submitted_count, nil, "the intent names only for intent runs")
   -- unknown values are present as null
-  local e = metrics.new({ pipeline = "x" })
-  e:add("t", "submitted", 0)
-  e:finish()
-  local eb = e:webhook_body("t")
+  s.workflow = nil
+  local eb = metrics.webhook_body(s, "beta")
+  t.eq(eb.status, "ok")
   t.eq(eb.datasetId, json.null)
   t.eq(eb.retrain_job_id, json.null)
+  t.eq(eb.parsingSuccessRate, json.null)
   t.ok(json.encode(eb):find('"datasetId":null', 1, true))
+  t.raises(function() metrics.webhook_body(s, "gamma") end, "no tenant 'gamma'")
 end)
 
 t.test("the Prometheus file parses and matches the summary", function()
-  local m = sample_run()
+  local s = sample_run()
   local path = os.tmpname()
-  assert(m:write_prometheus(path))
+  assert(metrics.write_prometheus(path, s))
   local f = assert(io.open(path, "rb"))
   local text = f:read("a")
   f:close()
   os.remove(path)
   t.eq(text:sub(-1), "\n")
   local p = parse_prometheus(text)
-  local s = m:summary()
 
   -- every sample belongs to a declared family with HELP; counters end in _total
   for _, smp in ipairs(p.samples) do
@@ -289,7 +282,7 @@ t.test("the Prometheus file parses and matches the summary", function()
   t.eq(p.types.cogpipe_examples_rejected_total, "counter")
   t.eq(p.types.cogpipe_last_run_timestamp_seconds, "gauge")
   local run = { pipeline = "intent-batches" }
-  t.eq(find(p, "cogpipe_last_run_timestamp_seconds", run).value, s.timestamp)
+  t.near(find(p, "cogpipe_last_run_timestamp_seconds", run).value, os.time(), 5)
   t.eq(find(p, "cogpipe_last_run_success", run).value, 0)
   t.eq(find(p, "cogpipe_last_run_status", { pipeline = "intent-batches", status = "failed" }).value, 1)
   t.near(find(p, "cogpipe_last_run_duration_seconds", run).value, s.duration_s, 1e-9)
@@ -297,13 +290,11 @@ t.test("the Prometheus file parses and matches the summary", function()
 end)
 
 t.test("label values are escaped", function()
-  local m = metrics.new({ pipeline = 'we"ird\\pipe\nline' })
-  m:add("t", "submitted", 1)
-  m:finish()
-  local p = parse_prometheus(metrics.prometheus_text(m:summary()))
-  local smp = find(p, "cogpipe_examples_submitted_total", { pipeline = 'we"ird\\pipe\nline', tenant = "t" })
+  local odd = 'we"ird\\pipe\nline'
+  local p = parse_prometheus(metrics.prometheus_text(sample_run(odd)))
+  local smp = find(p, "cogpipe_examples_submitted_total", { pipeline = odd, tenant = "beta" })
   t.ok(smp, "escaped label read back")
-  t.eq(smp.value, 1)
+  t.eq(smp.value, 4)
 end)
 
 t.done()
