@@ -112,7 +112,15 @@ struct cp_http_call {
   size_t body_off;   /* how much of body this attempt has handed to libcurl */
   int resend_refused; /* libcurl wanted to send the body again; we said no */
   curl_mime *mime;
-  double total, connect;
+  double total, attempt_limit, connect; /* seconds, 0 for none */
+  /* now_s() by which the call ends (see cp_http_call_timeouts): set at its
+   * first attempt, moved on by the time it then spends queued again. */
+  double deadline;
+  double queued_at; /* now_s() it went back to a queue once sent; or 0 */
+  double attempt_start, attempt_secs; /* this attempt's, for its timeout */
+  int deadline_cut; /* what limits this attempt is the deadline */
+  int resolve_failures;
+  char note[160]; /* why the retries stopped early, for the message */
   char *ca_file;
   int insecure;
   cp_retry_policy retry;
@@ -146,6 +154,7 @@ const char *cp_http_kind_name(cp_http_kind k) {
   switch (k) {
   case CP_HTTP_OK: return "ok";
   case CP_HTTP_STATUS: return "http";
+  case CP_HTTP_RESOLVE: return "resolve";
   case CP_HTTP_CONNECT: return "connect";
   case CP_HTTP_TLS: return "tls";
   case CP_HTTP_TIMEOUT: return "timeout";
@@ -976,8 +985,10 @@ curl_mime *cp_http_call_mime(cp_http_call *c) {
   return c->mime;
 }
 
-void cp_http_call_timeouts(cp_http_call *c, double total, double connect) {
-  c->total = total;
+void cp_http_call_timeouts(cp_http_call *c, double total, double attempt,
+                           double connect) {
+  c->total = total > 0 ? total : 0;
+  c->attempt_limit = attempt > 0 ? attempt : 0;
   c->connect = connect;
 }
 
@@ -1070,7 +1081,6 @@ static void apply_options(cp_http_call *c) {
     if (strcmp(c->method, "GET") == 0)
       cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   }
-  if (c->total > 0) cp_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)to_ms(c->total));
   if (c->connect > 0)
     cp_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
   if (c->ca_file) cp_curl.easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
@@ -1173,10 +1183,35 @@ static int attempt_headers(cp_http_call *c) {
   return 0;
 }
 
+/* The time this attempt may take: what is left of the call's time, which
+ * starts counting now at the first attempt and does not count the time
+ * spent queued since the last one, or the attempt's own limit if that is
+ * shorter. */
+static void attempt_time(cp_http_call *c) {
+  double now = now_s(), limit = c->attempt_limit;
+  c->deadline_cut = 0;
+  if (c->total > 0) {
+    if (c->deadline == 0) c->deadline = now + c->total;
+    else if (c->queued_at > 0) c->deadline += now - c->queued_at;
+    double left = c->deadline - now;
+    if (left < 0.001) left = 0.001;
+    if (limit <= 0 || left <= limit) {
+      limit = left;
+      c->deadline_cut = 1;
+    }
+  }
+  c->queued_at = 0;
+  c->attempt_start = now;
+  c->attempt_secs = limit > 0 ? limit : 0;
+  cp_curl.easy_setopt(c->easy, CURLOPT_TIMEOUT_MS,
+                      limit > 0 ? (long)to_ms(limit) : 0L);
+}
+
 /* Hands c to libcurl now: its credential as of this moment, one more
  * attempt. */
 static void start_transfer(cp_http_call *c) {
   if (attempt_headers(c)) return;
+  attempt_time(c);
   reset_answer(c);
   c->errbuf[0] = '\0';
   c->attempts++;
@@ -1369,8 +1404,12 @@ static void finish(cp_http_call *c, cp_http_kind kind, long status,
   } else if (kind != CP_HTTP_OK) {
     cp_buf_printf(&msg, "%s %s: %s", c->method, c->where, why);
   }
-  if (kind != CP_HTTP_OK && c->attempts > 1)
-    cp_buf_printf(&msg, " (after %d attempts)", c->attempts);
+  if (kind != CP_HTTP_OK && (c->attempts > 1 || c->note[0])) {
+    cp_buf_adds(&msg, " (");
+    if (c->attempts > 1) cp_buf_printf(&msg, "%d attempts", c->attempts);
+    if (c->attempts > 1 && c->note[0]) cp_buf_adds(&msg, "; ");
+    cp_buf_printf(&msg, "%s)", c->note);
+  }
   if (unknown)
     cp_buf_adds(&msg, "; the request was sent and may have been applied");
 
@@ -1458,6 +1497,7 @@ static cp_http_kind classify(CURLcode rc, int *transient) {
   switch (rc) {
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_COULDNT_RESOLVE_PROXY:
+    return CP_HTTP_RESOLVE;
   case CURLE_COULDNT_CONNECT:
     return CP_HTTP_CONNECT;
   case CURLE_OPERATION_TIMEDOUT:
@@ -1532,6 +1572,7 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
     /* Nothing left: back to the gate, keeping the limiter's slot. */
     c->prereq_refused = 0;
     c->attempts--;
+    c->queued_at = now_s();
     to_origin(c);
     return;
   }
@@ -1545,6 +1586,7 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
   cp_retry_verdict v;
   const char *why = NULL;
   char whybuf[CURL_ERROR_SIZE + 256];
+  int out_of_time = 0; /* the attempt ran into the call's deadline */
   if (c->oom) {
     /* The answer could not be held: sent, maybe applied, never retried. */
     finish(c, CP_HTTP_MEMORY, 0, "out of memory while receiving the answer",
@@ -1571,11 +1613,29 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
                "issued the server's certificate)",
                why);
       why = whybuf;
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+      /* libcurl tells a lookup that timed out only by its message. */
+      int resolving = strncmp(c->errbuf, "Resolving timed out", 19) == 0;
+      if (resolving) kind = CP_HTTP_RESOLVE;
+      /* Ours unless a shorter connect timeout ended it first. */
+      int ours = c->attempt_secs > 0 &&
+                 now_s() - c->attempt_start >= c->attempt_secs - 0.005;
+      out_of_time = ours && c->deadline_cut;
+      if (ours)
+        snprintf(whybuf, sizeof whybuf, "%s after %g s%s",
+                 out_of_time ? "timed out" : "the attempt timed out",
+                 out_of_time ? c->total : c->attempt_secs,
+                 resolving ? " resolving the host name" : "");
+      why = ours ? whybuf : why;
     }
   }
 
-  if (v == CP_RETRY_YES && c->attempts < c->retry.tries) {
-    double wait = -1, ra;
+  int tries = c->retry.tries;
+  if (kind == CP_HTTP_RESOLVE &&
+      ++c->resolve_failures >= CP_RETRY_RESOLVE_TRIES)
+    tries = c->attempts; /* see cp_retry_resolve_delay */
+  if (v == CP_RETRY_YES && !out_of_time && c->attempts < tries) {
+    double wait = -1, ra = -1;
     const char *hdr = status ? find_header(c, "retry-after") : NULL;
     if (hdr && cp_retry_after_parse(hdr, time(NULL), &ra) == 0) {
       if (ra > c->retry.max_wait) {
@@ -1587,8 +1647,22 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
         return;
       }
       wait = cp_retry_after_delay(ra, draw(h));
+    } else if (kind == CP_HTTP_RESOLVE) {
+      wait = cp_retry_resolve_delay(&c->retry, draw(h));
     } else {
       wait = cp_retry_backoff(&c->retry, c->attempts, draw(h));
+    }
+    if (!cp_retry_fits(c->total > 0 ? c->deadline - now_s() : -1, wait)) {
+      if (ra >= 0)
+        snprintf(c->note, sizeof c->note,
+                 "the server asks to retry after %.0f s, past the timeout "
+                 "of %g s",
+                 ra, c->total);
+      else
+        snprintf(c->note, sizeof c->note,
+                 "no time left to retry within the timeout of %g s", c->total);
+      finish(c, kind, status, why, 1, 0);
+      return;
     }
     c->st = ST_BACKOFF;
     /* The loop's clock counts whole (truncated) milliseconds, so a timer can
@@ -1612,6 +1686,7 @@ static void on_call_timer(uv_timer_t *t) {
     pump(c->lim);
     break;
   case ST_BACKOFF:
+    c->queued_at = now_s(); /* the call's time stops while it queues */
     if (c->lim) {
       c->st = ST_QUEUED;
       enqueue(c->lim, c);

@@ -41,9 +41,10 @@ typedef struct cp_http_cred cp_http_cred;
 typedef enum cp_http_kind {
   CP_HTTP_OK,      /* an answer below 400 */
   CP_HTTP_STATUS,  /* an answer of 400 or more (after the retries) */
-  CP_HTTP_CONNECT, /* name resolution or connection failed */
+  CP_HTTP_RESOLVE, /* the host's (or proxy's) name could not be looked up */
+  CP_HTTP_CONNECT, /* the connection could not be made */
   CP_HTTP_TLS,     /* TLS handshake or certificate verification failed */
-  CP_HTTP_TIMEOUT, /* connect or total timeout */
+  CP_HTTP_TIMEOUT, /* the time limit of the call or of one attempt */
   CP_HTTP_NETWORK, /* connection reset, closed or garbled mid-request */
   CP_HTTP_IO,      /* a local file (multipart part) could not be read */
   CP_HTTP_USAGE,   /* a request libcurl refused (bad URL, bad option) */
@@ -51,7 +52,7 @@ typedef enum cp_http_kind {
   CP_HTTP_MEMORY   /* memory ran out preparing it or reading its answer */
 } cp_http_kind;
 
-/* Names used as the `kind` of Lua error tables: "http", "connect", ... */
+/* Names used as the `kind` of Lua error tables: "http", "resolve", ... */
 const char *cp_http_kind_name(cp_http_kind k);
 
 typedef struct cp_http_header {
@@ -113,8 +114,14 @@ void cp_http_call_body(cp_http_call *c, char *body, size_t len);
  * that name a file are read from disk while sending, never held whole.
  * NULL when it cannot be made (the call then fails as out of memory). */
 curl_mime *cp_http_call_mime(cp_http_call *c);
-/* Seconds; 0 or less leaves libcurl's default (total: none, connect 300 s). */
-void cp_http_call_timeouts(cp_http_call *c, double total, double connect);
+/* Seconds; 0 or less for none (connect: libcurl's 300 s). total bounds the
+ * whole call from when it is first handed to the network: every attempt
+ * and the waits between them, but never the time it spends queued behind
+ * its limiter or its origin's gate, so that a call that was never sent
+ * never times out. No retry starts that would not fit in it. attempt
+ * bounds each attempt on its own; connect, each connection's set-up. */
+void cp_http_call_timeouts(cp_http_call *c, double total, double attempt,
+                           double connect);
 /* ca_file: PEM bundle to verify the server with, copied (NULL: the system's).
  * insecure: no verification at all; prints a warning on stderr. */
 void cp_http_call_tls(cp_http_call *c, const char *ca_file, int insecure);

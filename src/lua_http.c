@@ -18,7 +18,11 @@
  *                   content_type = "application/json"},
  *                  {name = "dataset", file = "/path/lines.txt",
  *                   filename = "lines.txt", content_type = "text/plain"}},
- *     timeout = 300, connect_timeout = 10,  -- seconds (these are defaults)
+ *     timeout = 300,          -- seconds for the whole request, retries and
+ *                             -- the waits between them included, counted
+ *                             -- from when it first goes on the wire
+ *     attempt_timeout = nil,  -- seconds one attempt may take (nil: no own
+ *                             -- limit), connect_timeout = 10 (a connection)
  *     ca_file = "ca.pem", insecure = false, -- TLS verification
  *     retry = {tries = 8, base = 0.5, cap = 30, max_wait = 300,
  *              idempotent = nil},        -- or false (no retry), or a number
@@ -27,8 +31,8 @@
  *   }
  *   -- resp.status, resp.headers (lower-case names; repeated ones joined
  *   -- with ", "), resp.body, resp.attempts, resp.elapsed, resp:json()
- *   -- err: {kind = "http"|"connect"|"tls"|"timeout"|"network"|"io"|"usage"
- *   --               |"memory",
+ *   -- err: {kind = "http"|"resolve"|"connect"|"tls"|"timeout"|"network"
+ *   --               |"io"|"usage"|"auth"|"memory",
  *   --       message, status?, retryable, outcome? = "unknown", attempts,
  *   --       elapsed, body_excerpt?}
  *   -- A request that ran out of memory on the way ends like any failed
@@ -526,7 +530,7 @@ typedef struct spec {
   int body;     /* stack index of the body string or 0 */
   const char *content_type;
   int multipart; /* stack index or 0 */
-  double timeout, connect_timeout;
+  double timeout, attempt_timeout, connect_timeout;
   const char *ca_file;
   int insecure;
   cp_retry_policy retry;
@@ -698,6 +702,7 @@ static void check_spec(lua_State *L, int opts, int extra, spec *s) {
   s->url = url;
 
   s->timeout = opt_number_field(L, opts, "timeout", DEFAULT_TIMEOUT, 0.001);
+  s->attempt_timeout = opt_number_field(L, opts, "attempt_timeout", 0, 0.001);
   s->connect_timeout =
       opt_number_field(L, opts, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, 0.001);
   if (field(L, opts, "ca_file", LUA_TSTRING, "a string")) {
@@ -809,7 +814,7 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
     cp_http_call_body(c, copy, n);
   }
   if (s.multipart) add_parts(L, c, s.multipart);
-  cp_http_call_timeouts(c, s.timeout, s.connect_timeout);
+  cp_http_call_timeouts(c, s.timeout, s.attempt_timeout, s.connect_timeout);
   cp_http_call_tls(c, s.ca_file, s.insecure);
   cp_http_call_retry(c, &s.retry);
   if (s.limiter) cp_http_call_limiter(c, s.limiter);

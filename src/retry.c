@@ -93,6 +93,24 @@ double cp_retry_backoff(const cp_retry_policy *p, int n, double u) {
   return u * ceiling;
 }
 
+/* A name that does not resolve is rarely fixed by waiting. The system
+ * resolver has already asked its servers again (resolv.conf's attempts and
+ * timeout) before it gave up, and what is left is a name that does not
+ * exist (a typo in a base URL), a machine without network or DNS, or a
+ * resolver that had a moment's trouble (restarting, a reply lost after its
+ * own retries). libcurl reports them all as one error, so a lookup is tried
+ * once more, soon, which covers the last case; eight tries with growing
+ * backoff only made an offline run wait half a minute to say the same. */
+double cp_retry_resolve_delay(const cp_retry_policy *p, double u) {
+  cp_retry_policy quick = *p;
+  if (quick.cap > 1.0) quick.cap = 1.0;
+  return cp_retry_backoff(&quick, 1, u);
+}
+
+int cp_retry_fits(double left, double wait) {
+  return left < 0 || left - wait >= CP_RETRY_MIN_ATTEMPT;
+}
+
 double cp_retry_after_delay(double retry_after, double u) {
   double spread = retry_after * 0.1;
   if (spread > 1.0) spread = 1.0;

@@ -60,6 +60,20 @@ int cp_retry_after_parse(const char *value, time_t now, double *delay);
  * u * min(cap, base * 2^(n-1)), where u is a uniform draw in [0, 1). */
 double cp_retry_backoff(const cp_retry_policy *p, int n, double u);
 
+/* A failed name lookup is tried at most this many times in all, the
+ * second time after cp_retry_resolve_delay (retry.c says why). */
+#define CP_RETRY_RESOLVE_TRIES 2
+/* The wait before looking a name up again: the first backoff of p, never
+ * more than a second; u as for cp_retry_backoff. */
+double cp_retry_resolve_delay(const cp_retry_policy *p, double u);
+
+/* Whether another attempt after wait seconds still fits a request's time
+ * limit when left seconds of it remain (left < 0: no limit): it must have
+ * at least CP_RETRY_MIN_ATTEMPT seconds of its own, or it could only time
+ * out and hide the answer that made it necessary. */
+#define CP_RETRY_MIN_ATTEMPT 0.1
+int cp_retry_fits(double left, double wait);
+
 /* Delay honouring a server's Retry-After: never less than it, plus a spread
  * of up to 10% (at most 1 s) so that clients told the same instant do not
  * all come back at once. */

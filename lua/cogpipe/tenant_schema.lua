@@ -91,7 +91,7 @@ M.keys = {
       burst = { type = "number", min = 1, max = 100000, default = 40, doc = "requests that may start back to back" },
       max_in_flight = { type = "integer", min = 1, max = 1000, default = 8, doc = "requests on the wire at once" },
       timeout = { type = "number", min = 0.1, max = 86400, default = 300,
-        doc = "seconds one try of a request may take once it is on the wire" },
+        doc = "seconds a request may take once it is on the wire, its retries and the waits between them included" },
     },
   },
   dedupe = {

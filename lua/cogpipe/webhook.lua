@@ -191,7 +191,9 @@ local function deliver(target, ev)
     url = target.url,
     headers = headers,
     body = ev.body,
-    timeout = setting(target, "timeout"),
+    -- the target's timeout is a try's; the signature bounds the whole
+    attempt_timeout = setting(target, "timeout"),
+    timeout = TOLERANCE,
     connect_timeout = math.min(10, setting(target, "timeout")),
     ca_file = target.ca_file,
     insecure = target.insecure,

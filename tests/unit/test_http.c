@@ -586,7 +586,7 @@ static void timeout_post_unknown(void) {
   outcome o = {0};
   cp_http_call *c = fast_retry_call("POST", "/hang");
   cp_http_call_body(c, cp_strdup("{}"), 2);
-  cp_http_call_timeouts(c, 0.3, 1);
+  cp_http_call_timeouts(c, 0.3, 0, 1);
   cp_http_call_start(c, on_done, &o);
   wait_for(&o, 1);
   CHECK_INT(o.kind, CP_HTTP_TIMEOUT);
