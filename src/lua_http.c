@@ -40,6 +40,12 @@
  *   -- applied), and the run fails; misuse and memory running out while
  *   -- the request is being built raise.
  *
+ * The README ("HTTP requests from a script") documents every option; the
+ * option tables below are what is checked: any other key, or a value of
+ * the wrong type, raises. A name that cannot be looked up is tried twice
+ * at most (retry.c says why); every other retry stops when the timeout
+ * would pass.
+ *
  * An auth object is any value with a method perform(auth, send, opts): it
  * calls send(opts, headers, credential) -- a request that adds the given
  * headers, and the credential's header as it stands when the request goes
@@ -189,6 +195,225 @@ static int l_form_encode(lua_State *L) {
   return 1;
 }
 
+/* ---- options -------------------------------------------------------------------- */
+
+/* The options each table-taking function accepts, described once: a key
+ * not listed, or a value of another type or out of range, is a programming
+ * error and raises, naming the option and the one probably meant -- an
+ * option ignored in silence (retries = 0 for retry = false) would change
+ * what a script does without a word. */
+typedef enum opt_type {
+  OPT_STRING,
+  OPT_NUMBER,  /* min..max */
+  OPT_INTEGER, /* min..max, a whole number */
+  OPT_BOOLEAN,
+  OPT_TABLE,
+  OPT_ANY,    /* checked where it is used (json, auth) */
+  OPT_RETRY,  /* false, true, a number of tries or a table (retry_opts) */
+  OPT_LIMITER /* an http.limiter */
+} opt_type;
+
+typedef struct opt_def {
+  const char *name;
+  opt_type type;
+  double min, max;
+} opt_def;
+
+#define SECONDS 0.001, 1e9
+static const opt_def request_opts[] = {{"url", OPT_STRING, 0, 0},
+                                       {"method", OPT_STRING, 0, 0},
+                                       {"headers", OPT_TABLE, 0, 0},
+                                       {"query", OPT_TABLE, 0, 0},
+                                       {"body", OPT_STRING, 0, 0},
+                                       {"json", OPT_ANY, 0, 0},
+                                       {"form", OPT_TABLE, 0, 0},
+                                       {"multipart", OPT_TABLE, 0, 0},
+                                       {"timeout", OPT_NUMBER, SECONDS},
+                                       {"attempt_timeout", OPT_NUMBER, SECONDS},
+                                       {"connect_timeout", OPT_NUMBER, SECONDS},
+                                       {"ca_file", OPT_STRING, 0, 0},
+                                       {"insecure", OPT_BOOLEAN, 0, 0},
+                                       {"retry", OPT_RETRY, 0, 0},
+                                       {"limiter", OPT_LIMITER, 0, 0},
+                                       {"auth", OPT_ANY, 0, 0},
+                                       {NULL, OPT_ANY, 0, 0}};
+static const opt_def retry_opts[] = {
+    {"tries", OPT_INTEGER, 1, 100},    {"base", OPT_NUMBER, 0, 1e9},
+    {"cap", OPT_NUMBER, 0, 1e9},       {"max_wait", OPT_NUMBER, 0, 1e9},
+    {"idempotent", OPT_BOOLEAN, 0, 0}, {NULL, OPT_ANY, 0, 0}};
+static const opt_def limiter_opts[] = {{"rate", OPT_NUMBER, 0, 1e9},
+                                       {"burst", OPT_NUMBER, 1, 1e9},
+                                       {"max_in_flight", OPT_INTEGER, 0, 1e9},
+                                       {NULL, OPT_ANY, 0, 0}};
+static const opt_def origin_opts[] = {{"rate", OPT_NUMBER, 0, 1e9},
+                                      {"burst", OPT_NUMBER, 1, 1e9},
+                                      {NULL, OPT_ANY, 0, 0}};
+static const opt_def credential_opts[] = {{"header", OPT_STRING, 0, 0},
+                                          {NULL, OPT_ANY, 0, 0}};
+static const opt_def part_opts[] = {
+    {"name", OPT_STRING, 0, 0},         {"value", OPT_STRING, 0, 0},
+    {"file", OPT_STRING, 0, 0},         {"filename", OPT_STRING, 0, 0},
+    {"content_type", OPT_STRING, 0, 0}, {NULL, OPT_ANY, 0, 0}};
+
+/* Names other HTTP clients use, and options that belong elsewhere. */
+static const struct {
+  const char *name, *hint;
+} request_hints[] = {
+    {"retries", "did you mean 'retry'? retry = false sends once"},
+    {"max_retries", "did you mean 'retry'? retry = N allows N tries in all"},
+    {"tries", "it belongs in retry = {tries = ...}"},
+    {"base", "it belongs in retry = {base = ...}"},
+    {"cap", "it belongs in retry = {cap = ...}"},
+    {"max_wait", "it belongs in retry = {max_wait = ...}"},
+    {"idempotent", "it belongs in retry = {idempotent = ...}"},
+    {"rate", "it belongs to http.limiter{...}, passed as limiter ="},
+    {"max_in_flight", "it belongs to http.limiter{...}, passed as limiter ="},
+    {"params", "did you mean 'query'?"},
+    {"data", "did you mean 'body', 'json' or 'form'?"},
+    {"verify", "did you mean 'ca_file' or 'insecure'?"},
+    {"proxy", "a proxy comes from the https_proxy, http_proxy and no_proxy "
+              "environment variables"},
+};
+
+/* Optimal string alignment distance of two short names: swapping two
+ * neighbours (tiemout) is one edit, as typing makes it. */
+static size_t distance(const char *a, const char *b) {
+  enum { MAX = 40 };
+  size_t n = strlen(a), m = strlen(b);
+  if (n > MAX || m > MAX) return (size_t)-1;
+  size_t d[MAX + 1][MAX + 1];
+  for (size_t i = 0; i <= n; i++) d[i][0] = i;
+  for (size_t j = 0; j <= m; j++) d[0][j] = j;
+  for (size_t i = 1; i <= n; i++)
+    for (size_t j = 1; j <= m; j++) {
+      size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < best)
+        best = d[i - 2][j - 2] + 1;
+      d[i][j] = best;
+    }
+  return d[n][m];
+}
+
+/* The known name k was probably meant to be, or NULL: one near enough to
+ * be a typo, or one that k starts with or that starts with k (timeout_ms,
+ * insecure_skip_verify). */
+static const char *nearest(const char *k, const opt_def *defs) {
+  size_t len = strlen(k), best_d = (size_t)-1;
+  const char *best = NULL;
+  size_t near = len / 3 > 3 ? 3 : len / 3 < 1 ? 1 : len / 3;
+  for (const opt_def *d = defs; d->name; d++) {
+    size_t dn = strlen(d->name), shorter = dn < len ? dn : len;
+    size_t dist = distance(k, d->name);
+    int prefix = shorter >= 4 && strncmp(k, d->name, shorter) == 0;
+    if ((dist <= near || prefix) && dist < best_d) {
+      best = d->name;
+      best_d = dist;
+    }
+  }
+  return best;
+}
+
+static void unknown_option(lua_State *L, const char *what, const char *k,
+                           const opt_def *defs) {
+  if (defs == request_opts)
+    for (size_t i = 0; i < sizeof request_hints / sizeof *request_hints; i++)
+      if (strcmp(k, request_hints[i].name) == 0)
+        luaL_error(L, "%s: unknown option '%s' (%s)", what, k,
+                   request_hints[i].hint);
+  const char *near = nearest(k, defs);
+  if (near)
+    luaL_error(L, "%s: unknown option '%s' (did you mean '%s'?)", what, k,
+               near);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (const opt_def *d = defs; d->name; d++) {
+    if (d != defs) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, d->name);
+  }
+  luaL_pushresult(&b);
+  luaL_error(L, "%s: unknown option '%s' (known: %s)", what, k,
+             lua_tostring(L, -1));
+}
+
+static const char *type_wanted(const opt_def *d) {
+  switch (d->type) {
+  case OPT_STRING: return "a string";
+  case OPT_NUMBER: return "a number";
+  case OPT_INTEGER: return "a whole number";
+  case OPT_BOOLEAN: return "true or false";
+  case OPT_TABLE: return "a table";
+  case OPT_RETRY: return "false, true, a number of tries or a table";
+  case OPT_LIMITER: return "an http.limiter";
+  case OPT_ANY: break;
+  }
+  return "a value";
+}
+
+/* Raises unless the value at idx suits d. */
+static void check_value(lua_State *L, int idx, const char *what,
+                        const opt_def *d) {
+  int t = lua_type(L, idx), ok = 1;
+  switch (d->type) {
+  case OPT_STRING: ok = t == LUA_TSTRING; break;
+  case OPT_NUMBER: ok = t == LUA_TNUMBER; break;
+  case OPT_INTEGER:
+    ok = t == LUA_TNUMBER &&
+         lua_tonumber(L, idx) == floor(lua_tonumber(L, idx));
+    break;
+  case OPT_BOOLEAN: ok = t == LUA_TBOOLEAN; break;
+  case OPT_TABLE: ok = t == LUA_TTABLE; break;
+  case OPT_RETRY:
+    ok = t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TTABLE;
+    break;
+  case OPT_LIMITER: ok = luaL_testudata(L, idx, LIMITER_MT) != NULL; break;
+  case OPT_ANY: break;
+  }
+  if (!ok && t == LUA_TNUMBER)
+    luaL_error(L, "%s: option '%s' must be %s (got %s)", what, d->name,
+               type_wanted(d), lua_tostring(L, idx));
+  if (!ok)
+    luaL_error(L, "%s: option '%s' must be %s (got %s)", what, d->name,
+               type_wanted(d), luaL_typename(L, idx));
+  if (d->type == OPT_NUMBER || d->type == OPT_INTEGER) {
+    double v = lua_tonumber(L, idx);
+    if (!(v >= d->min) || v > d->max) {
+      char range[64]; /* lua_pushfstring has no %g */
+      if (d->max >= 1e9) snprintf(range, sizeof range, "at least %g", d->min);
+      else snprintf(range, sizeof range, "from %g to %g", d->min, d->max);
+      luaL_error(L, "%s: option '%s' must be %s (got %s)", what, d->name, range,
+                 lua_tostring(L, idx));
+    }
+  }
+}
+
+/* Raises for the first key of the table at idx that defs does not name,
+ * then for the first value that does not suit its option. */
+static void check_options(lua_State *L, int idx, const char *what,
+                          const opt_def *defs) {
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L,
+                 "%s: options are given by name (name = value), not by "
+                 "position (got a %s key)",
+                 what, luaL_typename(L, -1));
+    const char *k = lua_tostring(L, -1);
+    const opt_def *d = defs;
+    while (d->name && strcmp(d->name, k) != 0) d++;
+    if (!d->name) unknown_option(L, what, k, defs);
+  }
+  for (const opt_def *d = defs; d->name; d++) {
+    if (lua_getfield(L, idx, d->name) != LUA_TNIL) check_value(L, -1, what, d);
+    lua_pop(L, 1);
+  }
+}
+#undef SECONDS
+
 /* ---- limiters ------------------------------------------------------------------- */
 
 typedef struct limiter_box {
@@ -224,11 +449,12 @@ static double opt_number_field(lua_State *L, int t, const char *k, double dflt,
  * (nil: unlimited). Pass it as `limiter =` to every request of a tenant. */
 static int l_limiter(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  check_options(L, 1, "http.limiter", limiter_opts);
   double rate = opt_number_field(L, 1, "rate", 0, 0);
   double burst = opt_number_field(L, 1, "burst", rate >= 1 ? rate : 1, 1);
   double mif = opt_number_field(L, 1, "max_in_flight", 0, 0);
   if (rate == 0 && mif == 0)
-    luaL_error(L, "a limiter needs rate or max_in_flight");
+    luaL_error(L, "http.limiter: a limiter needs rate or max_in_flight");
   limiter_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->l = NULL;
   luaL_setmetatable(L, LIMITER_MT);
@@ -305,8 +531,10 @@ static cred_box *check_cred(lua_State *L, int idx) {
  * pass it as send's third argument. */
 static int l_credential(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "header");
-  const char *name = luaL_checkstring(L, -1);
+  check_options(L, 1, "http.credential", credential_opts);
+  if (lua_getfield(L, 1, "header") != LUA_TSTRING)
+    luaL_error(L, "http.credential: header is required");
+  const char *name = lua_tostring(L, -1);
   if (!is_token(name)) luaL_error(L, "http.credential: header must be an HTTP header name");
   cred_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->cr = NULL;
@@ -378,6 +606,7 @@ static int cred_tostring(lua_State *L) {
 static int l_origin_limit(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
+  check_options(L, 2, "http.origin_limit", origin_opts);
   double rate = opt_number_field(L, 2, "rate", 0, 0);
   double burst = opt_number_field(L, 2, "burst", rate >= 1 ? rate : 1, 1);
   cp_http *h = client(L);
@@ -553,11 +782,17 @@ static void check_retry(lua_State *L, int opts, cp_retry_policy *p) {
   } else if (t == LUA_TBOOLEAN) {
     if (!lua_toboolean(L, -1)) p->tries = 1;
   } else if (t == LUA_TNUMBER) {
-    lua_Integer n = lua_tointeger(L, -1);
-    if (n < 1 || n > 100) luaL_error(L, "http.request: retry must be 1..100 tries");
+    lua_Number n = lua_tonumber(L, -1);
+    if (!(n >= 1 && n <= 100) || n != floor(n))
+      luaL_error(L,
+                 "http.request: option 'retry' as a number is the tries in "
+                 "all, a whole number from 1 to 100 (got %s; retry = "
+                 "false sends once)",
+                 lua_tostring(L, -1));
     p->tries = (int)n;
   } else if (t == LUA_TTABLE) {
     int r = lua_gettop(L);
+    check_options(L, r, "http.request: retry", retry_opts);
     double tries = opt_number_field(L, r, "tries", p->tries, 1);
     if (tries > 100) luaL_error(L, "http.request: retry.tries must be 1..100");
     p->tries = (int)tries;
@@ -582,15 +817,9 @@ static void check_multipart(lua_State *L, int idx) {
     if (lua_rawgeti(L, idx, i) != LUA_TTABLE)
       luaL_error(L, "http.request: multipart[%d] must be a table", (int)i);
     int p = lua_gettop(L);
-    static const char *const strs[] = {"name", "value", "file", "filename",
-                                       "content_type"};
-    for (size_t k = 0; k < sizeof strs / sizeof *strs; k++) {
-      int t = lua_getfield(L, p, strs[k]);
-      if (t != LUA_TNIL && t != LUA_TSTRING)
-        luaL_error(L, "http.request: multipart[%d].%s must be a string",
-                   (int)i, strs[k]);
-      lua_pop(L, 1);
-    }
+    check_options(L, p, lua_pushfstring(L, "http.request: multipart[%d]", (int)i),
+                  part_opts);
+    lua_pop(L, 1);
     int has_name = lua_getfield(L, p, "name") == LUA_TSTRING;
     int has_value = lua_getfield(L, p, "value") == LUA_TSTRING;
     int has_file = lua_getfield(L, p, "file") == LUA_TSTRING;
@@ -827,6 +1056,7 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
 /* send(opts [, headers [, credential]]): what auth objects call. */
 static int l_send(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  check_options(L, 1, "http.send", request_opts);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) check_cred(L, 3);
   lua_settop(L, 3);
@@ -841,6 +1071,7 @@ static int after_auth(lua_State *L, int status, lua_KContext base) {
 static int l_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  check_options(L, 1, "http.request", request_opts);
   if (lua_getfield(L, 1, "auth") == LUA_TNIL) {
     lua_pop(L, 1);
     return send_request(L, 1, 0, 0);
