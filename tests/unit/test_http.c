@@ -595,6 +595,69 @@ static void timeout_post_unknown(void) {
   CHECK(o.elapsed >= 0.3 && o.elapsed < 2.0);
 }
 
+/* The call's timeout bounds its retries, and the error says so. */
+static void total_bounds_retries(void) {
+  outcome o = {0};
+  hits_503 = 0;
+  cp_http_call *c = cp_http_call_new(client, "GET", url("/503"));
+  cp_retry_policy p;
+  cp_retry_policy_default(&p);
+  p.tries = 100;
+  p.base = 0.02;
+  p.cap = 0.05;
+  cp_http_call_retry(c, &p);
+  cp_http_call_timeouts(c, 0.5, 0, 1);
+  cp_http_call_start(c, on_done, &o);
+  wait_for(&o, 1);
+  CHECK_INT(o.kind, CP_HTTP_STATUS);
+  CHECK_INT(o.status, 503);
+  CHECK(o.attempts > 3 && o.attempts < 100);
+  CHECK_INT(hits_503, o.attempts);
+  CHECK(o.retryable);
+  CHECK(o.elapsed < 0.5);
+  CHECK(strstr(o.message, "no time left to retry within the timeout of 0.5 s") !=
+        NULL);
+}
+
+/* attempt_timeout ends each attempt; the retries go on within the total. */
+static void attempt_timeout(void) {
+  outcome o = {0};
+  cp_http_call *c = fast_retry_call("GET", "/hang");
+  cp_http_call_timeouts(c, 5, 0.2, 1);
+  cp_http_call_start(c, on_done, &o);
+  wait_for(&o, 1);
+  CHECK_INT(o.kind, CP_HTTP_TIMEOUT);
+  CHECK_INT(o.attempts, 3);
+  CHECK(o.elapsed >= 0.6 && o.elapsed < 2.0);
+  CHECK(strstr(o.message, "the attempt timed out after 0.2 s (3 attempts)") !=
+        NULL);
+  /* the total cuts an attempt short: the message says the call's limit */
+  outcome t = {0};
+  c = fast_retry_call("GET", "/hang");
+  cp_http_call_timeouts(c, 0.3, 0, 1);
+  cp_http_call_start(c, on_done, &t);
+  wait_for(&t, 1);
+  CHECK_INT(t.kind, CP_HTTP_TIMEOUT);
+  CHECK_INT(t.attempts, 1);
+  CHECK(strstr(t.message, ": timed out after 0.3 s") != NULL);
+}
+
+/* A name under .invalid never resolves (RFC 6761): kind resolve, tried
+ * twice, at once, whatever the policy's tries. */
+static void resolve_failure(void) {
+  outcome o = {0};
+  cp_http_call *c =
+      cp_http_call_new(client, "GET", "http://cogpipe-test.invalid/x");
+  cp_http_call_start(c, on_done, &o);
+  wait_for(&o, 1);
+  CHECK_STR(cp_http_kind_name(o.kind), "resolve");
+  CHECK_INT(o.attempts, CP_RETRY_RESOLVE_TRIES);
+  CHECK(o.retryable);
+  CHECK(!o.unknown);
+  CHECK(o.elapsed < 2.0);
+  CHECK(strstr(o.message, "cogpipe-test.invalid") != NULL);
+}
+
 static void cognigy_error_message(void) {
   outcome o = {0};
   cp_http_call *c = cp_http_call_new(client, "POST", url("/cognigy400?key=zzz"));
@@ -836,6 +899,9 @@ int main(void) {
   RUN(reset_after_body);
   RUN(connect_refused);
   RUN(timeout_post_unknown);
+  RUN(total_bounds_retries);
+  RUN(attempt_timeout);
+  RUN(resolve_failure);
   RUN(cognigy_error_message);
   RUN(limiter_rate);
   RUN(limiter_in_flight);

@@ -1,6 +1,7 @@
 /*
  * test_retry.c -- unit tests of retry.c: which answers are retried for which
- * methods, the "unknown outcome" rule, Retry-After parsing and backoff.
+ * methods, the "unknown outcome" rule, Retry-After parsing and backoff,
+ * failed name lookups and the time limit of a whole request.
  */
 #include <math.h>
 
@@ -106,11 +107,40 @@ static void backoff(void) {
   CHECK(cp_retry_after_delay(100.0, 0.99) < 101.0);
 }
 
+/* A failed lookup is tried again once, within a second whatever the
+ * policy's backoff would be. */
+static void resolve(void) {
+  cp_retry_policy p;
+  cp_retry_policy_default(&p);
+  CHECK_INT(CP_RETRY_RESOLVE_TRIES, 2);
+  CHECK(cp_retry_resolve_delay(&p, 0.999) <= 0.5);
+  p.base = 20;
+  p.cap = 60;
+  CHECK(cp_retry_resolve_delay(&p, 0.999) <= 1.0);
+  CHECK(cp_retry_resolve_delay(&p, 0.999) > 0.9);
+  CHECK(cp_retry_resolve_delay(&p, 0.0) == 0.0);
+  p.base = 0.01;
+  CHECK(cp_retry_resolve_delay(&p, 0.999) <= 0.01);
+}
+
+/* A retry must fit in what is left of the request's time, with room for
+ * an attempt of its own. */
+static void fits(void) {
+  CHECK(cp_retry_fits(-1, 1e6)); /* no limit */
+  CHECK(cp_retry_fits(10, 1));
+  CHECK(cp_retry_fits(1.1, 1.0));
+  CHECK(!cp_retry_fits(1.05, 1.0)); /* 0.05 s would be left: too little */
+  CHECK(!cp_retry_fits(1, 2));
+  CHECK(!cp_retry_fits(0, 0));
+}
+
 int main(void) {
   RUN(statuses);
   RUN(methods);
   RUN(verdicts);
   RUN(retry_after);
   RUN(backoff);
+  RUN(resolve);
+  RUN(fits);
   DONE();
 }
