@@ -47,6 +47,8 @@ function M.webhook_body(summary, tenant)
     pipeline = summary.pipeline, run_id = summary.run_id, tenant = tenant or null,
     workflow = summary.workflow or null,
     started_at = summary.started_at, finished_at = summary.finished_at, duration_s = summary.duration_s,
+    -- the counts of report.counts, as the summary gives them
+    lines = t.lines or null, blank = t.blank or null, rates = t.rates or null,
     submitted = t.submitted, accepted = t.accepted, rejected = t.rejected,
     rejected_by_reason = t.rejected_by_reason, present = t.present,
     uploaded = t.uploaded, failed = t.failed, unknown = t.unknown, requests = t.requests,

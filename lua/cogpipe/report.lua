@@ -181,6 +181,83 @@ local function changes(ctx)
   return out
 end
 
+-- Why a record is rejected, in the order reports list them.
+M.REASONS = { "invalid", "duplicate", "conflict", "near", "semantic", "over_limit" }
+
+-- A share in percent with two decimals, or nil when there is nothing to
+-- take a share of (an empty file has no rate, not 0%).
+local function percent(n, of)
+  if not n or not of or of <= 0 then
+    return nil
+  end
+  return math.floor(n * 10000 / of + 0.5) / 100
+end
+
+-- The counts of one input as every report gives them -- `cogpipe check`,
+-- the run summary, its printed table, the webhook body and the progress
+-- bar -- so that they mean one thing (the README's "Counts"):
+--   lines      records read, blank ones included: lines of a lines or JSON
+--              Lines file, rows of a CSV file after its header
+--   blank      lines with no text (empty, white space only, "text": "");
+--              skipped, counted nowhere else
+--   submitted  lines - blank: the records the checks judge
+--   valid      submitted - rejected invalid
+--   unique     distinct texts among the valid records, compared as exact
+--              dedupe compares them (casefold by default)
+--   rejected   by reason (REASONS); each record once, for the first
+--              reason found
+--   present    already on the platform: not sent, not rejected (a run)
+--   accepted   submitted - rejected - present: what is (or would be) sent
+-- and the rates: valid / submitted, unique / valid, accepted / submitted,
+-- and DESIGN 4.1's parsing success rate, unique / lines (the dataset
+-- workflow's parsingSuccessRate), each nil when its divisor is 0.
+-- c: {lines, blank, unique, rejected_by_reason, present, accepted?}; accepted
+-- is derived when not given.
+function M.counts(c)
+  local by, rejected = {}, 0
+  for _, reason in ipairs(M.REASONS) do
+    by[reason] = (c.rejected_by_reason or {})[reason] or 0
+    rejected = rejected + by[reason]
+  end
+  local submitted = c.lines - c.blank
+  local valid = submitted - by.invalid
+  local present = c.present or 0
+  local accepted = c.accepted or (submitted - rejected - present)
+  return {
+    lines = c.lines,
+    blank = c.blank,
+    submitted = submitted,
+    valid = valid,
+    unique = c.unique,
+    rejected = rejected,
+    rejected_by_reason = by,
+    present = present,
+    accepted = accepted,
+    rates = { valid = percent(valid, submitted), unique = percent(c.unique, valid),
+      accepted = percent(accepted, submitted) },
+    parsing_success_rate = percent(c.unique, c.lines),
+  }
+end
+
+-- The rates of M.counts for a JSON document: a rate that cannot be had is
+-- null there, not left out.
+function M.rates_doc(counts)
+  local r = counts.rates
+  return { valid = r.valid or json.null, unique = r.unique or json.null, accepted = r.accepted or json.null }
+end
+
+-- The rates in words, for the printed reports (from M.counts, or a
+-- summary's rates document: null is "n/a").
+function M.rates_text(counts)
+  local function pc(v)
+    return type(v) == "number" and string.format("%.2f%%", v) or "n/a"
+  end
+  local r = counts.rates
+  return string.format("valid %s of submitted, unique %s of valid, accepted %s of submitted; parsing success "
+    .. "rate %s (the dataset API's: unique texts / all lines)", pc(r.valid), pc(r.unique), pc(r.accepted),
+    pc(counts.parsing_success_rate))
+end
+
 local AMBIGUOUS_LISTED = 200 -- pairs a summary carries (all are counted)
 local OVERLAP_LISTED = 50 -- pairs of intents
 
@@ -242,25 +319,32 @@ end
 function M.tenant(def, ctx)
   local s = ctx.stats
   local failed = #ctx.errors > 0 or ctx.remote_failure
-  local parsing = ctx.parsing or {}
+  local input = ctx.input or {}
+  local c = M.counts({ lines = input.lines or s.submitted, blank = input.blank or 0, unique = input.unique,
+    rejected_by_reason = s.rejected, present = s.present, accepted = s.accepted })
   local t = {
     tenant = ctx.tenant.name,
     pipeline = def.name,
     status = failed and "failed" or "ok",
     errors = json.array(ctx.errors),
     notes = json.array(ctx.notes),
+    lines = c.lines,
+    blank = c.blank,
     submitted = s.submitted,
     accepted = s.accepted,
     rejected = sum(s.rejected),
     rejected_by_reason = s.rejected,
     present = s.present,
+    unique = c.unique,
     uploaded = s.uploaded,
     failed = s.failed,
     unknown = s.unknown,
     requests = s.requests,
     latency_ms = latency(s.latencies),
     duration_s = math.floor((cp.now() - ctx.started) * 1000 + 0.5) / 1000,
-    parsing_success_rate = parsing.parsing_success_rate,
+    -- DESIGN 4.1's figure (nil until the checks ran) and the rates beside it
+    parsing_success_rate = c.parsing_success_rate,
+    rates = M.rates_doc(c),
     training = ctx.training,
     dry_run = ctx.dry_run,
     -- a plan shows every rejection; a run's summary travels (webhook, audit)
@@ -341,6 +425,27 @@ end
 
 local SHOWN = 20
 
+-- The intents whose examples overlap most (M.ambiguity's view), the five
+-- first: what to look at first. Shared by the run's summary and check.
+function M.print_overlap(out, prefix, ambiguous, overlap)
+  if (ambiguous or 0) == 0 then
+    return
+  end
+  out:write(string.format("%s%d near or semantic match(es) across intents (ambiguous); intents that overlap "
+    .. "most:\n", prefix, ambiguous))
+  for k, o in ipairs(overlap) do
+    if k > 5 then
+      out:write(string.format("  ... and %d more pair(s) of intents (--json lists them)\n", #overlap - 5))
+      break
+    end
+    local c = o.closest
+    out:write(string.format("  %s / %s: %d pair(s); closest %.2f: %s (%s:%s) / %s (%s:%s)\n", o.intents[1],
+      o.intents[2], o.pairs, c.score, quoted(c.text, 50), tostring(c.file or "?"), tostring(c.line or "?"),
+      quoted(c.other_text, 50), tostring(c.other_file or (c.existing and "platform") or "?"),
+      tostring(c.other_line or "-")))
+  end
+end
+
 -- A dry run's plan: one line per intent, then the rejections.
 local function print_plan(out, t)
   out:write(string.format("%s: plan, per intent%s\n", t.tenant, t.prune and " (with --prune)" or ""))
@@ -396,7 +501,7 @@ function M.print(summary)
   end
   for _, t in ipairs(summary.tenants) do
     local reasons = {}
-    for _, r in ipairs(require("cogpipe.runner").REASONS) do
+    for _, r in ipairs(M.REASONS) do
       if (t.rejected_by_reason[r] or 0) > 0 then
         reasons[#reasons + 1] = r .. " " .. t.rejected_by_reason[r]
       end
@@ -404,23 +509,13 @@ function M.print(summary)
     if #reasons > 0 then
       out:write(string.format("%s: rejected %s\n", t.tenant, table.concat(reasons, ", ")))
     end
-    -- the intents whose examples overlap most: what to look at first
-    if (t.ambiguous or 0) > 0 then
-      out:write(string.format("%s: %d near or semantic match(es) across intents (ambiguous); intents that "
-        .. "overlap most:\n", t.tenant, t.ambiguous))
-      for k, o in ipairs(t.intent_overlap) do
-        if k > 5 then
-          out:write(string.format("  ... and %d more pair(s) of intents (--json lists them)\n",
-            #t.intent_overlap - 5))
-          break
-        end
-        local c = o.closest
-        out:write(string.format("  %s / %s: %d pair(s); closest %.2f: %s (%s:%s) / %s (%s:%s)\n", o.intents[1],
-          o.intents[2], o.pairs, c.score, quoted(c.text, 50), tostring(c.file or "?"), tostring(c.line or "?"),
-          quoted(c.other_text, 50), tostring(c.other_file or (c.existing and "platform") or "?"),
-          tostring(c.other_line or "-")))
-      end
+    if t.lines then
+      out:write(string.format("%s: %d line(s): %d blank, %d submitted; %d accepted\n", t.tenant, t.lines, t.blank,
+        t.submitted, t.accepted))
+      out:write(string.format("%s: %s\n", t.tenant, M.rates_text({ rates = t.rates,
+        parsing_success_rate = t.parsing_success_rate })))
     end
+    M.print_overlap(out, t.tenant .. ": ", t.ambiguous, t.intent_overlap)
     for _, e in ipairs(t.errors) do
       out:write(string.format("%s: error: %s\n", t.tenant, e))
     end

@@ -20,7 +20,7 @@ local metrics = require "cogpipe.metrics"
 
 local M = {}
 
-local REASONS = { "invalid", "duplicate", "conflict", "near", "semantic", "over_limit" }
+local REASONS = report.REASONS
 M.REASONS = REASONS
 
 -- Training that ended so fails the run. "triggered" (the platform took the
@@ -54,6 +54,7 @@ local function new_context(def, tenant, opts, shared)
     audit = shared.audit,
     stats = stats,
     rejections = {},
+    input = {}, -- lines, blank and unique texts of the source (report.counts)
     notes = {},
     existing = {},
     errors = {},
@@ -499,12 +500,54 @@ end
 
 M.read_back = read_back
 
+-- How the pipeline's exact step compares texts (casefold unless it says
+-- otherwise): the unique texts of the summary are counted the same way.
+local function exact_key(def)
+  for _, s in ipairs(def.steps) do
+    if s.name == "exact" then
+      return s.opts.key or "casefold"
+    end
+  end
+  return "casefold"
+end
+
+-- Distinct texts among the records the steps did not reject as invalid,
+-- as the exact step compares them (report.counts' `unique`).
+local function unique_texts(ctx, records)
+  local invalid = {}
+  for _, r in ipairs(ctx.rejections) do
+    if r.reason == "invalid" then
+      invalid[tostring(r.file) .. "\0" .. tostring(r.line)] = true
+    end
+  end
+  local mode, seen, n = exact_key(ctx.pipeline), {}, 0
+  for _, r in ipairs(records) do
+    if not invalid[tostring(r.file) .. "\0" .. tostring(r.line)] then
+      local k = cp.dedupe.normalize(r.text, mode)
+      if not seen[k] then
+        seen[k] = true
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
 local function run_tenant(def, ctx, records, invalid)
   local sink = def.sink
+  -- every record once, valid or not: lines - blank (report.counts)
   ctx.stats.submitted = #records + #invalid
   -- records the reader could not accept count as rejected, with where and why
   for _, p in ipairs(invalid) do
-    ctx:reject({ line = p.line, file = p.file }, "invalid", { column = p.column, problem = p.reason, kind = p.kind })
+    local more
+    if p.problems and #p.problems > 1 then
+      more = json.array()
+      for i, q in ipairs(p.problems) do
+        more[i] = string.format("%s:%s: %s", tostring(q.line), tostring(q.column), tostring(q.reason))
+      end
+    end
+    ctx:reject({ line = p.line, file = p.file }, "invalid", { column = p.column, problem = p.reason, kind = p.kind,
+      problems = more })
   end
   if ctx.opts.prune and not sink.can_delete then
     ctx.config_error = true
@@ -512,7 +555,7 @@ local function run_tenant(def, ctx, records, invalid)
       .. "the v2 sentences API (pipeline.sink.v2_sentences)", api_of(sink)))
     return
   end
-  ctx:set_progress({ phase = "reading", total = #records, done = 0 })
+  ctx:set_progress({ phase = "reading", total = ctx.stats.submitted, done = 0 })
   local jr, jerr = journal_mod.open(ctx.state_dir, ctx.tenant.name, def.name, function(err)
     ctx:stop(err) -- what is sent must be in the journal first
   end)
@@ -556,6 +599,7 @@ local function run_tenant(def, ctx, records, invalid)
     end
     ctx.stats.accepted = #kept
     ctx.accepted = kept
+    ctx.input.unique = unique_texts(ctx, records)
     ctx:event("filtered", { accepted = #kept, rejected = ctx.stats.rejected, present = ctx.stats.present })
     ctx:sync()
     local plan = sink:plan(ctx, kept)
@@ -805,14 +849,14 @@ function M.run(def, opts, script_path)
   end
   if audit then
     audit:record("validated", { input = def.source.path, records = #source.records,
-      invalid = #(source.invalid or {}), lines = source.stats.lines })
+      invalid = #(source.invalid or {}), lines = source.stats.lines, blank = source.stats.blank_lines })
   end
 
   local started = cp.now()
   local tasks, ctxs = {}, shared.ctxs
   for i, t in ipairs(tenants) do
     local ctx = new_context(def, t, opts, shared)
-    ctx.parsing = source.stats
+    ctx.input = { lines = source.stats.lines, blank = source.stats.blank_lines }
     ctx.snapshot = snap
     ctxs[i] = ctx
     if audit and audit.error then

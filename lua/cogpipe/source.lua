@@ -2,26 +2,14 @@
 -- lines go through the native streaming readers (cp.validate.records), which
 -- locate every problem; a JSON file of [text, intent] pairs (as CLINC150
 -- ships) is read here. Returns records {text, intent, annotations, line,
--- file} and the parsing statistics, or nil and the problems (nothing may be
--- sent then).
+-- file}, one entry per invalid record and the lines read, or nil and the
+-- problems (nothing may be sent then).
 local cp = require "cogpipe"
 local json = cp.json
 
 local M = {}
 
 local DEFAULT_MAX_BYTES = 52428800 -- as cp.validate.file's
-
--- DESIGN 4.1: unique non-blank utterances / total lines x 100, two decimals.
-function M.success_rate(records, lines)
-  local seen, n = {}, 0
-  for _, r in ipairs(records) do
-    if r.text:find("%S") and not seen[r.text] then
-      seen[r.text] = true
-      n = n + 1
-    end
-  end
-  return lines > 0 and math.floor(n / lines * 10000 + 0.5) / 100 or 0
-end
 
 local function format_of(path, given)
   if given then
@@ -92,7 +80,7 @@ local function read_pairs(path, opts)
   if #problems > 0 then
     return nil, { problems = problems, problem_count = #problems }
   end
-  return records, { lines = #list, blank_lines = 0, parsing_success_rate = M.success_rate(records, #list) }
+  return records, { lines = #list, blank_lines = 0 }
 end
 
 -- Problems that make the whole file untrustworthy; anything else is one
@@ -120,12 +108,19 @@ function M.read(opts)
   if not report then
     return nil, err
   end
-  local fatal, invalid = {}, {}
+  -- one entry per invalid record, however many problems it has: the
+  -- first, and all of them in `problems`
+  local fatal, invalid, at = {}, {}, {}
   for _, p in ipairs(report.problems) do
     if FILE_LEVEL[p.kind] then
       fatal[#fatal + 1] = p
+    elseif at[p.line] then
+      table.insert(at[p.line].problems, p)
     else
-      invalid[#invalid + 1] = p
+      local entry = { file = p.file, line = p.line, column = p.column, offset = p.offset, kind = p.kind,
+        reason = p.reason, problems = { p } }
+      at[p.line] = entry
+      invalid[#invalid + 1] = entry
     end
   end
   if #fatal > 0 or report.problem_count > #report.problems then
@@ -144,11 +139,8 @@ function M.read(opts)
   return {
     records = records,
     invalid = invalid,
-    stats = {
-      lines = report.lines,
-      blank_lines = report.blank_lines,
-      parsing_success_rate = M.success_rate(records, report.lines),
-    },
+    -- the counts of report.counts that reading decides
+    stats = { lines = report.lines, blank_lines = report.blank_lines },
   }
 end
 
