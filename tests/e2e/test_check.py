@@ -44,28 +44,34 @@ class Check(unittest.TestCase):
 
     def test_counts_and_duplicates(self):
         path = self.file("u.txt", "hello\nbook a flight\n\n  hello \nHELLO\nbook a flight\n")
+        # by default texts are compared as the pipelines compare them: casefolded
         code, r = check_json(path)
         self.assertEqual(code, 0)  # duplicates alone are not fatal
-        self.assertEqual(r["lines"], 6)
-        self.assertEqual(r["blank_lines"], 1)
-        self.assertEqual(r["unique"], 3)
-        self.assertEqual(r["duplicates"], 2)
-        self.assertEqual(r["conflicts"], 0)
-        self.assertEqual(r["problems"], 0)
+        self.assertEqual(r["normalize"], "casefold")
+        self.assertEqual((r["lines"], r["blank"], r["blank_lines"], r["submitted"]), (6, 1, 1, 5))
+        self.assertEqual((r["unique"], r["duplicates"], r["conflicts"], r["problems"]), (2, 3, 0, 0))
+        self.assertEqual((r["rejected"], r["accepted"]), (3, 2))
+        self.assertEqual(r["rejected_by_reason"], {"invalid": 0, "duplicate": 3, "conflict": 0})
         self.assertTrue(r["valid"])
+        # DESIGN 4.1's rate: unique texts / all lines; the others beside it
+        self.assertEqual(r["parsing_success_rate"], 33.33)
+        self.assertEqual(r["rates"], {"valid": 100.0, "unique": 40.0, "accepted": 40.0})
+        self.assertEqual([(d["line"], d["first_line"]) for d in r["duplicate_list"]], [(4, 1), (5, 1), (6, 2)])
+        self.assertEqual(r["conflict_list"], [])
+        code, r = check_json("--normalize", "trim", path)
+        self.assertEqual((r["unique"], r["duplicates"]), (3, 2))
         self.assertEqual(r["parsing_success_rate"], 50.0)
         self.assertEqual(r["duplicate_list"][0],
                          {"file": path, "line": 4, "first_file": path, "first_line": 1, "text": "hello"})
         self.assertEqual(r["duplicate_list"][1]["first_line"], 2)
-        self.assertEqual(r["conflict_list"], [])
-        code, r = check_json("--normalize", "casefold", path)
-        self.assertEqual((r["unique"], r["duplicates"]), (2, 3))
         code, r = check_json("--normalize=none", path)
         self.assertEqual(r["unique"], 4)
-        human = run(path)
+        human = run("--normalize", "trim", path)
         self.assertEqual(human.returncode, 0)
         out = human.stdout.decode()
-        self.assertIn("2 duplicates", out)
+        self.assertIn("6 lines: 1 blank, 5 submitted (5 valid, 0 invalid)", out)
+        self.assertIn("rejected 2 (0 invalid, 2 duplicate, 0 conflict); accepted 3", out)
+        self.assertIn("duplicates (2)", out)
         self.assertIn('u.txt:4: "hello" repeats line 1', out)
         self.assertIn("valid", out)
 
@@ -110,15 +116,24 @@ class Check(unittest.TestCase):
         code, r = check_json(path)
         self.assertEqual(code, 3)
         self.assertEqual(r["lines"], 5)
-        self.assertEqual(r["conflicts"], 1)
-        self.assertEqual(r["duplicates"], 0)  # trim keeps case: line 2 is new
-        c = r["conflict_list"][0]
-        self.assertEqual((c["line"], c["intent"], c["first_line"], c["first_intent"], c["text"]),
-                         (3, "flights", 1, "travel", "book a flight"))
+        # casefold: the three are one text under two intents, and every copy
+        # is rejected as the pipelines reject it, the first one too
+        self.assertEqual((r["conflicts"], r["duplicates"], r["invalid"]), (3, 0, 2))
+        got = [(c["line"], c["intent"], c["text"], c["other_line"], c["other_intent"], c["other_text"], c["kind"])
+               for c in r["conflict_list"]]
+        self.assertEqual(got, [(1, "travel", "book a flight", 3, "flights", "book a flight", "exact"),
+                               (2, "travel", "Book a flight ", 3, "flights", "book a flight", "exact"),
+                               (3, "flights", "book a flight", 1, "travel", "book a flight", "exact")])
+        self.assertEqual({(c["file"], c["other_file"]) for c in r["conflict_list"]}, {(path, path)})
         kinds = [(p["kind"], p["line"]) for p in r["problem_list"]]
         self.assertEqual(kinds, [("annotation", 4), ("syntax", 5)])
         out = run(path).stdout.decode()
-        self.assertIn('d.jsonl:3: "book a flight" is intent "flights" here but "travel" at line 1', out)
+        self.assertIn(f'd.jsonl:2: "Book a flight " is intent "travel" here but "flights" at {path}:3: '
+                      '"book a flight"', out)
+        # trim keeps case: line 2 is a text of its own
+        code, r = check_json("--normalize", "trim", path)
+        self.assertEqual((r["conflicts"], r["duplicates"]), (2, 0))
+        self.assertEqual([c["line"] for c in r["conflict_list"]], [1, 3])
 
     def test_csv_quoting(self):
         path = self.file("d.csv", 'text,intent\n"hello, ""you""",greet\n"two\nlines",x\n'
@@ -126,15 +141,15 @@ class Check(unittest.TestCase):
         code, r = check_json(path)
         self.assertEqual(code, 3)
         self.assertEqual(r["lines"], 5)
-        self.assertEqual(r["conflicts"], 1)
-        self.assertEqual(r["conflict_list"][0]["text"], 'hello, "you"')
-        self.assertEqual(r["conflict_list"][0]["line"], 6)
+        self.assertEqual(r["conflicts"], 2)
+        self.assertEqual([(c["line"], c["text"], c["other_line"]) for c in r["conflict_list"]],
+                         [(2, 'hello, "you"', 6), (6, 'hello, "you"', 2)])
         probs = [(p["kind"], p["line"], p["column"]) for p in r["problem_list"]]
         self.assertEqual(probs, [("control", 3, 5), ("syntax", 7, 10)])
         # The format can be forced whatever the name.
         with open(path, "rb") as f:
             other = self.file("d.data", f.read())
-        self.assertEqual(check_json("--format", "csv", other)[1]["conflicts"], 1)
+        self.assertEqual(check_json("--format", "csv", other)[1]["conflicts"], 2)
         self.assertEqual(check_json(other)[1]["lines"], 7)  # as lines
 
     def test_several_files(self):
@@ -193,7 +208,7 @@ class Check(unittest.TestCase):
         trimmed = [x.strip() for x in lines]
         nonblank = [x for x in trimmed if x]
         folded = {unicodedata.normalize("NFKC", " ".join(x.split())).casefold() for x in nonblank}
-        _, r = check_json(path)
+        _, r = check_json("--normalize", "trim", path)
         self.assertEqual((r["lines"], r["blank_lines"], r["unique"]),
                          (len(lines), len(lines) - len(nonblank), len(set(nonblank))))
         self.assertEqual(r["duplicates"], len(nonblank) - len(set(nonblank)))
