@@ -21,7 +21,9 @@ function M.new(opts)
   }, Progress)
 end
 
--- A row per tenant; phase is a word like "reading", "uploading", "training".
+-- A row per tenant; phase is a word like "reading", "uploading", "training";
+-- `of` names the count the total is (report.counts: "submitted" while the
+-- records are checked, "accepted" while they are sent).
 function Progress:row(name)
   local r = self.rows[name]
   if not r then
@@ -73,8 +75,9 @@ function Progress:line(r)
   if self.color then
     bar = "\27[32m" .. string.rep("#", filled) .. "\27[2m" .. string.rep("-", width - filled) .. "\27[0m"
   end
-  return string.format("%-16s %-10s [%s] %6d/%-6d %7.1f/s ETA %s", r.name:sub(1, 16), r.phase, bar,
-    r.done, r.total, rate, r.phase == "done" and "0s" or fmt_eta(eta))
+  -- what the total counts, in the summary's words (submitted, accepted)
+  return string.format("%-16s %-10s [%s] %6d/%-6d%s %7.1f/s ETA %s", r.name:sub(1, 16), r.phase, bar,
+    r.done, r.total, r.of and (" " .. r.of) or "", rate, r.phase == "done" and "0s" or fmt_eta(eta))
 end
 
 function Progress:draw(force)

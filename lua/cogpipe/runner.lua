@@ -555,7 +555,7 @@ local function run_tenant(def, ctx, records, invalid)
       .. "the v2 sentences API (pipeline.sink.v2_sentences)", api_of(sink)))
     return
   end
-  ctx:set_progress({ phase = "reading", total = ctx.stats.submitted, done = 0 })
+  ctx:set_progress({ phase = "reading", total = ctx.stats.submitted, done = 0, of = "submitted" })
   local jr, jerr = journal_mod.open(ctx.state_dir, ctx.tenant.name, def.name, function(err)
     ctx:stop(err) -- what is sent must be in the journal first
   end)
@@ -605,13 +605,13 @@ local function run_tenant(def, ctx, records, invalid)
     local plan = sink:plan(ctx, kept)
     ctx.plan = plan
     if ctx.dry_run then
-      ctx:set_progress({ phase = "planned", total = #kept, done = #kept })
+      ctx:set_progress({ phase = "planned", total = #kept, done = #kept, of = "accepted" })
       return
     end
     if ctx.stopped or ctx.prune_refused then
       return
     end
-    ctx:set_progress({ phase = "uploading", total = #kept, done = 0 })
+    ctx:set_progress({ phase = "uploading", total = #kept, done = 0, of = "accepted" })
     sink:send(ctx, plan)
     ctx:sync()
     read_back(ctx, sink)

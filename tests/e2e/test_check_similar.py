@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """cogpipe check --near and --semantic: the pairs found, with their scores,
-in the JSON report and the human one; usage errors exit 2."""
+in the JSON report and the human one; each record compared only with the
+records kept before it, as the pipelines' steps compare; usage errors exit
+2."""
 import json
 import os
 import shutil
@@ -63,6 +65,51 @@ class CheckSimilar(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("near duplicates (1):", r.stdout)
         self.assertIn("is 0.810 like", r.stdout)
+
+    def write(self, name, rows):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        return path
+
+    def test_near_compares_with_the_records_kept_only(self):
+        """As the pipelines' near step: a record is compared with the
+        records kept before it, never with one rejected itself."""
+        rows = [{"text": "set an alarm for the morning", "intent": "alarm"},                        # 1
+                {"text": "set an alarm for the morning please thanks", "intent": "alarm"},          # 2: 0.69 ~ 1
+                {"text": "set an alarm for the morning please thanks a lot buddy", "intent": "alarm"}]  # 3: 0.78 ~ 2
+        path = self.write("chain.jsonl", rows)
+        env = dict(os.environ, COGPIPE_STATE_DIR=os.path.join(self.dir, "state"))
+        r = subprocess.run([BIN, "check", path, "--near", "--json"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["near_threshold"], 0.65)  # the pipelines' threshold when none is given
+        self.assertEqual([(p["line"], p["first_line"]) for p in doc["near_list"]], [(2, 1)])
+        self.assertEqual((doc["near"], doc["accepted"]), (1, 2))
+
+    def test_semantic_compares_with_the_records_kept_only(self):
+        cos25, sin25, cos50, sin50 = 0.9063078, 0.4226183, 0.6427876, 0.7660444
+        path = self.write("chain.jsonl", [{"text": t, "intent": "x"} for t in ("one", "two", "three")])
+        vectors = self.write("chain-vectors.jsonl", [{"text": "one", "vector": [1, 0]},
+                                                     {"text": "two", "vector": [cos25, sin25]},
+                                                     {"text": "three", "vector": [cos50, sin50]}])
+        env = dict(os.environ, COGPIPE_STATE_DIR=os.path.join(self.dir, "state"))
+        r = subprocess.run([BIN, "check", path, "--semantic", "--embeddings", vectors, "--json"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["semantic_threshold"], 0.85)
+        # "three" is 0.906 like "two", which was rejected, and 0.643 like "one"
+        self.assertEqual([(p["line"], p["first_line"]) for p in doc["semantic_list"]], [(2, 1)])
+
+    def test_help_says_which_pairs(self):
+        r = subprocess.run([BIN, "check", "--help"], capture_output=True, text=True, timeout=60)
+        text = " ".join(r.stdout.split())
+        self.assertIn("A record is compared only with the records kept before it", text)
+        self.assertIn("default 0.65, the pipelines' threshold", text)
+        self.assertIn("casefold (collapse + Unicode NFKC case folding; the default, as the pipelines", text)
 
     def test_usage_errors(self):
         self.assertEqual(self.run_check("--near", "2").returncode, 2)
