@@ -8,7 +8,7 @@ local M = {}
 -- The commands in the order they are listed; each is cogpipe.cmd.<name>.
 M.COMMANDS = {
   { "run", "run a pipeline (for each --tenant) or any script" },
-  { "check", "validate and dedupe files; nothing is sent" },
+  { "check", "what the pipelines would reject from files, and why; nothing is sent" },
   { "init", "write a tenant file, a pipeline and sample data to start from" },
   { "tenant", "check a tenant file offline; list every tenant setting" },
   { "export", "write what the platform holds as JSON Lines" },
