@@ -330,7 +330,8 @@ local function summarise(o, records, ctx)
     local r = e.record
     by[e.reason] = by[e.reason] + 1
     local item
-    local other = e.score and at[place(e.nearest_file, e.nearest_line)]
+    local other = e.score and (at[place(e.nearest_file, e.nearest_line)] or { text = e.nearest,
+      intent = e.nearest_intent, file = e.nearest_file, line = e.nearest_line, labelled = true })
     if e.reason == "duplicate" then
       local f = first[r.key]
       item = { file = r.file, line = r.line, text = r.key, first_file = f.file, first_line = f.line }
