@@ -2,8 +2,10 @@
 -- --json document and the webhook body), with the per-intent table of what
 -- was there, added, rejected, over the cap and pruned (a dry run's plan
 -- lists the texts too), the human table printed at the end, the plan of a
--- dry run, the read-back, and validation problems. Computes nothing about
--- the data itself.
+-- dry run, the read-back, and validation problems; and what every report
+-- shares with `cogpipe check`: the definition of the counts and rates
+-- (M.counts) and the matches across intents (M.ambiguity). Computes
+-- nothing about the data itself: it is given the counts and rejections.
 local cp = require "cogpipe"
 local json = cp.json
 

@@ -248,6 +248,20 @@ return pipeline.new {{
         self.assertEqual(t["intent_overlap"], doc["intent_overlap"])
         self.assertEqual({(r["line"], r["reason"]) for r in t["rejections"]}, rejected_by_check(doc))
 
+    def test_a_record_with_several_problems_is_one_invalid_record(self):
+        data = self.path("bad.jsonl")
+        with open(data, "w") as f:
+            f.write(json.dumps({"text": "ok", "intent": "a",
+                                "annotations": [{"entity_id": "", "start": 5, "end": 2}]}) + "\n")
+            f.write(json.dumps({"text": "fine", "intent": "a"}) + "\n")
+        code, doc = self.check_json(data, code=3)
+        self.assertEqual((doc["problems"], doc["invalid"], doc["submitted"], doc["accepted"]), (3, 1, 2, 1))
+        t = self.dry_run(self.pipeline(data, 'pipeline.normalize "collapse", pipeline.validate {}, '
+                                             'pipeline.exact { key = "casefold" }'))
+        self.assert_same_counts(doc, t)
+        [bad] = t["rejections"]
+        self.assertEqual((bad["line"], bad["reason"], len(bad["problems"])), (1, "invalid", 3))
+
     def test_empty_file_has_no_rate(self):
         data = self.path("empty.jsonl")
         open(data, "w").close()
