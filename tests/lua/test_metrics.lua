@@ -143,7 +143,7 @@ local function sample_run(name)
   acme:uploaded("book", records(5, "book"))
   acme.stats.failed = 1
   acme.remote_failure = true -- as the runner marks a tenant with a failed example
-  acme.parsing = { parsing_success_rate = 90.0 }
+  acme.input = { lines = 10, blank = 0, unique = 9 } -- DESIGN 4.1: 9 distinct texts in 10 lines, 90%
   acme.training = { jobs = json.array({ { id = "job-1" } }), retrain_job_id = "job-1", status = "done" }
   local beta = context(def, shared, "beta", { 0.05 })
   beta.stats.submitted, beta.stats.accepted = 4, 4
