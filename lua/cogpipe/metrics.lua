@@ -166,7 +166,8 @@ function M.prometheus_text(summary)
       ((t.latency_ms or {}).max or 0) / 1000)
   end
   family("cogpipe_parsing_success_ratio", "gauge",
-    "DESIGN 4.1's parsing success rate: distinct texts (as exact dedupe compares them) over all lines of the last run's input (0..1).")
+    "Parsing success rate: distinct texts (as exact dedupe compares them) over all lines "
+      .. "of the last run's input (0..1).")
   for _, t in ipairs(summary.tenants) do
     if t.parsing_success_rate then
       sample("cogpipe_parsing_success_ratio", { "pipeline", p, "tenant", t.tenant }, t.parsing_success_rate / 100)
