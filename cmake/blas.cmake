@@ -1,63 +1,80 @@
-# blas.cmake -- finds a CBLAS for the semantic-similarity kernel (src/similarity.c)
-# without linking it: libcogpipe gets only the CBLAS's cblas.h and its runtime
-# SONAME, and similarity.c dlopen()s the library the first time it computes a
-# product, falling back to its own blocked kernel when it cannot. (Linked, the
-# BLAS would be loaded by every command: OpenBLAS costs some 3 MiB of RSS and
-# starts threads that spin for a tenth of a second at process start.) Owns
-# nothing else. Include it from the top-level CMakeLists.txt after the library
-# targets are defined:
+# blas.cmake -- an optional CBLAS for the semantic-similarity kernel
+# (src/similarity.c), found with CMake's FindBLAS and linked into
+# cogpipe_deps (cmake/deps.cmake, which includes this file). Without one,
+# similarity.c uses its own kernel, with the same results up to float
+# rounding. Owns nothing else.
 #
-#   include(cmake/blas.cmake)
+# COGPIPE_BLAS defaults to ON when a CBLAS is found, OFF otherwise; set ON
+# explicitly, a missing CBLAS is an error. FindBLAS's own variables choose
+# among several (BLA_VENDOR=Generic links Debian's alternatives-managed
+# libblas.so.3; the default, OpenBLAS when it is installed, links
+# libopenblas.so.0, itself one of three builds Debian switches between).
+# Only a BLAS whose cblas.h declares cblas_sgemm and whose library defines
+# it counts.
 #
-# Prefers OpenBLAS (Debian: libopenblas-dev, pkg-config "openblas"), then any
-# "blas" pkg-config module that comes with a cblas.h. COGPIPE_BLAS=OFF builds
-# without one. Included before the targets exist (as a project include), it
-# applies itself to the whole directory instead.
+# Linked, OpenBLAS is loaded and initialised by every process, whether it
+# compares vectors or not: some 36 MiB of address space, and a thread per
+# core that takes a 128 MiB buffer at once. Under an address-space limit
+# (ulimit -v) too small for those buffers such a thread retries for ever
+# and the process cannot exit; OPENBLAS_NUM_THREADS=1 in the environment
+# starts no thread (libcogpipe holds OpenBLAS to one thread in any case and
+# runs its own), and -DCOGPIPE_BLAS=OFF links no BLAS.
 #
-# Sets CP_BLAS_FOUND, CP_BLAS_MODULE_NAME and CP_BLAS_SONAME; defines
-# CP_HAVE_CBLAS=1, CP_BLAS_SONAME="..." and, for OpenBLAS (whose thread-count
-# functions similarity.c also uses), CP_BLAS_OPENBLAS=1.
-option(COGPIPE_BLAS "Use a CBLAS (OpenBLAS if found) for cosine similarity" ON)
-
-if(COGPIPE_BLAS)
-  find_package(PkgConfig REQUIRED)
-  pkg_check_modules(CP_BLAS openblas)
-  if(NOT CP_BLAS_FOUND)
-    pkg_check_modules(CP_BLAS blas)
-    if(CP_BLAS_FOUND)
-      include(CheckIncludeFile)
-      set(CMAKE_REQUIRED_INCLUDES ${CP_BLAS_INCLUDE_DIRS})
-      check_include_file(cblas.h CP_HAVE_CBLAS_H)
+# Adds to cogpipe_deps the BLAS libraries, the directory of cblas.h and the
+# definition CP_HAVE_CBLAS=1, and to CP_PC_LIBS_PRIVATE the libraries as -l
+# flags (FindBLAS finds files, not pkg-config modules).
+set(CP_CBLAS_FOUND FALSE)
+if(NOT DEFINED COGPIPE_BLAS OR COGPIPE_BLAS)
+  find_package(BLAS QUIET)
+  if(BLAS_FOUND)
+    # Debian keeps OpenBLAS's cblas.h in a directory of each build's own.
+    find_path(CP_CBLAS_INCLUDE_DIR cblas.h
+      PATH_SUFFIXES openblas openblas-pthread "${CMAKE_LIBRARY_ARCHITECTURE}/openblas-pthread")
+    if(CP_CBLAS_INCLUDE_DIR)
+      include(CheckCSourceCompiles)
+      set(CMAKE_REQUIRED_INCLUDES ${CP_CBLAS_INCLUDE_DIR})
+      set(CMAKE_REQUIRED_LIBRARIES ${BLAS_LIBRARIES} ${BLAS_LINKER_FLAGS})
+      check_c_source_compiles([=[
+        #include <cblas.h>
+        int main(void) {
+          float a[1] = {1}, c[1] = {0};
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, 1, 1, 1.0f, a, 1, a, 1,
+                      0.0f, c, 1);
+          return c[0] == 1.0f ? 0 : 1;
+        }]=] CP_HAVE_CBLAS_SGEMM)
       unset(CMAKE_REQUIRED_INCLUDES)
-      if(NOT CP_HAVE_CBLAS_H)
-        set(CP_BLAS_FOUND FALSE)
+      unset(CMAKE_REQUIRED_LIBRARIES)
+      set(CP_CBLAS_FOUND ${CP_HAVE_CBLAS_SGEMM})
+    endif()
+  endif()
+endif()
+
+option(COGPIPE_BLAS "Link a CBLAS (FindBLAS) for cosine similarity" ${CP_CBLAS_FOUND})
+
+if(COGPIPE_BLAS AND NOT CP_CBLAS_FOUND)
+  message(FATAL_ERROR "COGPIPE_BLAS is ON but no CBLAS was found (a BLAS library "
+    "with cblas_sgemm and its cblas.h; Debian: apt-get install libopenblas-dev). "
+    "Install one, or configure with -DCOGPIPE_BLAS=OFF to use the built-in kernel.")
+elseif(COGPIPE_BLAS)
+  target_link_libraries(cogpipe_deps INTERFACE ${BLAS_LIBRARIES} ${BLAS_LINKER_FLAGS})
+  target_include_directories(cogpipe_deps INTERFACE ${CP_CBLAS_INCLUDE_DIR})
+  target_compile_definitions(cogpipe_deps INTERFACE CP_HAVE_CBLAS=1)
+  # The same libraries for a static link through pkg-config.
+  foreach(lib ${BLAS_LIBRARIES} ${BLAS_LINKER_FLAGS})
+    if(lib MATCHES "^-")
+      string(APPEND CP_PC_LIBS_PRIVATE " ${lib}")
+    elseif(lib MATCHES "^(.*)/lib([^/]+)\\.(so|a)(\\.[0-9.]+)?$")
+      set(dir "${CMAKE_MATCH_1}")
+      set(name "${CMAKE_MATCH_2}")
+      if(NOT dir IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES)
+        string(APPEND CP_PC_LIBS_PRIVATE " -L${dir}")
       endif()
-    endif()
-  endif()
-  if(CP_BLAS_FOUND)
-    # Debian switches between OpenBLAS's pthread, openmp and serial builds
-    # with alternatives; the SONAME finds the selected one.
-    include(${CMAKE_CURRENT_LIST_DIR}/soname.cmake)
-    if(CP_BLAS_MODULE_NAME STREQUAL "openblas")
-      cp_soname(CP_BLAS_SONAME "libopenblas.so.0" ${CP_BLAS_LINK_LIBRARIES})
+      string(APPEND CP_PC_LIBS_PRIVATE " -l${name}")
     else()
-      cp_soname(CP_BLAS_SONAME "libblas.so.3" ${CP_BLAS_LINK_LIBRARIES})
+      message(WARNING "cogpipe.pc: cannot name the BLAS library '${lib}' for static links")
     endif()
-    set(CP_BLAS_DEFS CP_HAVE_CBLAS=1 CP_BLAS_SONAME="${CP_BLAS_SONAME}")
-    if(CP_BLAS_MODULE_NAME STREQUAL "openblas")
-      list(APPEND CP_BLAS_DEFS CP_BLAS_OPENBLAS=1)
-    endif()
-    message(STATUS "cogpipe: cosine similarity through ${CP_BLAS_MODULE_NAME} "
-                   "${CP_BLAS_VERSION}, loaded on first use as ${CP_BLAS_SONAME}")
-    if(TARGET cogpipe_objects)
-      target_compile_definitions(cogpipe_objects PRIVATE ${CP_BLAS_DEFS})
-      target_include_directories(cogpipe_objects PRIVATE ${CP_BLAS_INCLUDE_DIRS})
-    else()
-      add_compile_definitions(${CP_BLAS_DEFS})
-      include_directories(${CP_BLAS_INCLUDE_DIRS})
-      link_libraries(${CMAKE_DL_LIBS})
-    endif()
-  else()
-    message(STATUS "cogpipe: no CBLAS found; cosine similarity uses the built-in kernel")
-  endif()
+  endforeach()
+  message(STATUS "cogpipe: cosine similarity through the CBLAS in ${BLAS_LIBRARIES}")
+else()
+  message(STATUS "cogpipe: cosine similarity through the built-in kernel (COGPIPE_BLAS=OFF)")
 endif()

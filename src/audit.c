@@ -19,8 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
 #include "buf.h"
-#include "crypto_load.h"
 #include "json.h"
 
 #define ZERO_HASH                                                              \
@@ -89,23 +91,12 @@ static void to_hex(const unsigned char *d, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
-/* Loads libcrypto (crypto_load.h) for an entry point: opening a log,
- * verifying files, hashing on request. Returns -1 with *err set (malloc'd)
- * when it cannot be loaded; the static functions below an entry point use
- * cp_crypto without asking again. */
-static int need_crypto(char **err) {
-  char why[300];
-  if (cp_crypto_load(why, sizeof why) == 0) return 0;
-  set_err(err, errf("%s", why));
-  return -1;
-}
-
 /* 0, or -1 when libcrypto cannot digest (it allocates a context: memory;
  * counted as an allocation failure). A hash that was not computed must
  * never stand for one: it would read as a broken chain. */
 static int sha256(const void *data, size_t len, unsigned char md[32]) {
   unsigned int mdlen = 32;
-  if (cp_crypto.EVP_Digest(data, len, md, &mdlen, cp_crypto.EVP_sha256(), NULL) == 1 &&
+  if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) == 1 &&
       mdlen == 32)
     return 0;
   cp_alloc_note_failure();
@@ -134,7 +125,6 @@ static void stop(cp_audit *a, char *msg) {
 int cp_audit_sha256_hex(const void *data, size_t len, char hex[65],
                         char **err) {
   if (err) *err = NULL;
-  if (need_crypto(err)) return -1;
   if (sha256_hex(data, len, hex) == 0) return 0;
   set_err(err, errf("out of memory while hashing"));
   return -1;
@@ -154,9 +144,8 @@ void cp_audit_run_id(char out[37]) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-  if (cp_crypto_load(NULL, 0) || cp_crypto.RAND_bytes(b, sizeof b) != 1) {
-    /* no libcrypto or no entropy source: the clock and the pid still tell
-     * runs apart */
+  if (RAND_bytes(b, sizeof b) != 1) {
+    /* no entropy source: the clock and the pid still tell runs apart */
     uint64_t mix = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
     for (size_t i = 0; i < sizeof b; i++)
       b[i] = (unsigned char)(mix >> (i % 8 * 8));
@@ -382,9 +371,9 @@ static int64_t find_nl_from(int fd, int64_t pos, int64_t end) {
 /* 0, or -1 with errno: a read error, or ENOMEM when libcrypto cannot
  * digest. */
 static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
-  EVP_MD_CTX *ctx = cp_crypto.EVP_MD_CTX_new();
-  if (!ctx || cp_crypto.EVP_DigestInit_ex(ctx, cp_crypto.EVP_sha256(), NULL) != 1) {
-    cp_crypto.EVP_MD_CTX_free(ctx);
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+    EVP_MD_CTX_free(ctx);
     cp_alloc_note_failure();
     errno = ENOMEM;
     return -1;
@@ -397,7 +386,7 @@ static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
       rc = -1;
       break;
     }
-    if (cp_crypto.EVP_DigestUpdate(ctx, buf, n) != 1) {
+    if (EVP_DigestUpdate(ctx, buf, n) != 1) {
       cp_alloc_note_failure();
       errno = ENOMEM;
       rc = -1;
@@ -408,18 +397,17 @@ static int hash_range(int fd, int64_t start, int64_t len, char hex[65]) {
   }
   unsigned char md[32];
   unsigned int mdlen = 32;
-  if (rc == 0 && (cp_crypto.EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32)) {
+  if (rc == 0 && (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32)) {
     cp_alloc_note_failure();
     errno = ENOMEM;
     rc = -1;
   }
-  cp_crypto.EVP_MD_CTX_free(ctx);
+  EVP_MD_CTX_free(ctx);
   if (rc == 0) to_hex(md, 32, hex);
   return rc;
 }
 
 int cp_audit_sha256_file(const char *path, char hex[65], char **err) {
-  if (need_crypto(err)) return -1;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
@@ -944,7 +932,6 @@ static void free_audit(cp_audit *a) {
 cp_audit *cp_audit_open(const char *path, const cp_audit_options *o,
                         char **err) {
   if (err) *err = NULL;
-  if (need_crypto(err)) return NULL;
   cp_audit *a = cp_calloc(1, sizeof *a); /* the caller owns it */
   if (a) {
     a->path = cp_strdup(path);
@@ -1945,7 +1932,6 @@ int cp_audit_verify(const char *const *paths, size_t n,
                     const cp_audit_head *anchor, cp_audit_report *report) {
   memset(report, 0, sizeof *report);
   unsigned long failures = cp_alloc_failures();
-  if (need_crypto(&report->problem.message)) return -1;
   report->records = cp_calloc(n, sizeof *report->records);
   verifier v = {0};
   v.files = cp_calloc(n, sizeof(vfile));

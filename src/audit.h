@@ -47,9 +47,8 @@ typedef struct cp_audit cp_audit;
  * goes on past it, or whose last record is not the one the head names, is
  * refused rather than continued, since continuing it would hide the cut or
  * the change. Returns NULL with *err set (malloc'd; the caller frees it)
- * when libcrypto cannot be loaded (crypto_load.h), the file cannot be
- * opened, its last whole line is not an audit record, or it disagrees
- * with its head file. */
+ * when memory runs out, the file cannot be opened, its last whole line is
+ * not an audit record, or it disagrees with its head file. */
 cp_audit *cp_audit_open(const char *path, const cp_audit_options *o,
                         char **err);
 
@@ -131,10 +130,10 @@ char *cp_audit_head_path(const char *path);
 /* RFC 3339 UTC with milliseconds, e.g. 2024-05-01T12:00:00.123Z. */
 void cp_audit_timestamp(char out[32]);
 /* A new run id: a UUID version 7 (time-ordered, 74 random bits; from the
- * clock and the pid when libcrypto or its entropy source is missing). */
+ * clock and the pid when libcrypto's entropy source fails). */
 void cp_audit_run_id(char out[37]);
 /* SHA-256 of data as 64 lower-case hex digits. Returns 0, or -1 with *err
- * set (malloc'd) when libcrypto cannot be loaded. */
+ * set (malloc'd) when memory runs out. */
 int cp_audit_sha256_hex(const void *data, size_t len, char hex[65], char **err);
 /* SHA-256 of a file's bytes, read in chunks (input files of a run, for the
  * run_start record). Returns 0, or -1 with *err set (malloc'd). */
@@ -196,8 +195,8 @@ typedef struct cp_audit_report {
  * end could not be checked.
  *
  * Returns 0 intact, 1 broken, -1 when a file (or the head file) could not
- * be read (report->unreadable; report->problem says which) or libcrypto
- * cannot be loaded (report->problem says why). The caller frees the report
+ * be read (report->unreadable; report->problem says which) or memory ran
+ * out (report->problem says so). The caller frees the report
  * with cp_audit_report_free. */
 int cp_audit_verify(const char *const *paths, size_t n,
                     const cp_audit_head *anchor, cp_audit_report *report);

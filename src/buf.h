@@ -62,7 +62,7 @@ char *cp_strndup(const char *s, size_t n);
 
 /* How many allocations through the functions above have failed on this
  * thread so far, and a way to count one that failed elsewhere (libcrypto,
- * libcurl, mmap). A caller compares the count before and after a call that
+ * mmap). A caller compares the count before and after a call that
  * can only say "failed" to know whether memory was the reason. */
 unsigned long cp_alloc_failures(void);
 void cp_alloc_note_failure(void);

@@ -9,6 +9,8 @@
 #include <ctype.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,7 +240,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   int running;
   /* s may be closed by libcurl's socket callback during this call; its
    * memory lives until the close callback, and is not touched after. */
-  cp_curl.multi_socket_action(h->multi, s->fd, flags, &running);
+  curl_multi_socket_action(h->multi, s->fd, flags, &running);
   drain(h);
 }
 
@@ -249,7 +251,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   sock_ctx *s = socketp;
   if (what == CURL_POLL_REMOVE) {
     if (s) {
-      if (!h->freeing) cp_curl.multi_assign(h->multi, fd, NULL);
+      if (!h->freeing) curl_multi_assign(h->multi, fd, NULL);
       close_sock(s);
     }
     return 0;
@@ -268,7 +270,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     s->next = h->socks;
     if (h->socks) h->socks->prev = s;
     h->socks = s;
-    cp_curl.multi_assign(h->multi, fd, s);
+    curl_multi_assign(h->multi, fd, s);
   }
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
@@ -280,7 +282,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 static void on_curl_timeout(uv_timer_t *t) {
   cp_http *h = t->data;
   int running;
-  cp_curl.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   drain(h);
 }
 
@@ -300,13 +302,57 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
   return 0;
 }
 
+/* ---- libcurl ------------------------------------------------------------------ */
+
+/* 7.85.0 brought CURLOPT_PROTOCOLS_STR, which keeps requests to http and
+ * https; every other option used here is older. CMakeLists.txt asks for
+ * the same version at configure time; curl_ready asks the libcurl a
+ * process runs with, which a package manager may have left older. */
+#define CURL_NEEDED 0x075500
+#define CURL_NEEDED_TEXT "7.85.0"
+#if LIBCURL_VERSION_NUM < CURL_NEEDED
+#error "cogpipe needs libcurl 7.85.0 or later (CURLOPT_PROTOCOLS_STR)"
+#endif
+
+/* libcurl's global initialisation, once per process, when the first
+ * client is made, so that a command that never goes on the network does
+ * not pay for it (it sets up the TLS library). A failure is tried again by
+ * the next client: it may have been memory, counted as such. */
+static int curl_ready(char *err, size_t errlen) {
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static atomic_int ready;
+  if (atomic_load(&ready)) return 0;
+  pthread_mutex_lock(&lock);
+  CURLcode rc = CURLE_OK;
+  const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+  if (v->version_num < CURL_NEEDED) {
+    snprintf(err, errlen,
+             "libcurl %s is too old: cogpipe needs " CURL_NEEDED_TEXT
+             " or later",
+             v->version);
+    rc = CURLE_NOT_BUILT_IN;
+  } else if (!atomic_load(&ready)) {
+    /* thread-safe from 7.84 on, and under the lock anyway */
+    rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (rc == CURLE_OK) {
+      atomic_store(&ready, 1);
+    } else {
+      if (rc == CURLE_OUT_OF_MEMORY) cp_alloc_note_failure();
+      snprintf(err, errlen, "libcurl initialisation failed: %s",
+               curl_easy_strerror(rc));
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  return rc == CURLE_OK ? 0 : -1;
+}
+
 /* ---- the client ------------------------------------------------------------- */
 
 cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
                      size_t errlen) {
-  /* Loading runs libcurl's global init once; cp_http_free does not undo
-   * it since other clients may share it. */
-  if (cp_curl_load(err, errlen)) return NULL;
+  /* cp_http_free does not undo the global initialisation, since other
+   * clients may share it. */
+  if (curl_ready(err, errlen)) return NULL;
   cp_http *h = cp_calloc(1, sizeof *h); /* the caller's: cp_http_free */
   if (!h) {
     snprintf(err, errlen, "out of memory while creating the HTTP client");
@@ -317,18 +363,18 @@ cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
   h->close_hook = -1;
   h->rng = (unsigned long long)uv_hrtime() ^ (unsigned long long)(uintptr_t)h;
   if (h->rng == 0) h->rng = 0x9e3779b97f4a7c15ULL;
-  h->multi = cp_curl.multi_init();
+  h->multi = curl_multi_init();
   if (!h->multi) { /* libcurl's only reason is memory */
     snprintf(err, errlen, "out of memory while creating the HTTP client");
     free(h);
     return NULL;
   }
-  cp_curl.multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  cp_curl.multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-  cp_curl.multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  cp_curl.multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
   /* Many requests to one host share one HTTP/2 connection when offered. */
-  cp_curl.multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   uv_timer_init(loop, &h->timer);
   h->timer.data = h;
   handle_opened(h);
@@ -358,7 +404,7 @@ void cp_http_free(cp_http *h) {
   while (h->calls) cp_http_call_cancel(h->calls);
   /* Closing the connections may call on_socket with REMOVE; it closes the
    * polls and skips curl_multi_assign, which a dying multi refuses. */
-  cp_curl.multi_cleanup(h->multi);
+  curl_multi_cleanup(h->multi);
   h->multi = NULL;
   while (h->socks) close_sock(h->socks);
   while (h->origins) {
@@ -508,16 +554,16 @@ static void release_slot(cp_http_call *c) {
  * platform counts a client's requests by. malloc'd; NULL when unparsable or
  * out of memory (*oom then set). */
 static char *origin_key(const char *url, int *oom) {
-  CURLU *u = cp_curl.url();
+  CURLU *u = curl_url();
   char *scheme = NULL, *host = NULL, *port = NULL, *key = NULL;
   *oom = !u;
   if (u &&
-      cp_curl.url_set(u, CURLUPART_URL, url,
+      curl_url_set(u, CURLUPART_URL, url,
                       CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) ==
           CURLUE_OK &&
-      cp_curl.url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-      cp_curl.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-      cp_curl.url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
           CURLUE_OK) {
     cp_buf b = CP_BUF_INIT;
     cp_buf_printf(&b, "%s://%s:%s", scheme, host, port);
@@ -525,10 +571,10 @@ static char *origin_key(const char *url, int *oom) {
     *oom = !key;
     for (char *k = key; k && *k; k++) *k = (char)tolower((unsigned char)*k);
   }
-  cp_curl.free(scheme);
-  cp_curl.free(host);
-  cp_curl.free(port);
-  cp_curl.url_cleanup(u);
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
   return key;
 }
 
@@ -882,26 +928,26 @@ static const char *find_header(cp_http_call *c, const char *name) {
  * hold credentials. Returns a malloc'd string the caller owns; NULL when
  * out of memory. */
 static char *describe_url(const char *url) {
-  CURLU *u = cp_curl.url();
+  CURLU *u = curl_url();
   char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
   cp_buf b = CP_BUF_INIT;
   if (u &&
-      cp_curl.url_set(u, CURLUPART_URL, url,
+      curl_url_set(u, CURLUPART_URL, url,
                    CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
-      cp_curl.url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-      cp_curl.url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-    cp_curl.url_get(u, CURLUPART_PORT, &port, 0);
-    cp_curl.url_get(u, CURLUPART_PATH, &path, 0);
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_PORT, &port, 0);
+    curl_url_get(u, CURLUPART_PATH, &path, 0);
     cp_buf_printf(&b, "%s://%s%s%s%s", scheme, host, port ? ":" : "",
                   port ? port : "", path ? path : "/");
   } else {
     cp_buf_adds(&b, "(invalid URL)");
   }
-  cp_curl.free(scheme);
-  cp_curl.free(host);
-  cp_curl.free(port);
-  cp_curl.free(path);
-  cp_curl.url_cleanup(u);
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_free(path);
+  curl_url_cleanup(u);
   return cp_buf_steal(&b, NULL);
 }
 
@@ -913,12 +959,12 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   if (!c) return NULL;
   int oom = 0;
   c->h = h;
-  c->easy = cp_curl.easy_init(); /* NULL only for want of memory */
+  c->easy = curl_easy_init(); /* NULL only for want of memory */
   c->method = cp_strdup(method);
   c->where = describe_url(url);
   c->origin = c->easy && c->method && c->where ? origin_of(h, url, &oom) : NULL;
   if (!c->easy || !c->method || !c->where || oom) {
-    if (c->easy) cp_curl.easy_cleanup(c->easy);
+    if (c->easy) curl_easy_cleanup(c->easy);
     free(c->method);
     free(c->where);
     free(c);
@@ -935,31 +981,31 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
 
   CURL *e = c->easy;
   /* libcurl copies the URL: that can fail only for want of memory */
-  if (cp_curl.easy_setopt(e, CURLOPT_URL, url) == CURLE_OUT_OF_MEMORY) c->oom = 1;
-  cp_curl.easy_setopt(e, CURLOPT_PRIVATE, c);
-  cp_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  cp_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-  cp_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  cp_curl.easy_setopt(e, CURLOPT_WRITEDATA, c);
-  cp_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  cp_curl.easy_setopt(e, CURLOPT_HEADERDATA, c);
-  cp_curl.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  if (curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OUT_OF_MEMORY) c->oom = 1;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   /* Over TLS, wait for a multiplexed HTTP/2 connection rather than open
    * more: ALPN says within the handshake whether there will be one. Over
    * plain HTTP there never is, and waiting would mean waiting for the first
    * answer on the first connection -- past the timeout of every request
    * behind it when that answer is slow, so that they fail unsent. */
   if (c->origin && strncmp(c->origin->key, "https:", 6) == 0)
-    cp_curl.easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   /* The last look at the origin's gate before the request leaves. */
-  cp_curl.easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
-  cp_curl.easy_setopt(e, CURLOPT_PREREQDATA, c);
-  cp_curl.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   /* Only the web: a URL read from a tenant file must not open file:// or
    * other protocols libcurl knows. */
-  cp_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   /* A URL without a scheme must not send credentials in the clear. */
-  cp_curl.easy_setopt(e, CURLOPT_DEFAULT_PROTOCOL, "https");
+  curl_easy_setopt(e, CURLOPT_DEFAULT_PROTOCOL, "https");
   /* libcurl reads http_proxy, https_proxy and no_proxy by itself as long as
    * CURLOPT_PROXY stays unset, which it does. */
   return c;
@@ -968,7 +1014,7 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
 void cp_http_call_nomem(cp_http_call *c) { c->oom = 1; }
 
 void cp_http_call_header(cp_http_call *c, const char *line) {
-  struct curl_slist *n = cp_curl.slist_append(c->headers, line);
+  struct curl_slist *n = curl_slist_append(c->headers, line);
   if (!n) c->oom = 1; /* the list is as it was */
   else c->headers = n;
 }
@@ -980,7 +1026,7 @@ void cp_http_call_body(cp_http_call *c, char *body, size_t len) {
 }
 
 curl_mime *cp_http_call_mime(cp_http_call *c) {
-  if (!c->mime) c->mime = cp_curl.mime_init(c->easy);
+  if (!c->mime) c->mime = curl_mime_init(c->easy);
   if (!c->mime) c->oom = 1;
   return c->mime;
 }
@@ -1054,39 +1100,39 @@ static void apply_options(cp_http_call *c) {
                       : cp_retry_method_idempotent(c->method);
   int is_post = strcmp(c->method, "POST") == 0;
   if (strcmp(c->method, "HEAD") == 0) {
-    cp_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else if (!is_post && strcmp(c->method, "GET") != 0) {
-    cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
   }
   if (c->mime) {
-    cp_curl.easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
+    curl_easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
     if (strcmp(c->method, "GET") == 0)
-      cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   } else if (c->body || is_post) {
     /* c->body stays owned by the call and alive until the easy handle is. */
-    cp_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
     if (c->body_len > 0 && !c->idempotent) {
-      cp_curl.easy_setopt(e, CURLOPT_POST, 1L);
-      cp_curl.easy_setopt(e, CURLOPT_READFUNCTION, body_read);
-      cp_curl.easy_setopt(e, CURLOPT_READDATA, c);
-      cp_curl.easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
-      cp_curl.easy_setopt(e, CURLOPT_SEEKDATA, c);
+      curl_easy_setopt(e, CURLOPT_POST, 1L);
+      curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
+      curl_easy_setopt(e, CURLOPT_READDATA, c);
+      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
+      curl_easy_setopt(e, CURLOPT_SEEKDATA, c);
       /* a read-callback body would otherwise wait for 100 Continue */
-      struct curl_slist *n = cp_curl.slist_append(c->headers, "Expect:");
+      struct curl_slist *n = curl_slist_append(c->headers, "Expect:");
       if (!n) c->oom = 1;
       else c->headers = n;
     } else {
-      cp_curl.easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
     }
     if (strcmp(c->method, "GET") == 0)
-      cp_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
   }
   if (c->connect > 0)
-    cp_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
-  if (c->ca_file) cp_curl.easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
+  if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
   if (c->insecure) {
-    cp_curl.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    cp_curl.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     if (!c->h->warned_insecure) {
       c->h->warned_insecure = 1;
       fprintf(stderr,
@@ -1133,12 +1179,12 @@ static void fail_soon(cp_http_call *c, cp_http_kind kind, const char *msg) {
 
 static void free_sent_headers(cp_http_call *c) {
   for (struct curl_slist *n = c->sent_headers; n; n = n->next) wipe(n->data);
-  cp_curl.slist_free_all(c->sent_headers);
+  curl_slist_free_all(c->sent_headers);
   c->sent_headers = NULL;
 }
 
 static int append_sent(cp_http_call *c, const char *line) {
-  struct curl_slist *n = cp_curl.slist_append(c->sent_headers, line);
+  struct curl_slist *n = curl_slist_append(c->sent_headers, line);
   if (n) c->sent_headers = n;
   return n != NULL;
 }
@@ -1150,7 +1196,7 @@ static int attempt_headers(cp_http_call *c) {
   free_sent_headers(c);
   c->cred_gen = 0;
   if (!c->cred) {
-    cp_curl.easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
     return 0;
   }
   cp_http_cred *cr = c->cred;
@@ -1178,7 +1224,7 @@ static int attempt_headers(cp_http_call *c) {
     fail_soon(c, CP_HTTP_MEMORY, NULL);
     return -1;
   }
-  cp_curl.easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->sent_headers);
+  curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->sent_headers);
   c->cred_gen = cr->gen;
   return 0;
 }
@@ -1203,7 +1249,7 @@ static void attempt_time(cp_http_call *c) {
   c->queued_at = 0;
   c->attempt_start = now;
   c->attempt_secs = limit > 0 ? limit : 0;
-  cp_curl.easy_setopt(c->easy, CURLOPT_TIMEOUT_MS,
+  curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS,
                       limit > 0 ? (long)to_ms(limit) : 0L);
 }
 
@@ -1216,11 +1262,11 @@ static void start_transfer(cp_http_call *c) {
   c->errbuf[0] = '\0';
   c->attempts++;
   c->body_off = 0;
-  CURLMcode mc = cp_curl.multi_add_handle(c->h->multi, c->easy);
+  CURLMcode mc = curl_multi_add_handle(c->h->multi, c->easy);
   if (mc != CURLM_OK) {
     release_slot(c);
     c->attempts--;
-    fail_soon(c, CP_HTTP_USAGE, cp_curl.multi_strerror(mc));
+    fail_soon(c, CP_HTTP_USAGE, curl_multi_strerror(mc));
     return;
   }
   c->st = ST_ACTIVE;
@@ -1269,7 +1315,7 @@ static void read_arrived(cp_http *h) {
                          !(fds[i].revents & POLLIN)
                      ? CURL_CSELECT_ERR
                      : CURL_CSELECT_IN;
-        cp_curl.multi_socket_action(h->multi, fds[i].fd, ev, &running);
+        curl_multi_socket_action(h->multi, fds[i].fd, ev, &running);
         drain(h);
       }
     if (!any) return;
@@ -1296,7 +1342,7 @@ static void flush_ready(cp_http *h) {
   uv_idle_stop(&h->idle);
   if (started && h->multi) {
     int running;
-    cp_curl.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     drain(h);
   }
 }
@@ -1316,7 +1362,7 @@ static void on_call_closed(uv_handle_t *t) {
  * that nothing but its owner can reach it any more. The answer stays. */
 static void detach(cp_http_call *c) {
   cp_http *h = c->h;
-  if (c->st == ST_ACTIVE) cp_curl.multi_remove_handle(h->multi, c->easy);
+  if (c->st == ST_ACTIVE) curl_multi_remove_handle(h->multi, c->easy);
   if (c->st == ST_QUEUED || c->st == ST_ORIGIN) unqueue(c);
   if (c->st == ST_READY) unready(c);
   c->st = ST_CLOSED;
@@ -1331,9 +1377,9 @@ static void detach(cp_http_call *c) {
 /* Frees everything but the timer, whose close callback frees c. */
 static void destroy(cp_http_call *c) {
   /* libcurl wants the easy handle gone before the mime and the list. */
-  cp_curl.easy_cleanup(c->easy);
-  cp_curl.mime_free(c->mime);
-  cp_curl.slist_free_all(c->headers);
+  curl_easy_cleanup(c->easy);
+  curl_mime_free(c->mime);
+  curl_slist_free_all(c->headers);
   free_sent_headers(c);
   cp_http_cred_unref(c->cred);
   free(c->body);
@@ -1478,10 +1524,10 @@ static cp_retry_sent how_far(cp_http_call *c, CURLcode rc) {
   }
   curl_off_t connect_us = 0, sent = 0, expected = -1;
   long req_size = 0;
-  cp_curl.easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-  cp_curl.easy_getinfo(c->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
-  cp_curl.easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &expected);
-  cp_curl.easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &req_size);
+  curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  curl_easy_getinfo(c->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+  curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &expected);
+  curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &req_size);
   if (connect_us == 0 && req_size == 0 && sent == 0) return CP_SENT_NONE;
   if (c->mime || c->body_len > 0) {
     curl_off_t want = c->mime ? expected : (curl_off_t)c->body_len;
@@ -1567,7 +1613,7 @@ static void learn(cp_http_call *c, long status) {
 
 static void attempt_done(cp_http_call *c, CURLcode rc) {
   cp_http *h = c->h;
-  cp_curl.multi_remove_handle(h->multi, c->easy);
+  curl_multi_remove_handle(h->multi, c->easy);
   if (rc == CURLE_ABORTED_BY_CALLBACK && c->prereq_refused) {
     /* Nothing left: back to the gate, keeping the limiter's slot. */
     c->prereq_refused = 0;
@@ -1578,7 +1624,7 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
   }
   c->st = ST_BACKOFF; /* not in the multi any more; decided below */
   long status = 0;
-  if (rc == CURLE_OK) cp_curl.easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (rc == CURLE_OK) curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
   learn(c, status);
   release_slot(c);
 
@@ -1600,7 +1646,7 @@ static void attempt_done(cp_http_call *c, CURLcode rc) {
     int transient;
     kind = classify(rc, &transient);
     v = cp_retry_decide(c->idempotent, 0, transient, how_far(c, rc));
-    why = c->errbuf[0] ? c->errbuf : cp_curl.easy_strerror(rc);
+    why = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
     if (c->resend_refused)
       why = "the connection was reset after the request was sent, with no answer";
     if (c->too_big) {
@@ -1707,12 +1753,12 @@ static void on_call_timer(uv_timer_t *t) {
 static void drain(cp_http *h) {
   CURLMsg *m;
   int left;
-  while (h->multi && (m = cp_curl.multi_info_read(h->multi, &left))) {
+  while (h->multi && (m = curl_multi_info_read(h->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     CURL *e = m->easy_handle;
     CURLcode rc = m->data.result; /* m is invalid once e is removed */
     cp_http_call *c = NULL;
-    cp_curl.easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
     attempt_done(c, rc);
   }
 }

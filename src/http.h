@@ -25,10 +25,10 @@
 #define CP_HTTP_H
 
 #include <stddef.h>
+#include <curl/curl.h>
 #include <lua.h>
 #include <uv.h>
 
-#include "curl_load.h"
 #include "limiter.h"
 #include "retry.h"
 #include "runtime.h"
@@ -86,9 +86,10 @@ typedef void (*cp_http_done_fn)(cp_http_call *c, const cp_http_result *r,
                                 void *data);
 
 /* A client on loop. rt may be NULL (a plain loop, as in the unit tests);
- * otherwise the client counts its handles on rt. The first client loads
- * libcurl (curl_load.h); when it cannot be loaded, or memory runs out,
- * returns NULL with the reason in err. */
+ * otherwise the client counts its handles on rt. The first client of the
+ * process runs libcurl's global initialisation; when that fails, when the
+ * libcurl found at run time is older than CP_HTTP_CURL_MIN, or when
+ * memory runs out, returns NULL with the reason in err. */
 cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
                      size_t errlen);
 /* Cancels every call (their done callbacks do not run) and closes every
@@ -97,8 +98,8 @@ cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
 void cp_http_free(cp_http *h);
 
 /* The client of L's runtime, created on first use and freed by a close
- * hook of the runtime; NULL, with the reason in err, when libcurl cannot
- * be loaded or memory runs out. L is the state of the calling Lua function
+ * hook of the runtime; NULL, with the reason in err, when cp_http_new
+ * fails. L is the state of the calling Lua function
  * (the runtime's registry is reached through it, which may raise). */
 cp_http *cp_http_of(lua_State *L, char *err, size_t errlen);
 

@@ -534,8 +534,8 @@ static int l_timestamp(lua_State *L) {
   return 1;
 }
 
-/* audit.sha256(s) -> hex. Without libcrypto it raises, as the first
- * request does without libcurl: the installation is broken. */
+/* audit.sha256(s) -> hex. It fails only when memory runs out, and then
+ * raises a memory error. */
 static int l_sha256(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);

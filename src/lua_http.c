@@ -502,14 +502,14 @@ static int is_token(const char *s) {
 }
 
 /* The runtime's HTTP client. Raises when there is none: a memory error
- * when memory was what it lacked (libcurl could not be mapped, say), else
- * the reason (a broken installation). */
+ * when memory was what it lacked, else the reason (a broken installation:
+ * a libcurl too old, or one that cannot initialise). */
 static cp_http *client(lua_State *L) {
   char err[300];
   unsigned long before = cp_alloc_failures();
   cp_http *h = cp_http_of(L, err, sizeof err);
   if (h) return h;
-  if (cp_alloc_failures() != before) cp_lua_nomem(L, "loading libcurl");
+  if (cp_alloc_failures() != before) cp_lua_nomem(L, "starting libcurl");
   luaL_error(L, "%s", err);
   return NULL;
 }
@@ -956,23 +956,23 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     int p = lua_gettop(L);
-    curl_mimepart *part = cp_curl.mime_addpart(m);
+    curl_mimepart *part = curl_mime_addpart(m);
     if (!part) {
       cp_http_call_nomem(c);
       lua_settop(L, p - 1);
       return;
     }
     lua_getfield(L, p, "name");
-    cp_curl.mime_name(part, lua_tostring(L, -1));
+    curl_mime_name(part, lua_tostring(L, -1));
     if (lua_getfield(L, p, "value") == LUA_TSTRING) {
       size_t vn;
       const char *v = lua_tolstring(L, -1, &vn);
-      cp_curl.mime_data(part, v, vn); /* copied */
+      curl_mime_data(part, v, vn); /* copied */
     }
     if (lua_getfield(L, p, "file") == LUA_TSTRING) {
       const char *path = lua_tostring(L, -1);
       /* Streamed from disk while sending; libcurl reopens it for a retry. */
-      if (cp_curl.mime_filedata(part, path) != CURLE_OK) {
+      if (curl_mime_filedata(part, path) != CURLE_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "cannot read file '%s' of multipart part '%s'",
                  path, lua_tostring(L, -3));
@@ -980,9 +980,9 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
       }
     }
     if (lua_getfield(L, p, "filename") == LUA_TSTRING)
-      cp_curl.mime_filename(part, lua_tostring(L, -1));
+      curl_mime_filename(part, lua_tostring(L, -1));
     if (lua_getfield(L, p, "content_type") == LUA_TSTRING)
-      cp_curl.mime_type(part, lua_tostring(L, -1));
+      curl_mime_type(part, lua_tostring(L, -1));
     lua_settop(L, p - 1);
   }
 }

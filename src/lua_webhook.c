@@ -11,7 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "crypto_load.h"
+#include <openssl/crypto.h>
+
 #include "lutil.h"
 #include "modules.h"
 #include "webhook.h"
@@ -47,11 +48,9 @@ static unsigned char *key_at(lua_State *L, int idx, int i, int n,
   size_t len;
   const char *s = secret_at(L, idx, i, &len);
   const char *why = NULL;
-  unsigned long before = cp_alloc_failures();
   unsigned char *key = cp_webhook_key(s, len, keylen, &why);
   lua_pop(L, 1);
-  /* libcrypto that could not be mapped is memory too, not a bad secret */
-  if (!key && (why == CP_WEBHOOK_NOMEM || cp_alloc_failures() != before))
+  if (!key && why == CP_WEBHOOK_NOMEM)
     cp_lua_nomem(L, "reading a webhook secret");
   if (!key) {
     if (n > 1)
@@ -62,9 +61,9 @@ static unsigned char *key_at(lua_State *L, int idx, int i, int n,
   return key;
 }
 
-/* key comes from cp_webhook_key, which loaded libcrypto. */
+/* key comes from cp_webhook_key. */
 static void drop_key(unsigned char *key, size_t len) {
-  cp_crypto.OPENSSL_cleanse(key, len);
+  OPENSSL_cleanse(key, len);
   free(key);
 }
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "curl_load.h"
+#include <curl/curl.h>
 
 void cp_retry_policy_default(cp_retry_policy *p) {
   /* 8 tries: with 30% of answers rate limited, a request fails all of them
@@ -77,8 +77,7 @@ int cp_retry_after_parse(const char *value, time_t now, double *delay) {
   /* An HTTP date must name a weekday; curl_getdate alone also accepts bare
    * numbers and other loose forms a server does not mean as a date. */
   if (!isalpha((unsigned char)date[0])) return -1;
-  if (cp_curl_load(NULL, 0)) return -1; /* loaded already when it came by HTTP */
-  time_t t = cp_curl.getdate(date, NULL);
+  time_t t = curl_getdate(date, NULL);
   if (t == (time_t)-1) return -1;
   *delay = t > now ? difftime(t, now) : 0.0;
   return 0;

@@ -8,12 +8,10 @@
  * rows) into a score buffer and reduced to the best rows per query while
  * the block is still in cache, so memory stays bounded whatever the sizes.
  *
- * A build with a CBLAS (cmake/blas.cmake) does not link it but loads it
- * the first time it computes a product: linked, it would be loaded by
- * every command, and OpenBLAS costs a few MiB and starts threads that spin
- * for a tenth of a second, which commands that never compare vectors
- * should not pay for. If it cannot be loaded, the products go through a
- * kernel of our own, with the same results up to float rounding.
+ * A build with a CBLAS (cmake/blas.cmake) computes the products with its
+ * cblas_sgemm; without one, or when the address space it may need cannot
+ * be had, they go through a kernel of our own, with the same results up
+ * to float rounding.
  */
 #include "similarity.h"
 #include "clones.h"
@@ -32,8 +30,6 @@
 
 #ifdef CP_HAVE_CBLAS
 #include <cblas.h>
-
-#include "dl.h"
 #endif
 
 #define QB ((size_t)512) /* query rows a block: a 1 MiB score tile */
@@ -293,23 +289,18 @@ long cp_vecset_add_double(cp_vecset *s, const double *v, size_t dim,
  * still in cache. (Letting the BLAS thread each call instead leaves the
  * cores idle between the call and the reduction.) OpenBLAS is held to one
  * thread meanwhile; a process-wide lock keeps two runtimes from changing
- * that setting under each other. OpenBLAS's header, which the generic
- * "blas" module may also bring (Debian's alternatives), declares the
- * thread-count functions; whether the library has them is seen when it is
- * loaded. */
-#if defined(CP_HAVE_CBLAS) &&                                                  \
-    (defined(CP_BLAS_OPENBLAS) || defined(OPENBLAS_VERSION))
-#define CP_OPENBLAS 1
-#endif
-
-/* What the BLAS gives us, set once by blas_init: no sgemm means the
- * built-in kernel, no thread-count functions a BLAS other than OpenBLAS. */
+ * that setting under each other. Its thread-count functions are weak
+ * references: the CBLAS linked may be OpenBLAS, or (Debian's alternatives
+ * choose at run time) another that lacks them. */
 #ifdef CP_HAVE_CBLAS
-static __typeof__(cblas_sgemm) *blas_sgemm;
-#endif
-#ifdef CP_OPENBLAS
-static __typeof__(openblas_get_num_threads) *blas_get_threads;
-static __typeof__(openblas_set_num_threads) *blas_set_threads;
+#pragma weak openblas_get_num_threads
+#pragma weak openblas_set_num_threads
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
+
+/* Set once by blas_init: whether products go through cblas_sgemm, and
+ * whether OpenBLAS's thread count is there to hold. */
+static int use_blas, hold_threads;
 #endif
 static const char *backend = "builtin";
 
@@ -317,20 +308,20 @@ static uv_once_t blas_once = UV_ONCE_INIT;
 static uv_mutex_t blas_lock;
 
 #ifdef CP_HAVE_CBLAS
-/* OpenBLAS starts a thread per core when it is loaded, and neither it nor
- * they survive memory running out (its threads spin on allocations that
- * keep failing; a product crashes on a buffer it could not get). So it is
- * loaded only when the address space it may take -- a buffer and a malloc
- * arena a thread, and its own tables -- can be had (reserved and given
- * back at once); otherwise the built-in kernel, slower but always
- * right, does the products. */
+/* OpenBLAS's first product on a thread takes a buffer of its own, and a
+ * product crashes on a buffer it could not get. So cblas_sgemm is used
+ * only when the address space it may take -- a buffer and a malloc arena
+ * a thread, and its own tables -- can be had (reserved and given back at
+ * once); otherwise the built-in kernel, slower but always right, does the
+ * products. */
 #define BLAS_PER_THREAD ((size_t)128 << 20)
 #define BLAS_BASE ((size_t)256 << 20)
 static int blas_room(void) {
-  const char *env = getenv("OPENBLAS_NUM_THREADS");
-  if (!env || !*env) env = getenv("OMP_NUM_THREADS");
-  long n = env && *env ? strtol(env, NULL, 10) : 0;
-  if (n <= 0) n = (long)uv_available_parallelism();
+  long n = (long)uv_available_parallelism();
+  if (openblas_get_num_threads) {
+    int t = openblas_get_num_threads();
+    if (t > n) n = t;
+  }
   if (n > 1024) n = 1024;
   size_t bytes = (size_t)(n + 1) * BLAS_PER_THREAD + BLAS_BASE;
   void *p = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -339,31 +330,19 @@ static int blas_room(void) {
   munmap(p, bytes);
   return 1;
 }
-
-static void blas_load(void) {
-  if (!blas_room()) return;
-  void *lib = dlopen(CP_BLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) return;
-  if (!cp_dl_sym(lib, "cblas_sgemm", &blas_sgemm)) {
-    dlclose(lib);
-    return;
-  }
-  backend = "blas";
-#ifdef CP_OPENBLAS
-  /* Both or neither: the count is only changed where it can be restored. */
-  if (cp_dl_sym(lib, "openblas_get_num_threads", &blas_get_threads) &&
-      cp_dl_sym(lib, "openblas_set_num_threads", &blas_set_threads))
-    backend = "openblas";
-  else
-    blas_set_threads = NULL;
-#endif
-}
 #endif
 
 static void blas_init(void) {
   uv_mutex_init(&blas_lock);
 #ifdef CP_HAVE_CBLAS
-  blas_load();
+  if (!blas_room()) return;
+  use_blas = 1;
+  backend = "blas";
+  /* Both or neither: the count is only changed where it can be restored. */
+  if (openblas_get_num_threads && openblas_set_num_threads) {
+    hold_threads = 1;
+    backend = "openblas";
+  }
 #endif
 }
 
@@ -371,22 +350,22 @@ typedef struct blas_section {
   int saved;
 } blas_section;
 
-/* Every product runs inside a section, so the first one loads the BLAS. */
+/* Every product runs inside a section, so the first one decides. */
 static void blas_begin(blas_section *b) {
   uv_once(&blas_once, blas_init);
   uv_mutex_lock(&blas_lock);
   b->saved = 0;
-#ifdef CP_OPENBLAS
-  if (blas_set_threads) {
-    b->saved = blas_get_threads();
-    blas_set_threads(1);
+#ifdef CP_HAVE_CBLAS
+  if (hold_threads) {
+    b->saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
   }
 #endif
 }
 
 static void blas_end(blas_section *b) {
-#ifdef CP_OPENBLAS
-  if (blas_set_threads) blas_set_threads(b->saved);
+#ifdef CP_HAVE_CBLAS
+  if (hold_threads) openblas_set_num_threads(b->saved);
 #endif
   (void)b;
   uv_mutex_unlock(&blas_lock);
@@ -432,9 +411,9 @@ static void dot_rows(const float *Q, size_t bq, const float *C, size_t bc,
 static void product1(const float *A, size_t na, const float *B, size_t nb,
                      size_t d, float *S) {
 #ifdef CP_HAVE_CBLAS
-  if (blas_sgemm) {
-    blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)na, (int)nb,
-               (int)d, 1.0f, A, (int)d, B, (int)d, 0.0f, S, (int)nb);
+  if (use_blas) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)na, (int)nb,
+                (int)d, 1.0f, A, (int)d, B, (int)d, 0.0f, S, (int)nb);
     return;
   }
 #endif

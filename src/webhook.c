@@ -4,15 +4,19 @@
  */
 #include "webhook.h"
 
-#include <openssl/core_names.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
 #include "base64.h"
-#include "crypto_load.h"
 
 const char CP_WEBHOOK_NOMEM[] = "out of memory while reading a webhook secret";
 
@@ -21,13 +25,6 @@ unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
   static const char prefix[] = "whsec_";
   size_t pl = sizeof prefix - 1;
   unsigned char *key;
-  /* A key is only ever signed with, checked with or wiped, all by
-   * libcrypto: making one is where it is loaded, so that whoever holds a
-   * key may use cp_crypto. */
-  if (cp_crypto_load(NULL, 0)) {
-    *why = "webhook signatures need libcrypto, which cannot be loaded";
-    return NULL;
-  }
   if (len >= pl && memcmp(secret, prefix, pl) == 0) {
     key = cp_malloc(len / 4 * 3 + 1); /* the caller owns it */
     if (!key) {
@@ -48,7 +45,7 @@ unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
     *keylen = len;
   }
   if (*keylen < CP_WEBHOOK_KEY_MIN) {
-    cp_crypto.OPENSSL_cleanse(key, *keylen);
+    OPENSSL_cleanse(key, *keylen);
     free(key);
     *why = "webhook secret is too short: at least 24 bytes are needed";
     return NULL;
@@ -63,20 +60,20 @@ static int mac(const unsigned char *key, size_t keylen, const char *id,
                unsigned char md[32]) {
   char stamp[32];
   int sl = snprintf(stamp, sizeof stamp, ".%lld.", (long long)ts);
-  EVP_MAC *m = cp_crypto.EVP_MAC_fetch(NULL, "HMAC", NULL);
-  EVP_MAC_CTX *ctx = m ? cp_crypto.EVP_MAC_CTX_new(m) : NULL;
+  EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
   char digest[] = "SHA256";
-  OSSL_PARAM params[] = {cp_crypto.OSSL_PARAM_construct_utf8_string(
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(
                              OSSL_MAC_PARAM_DIGEST, digest, 0),
-                         cp_crypto.OSSL_PARAM_construct_end()};
+                         OSSL_PARAM_construct_end()};
   size_t mdlen = 0;
-  int ok = ctx && cp_crypto.EVP_MAC_init(ctx, key, keylen, params) &&
-           cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) &&
-           cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)stamp, (size_t)sl) &&
-           cp_crypto.EVP_MAC_update(ctx, (const unsigned char *)body, len) &&
-           cp_crypto.EVP_MAC_final(ctx, md, &mdlen, 32) && mdlen == 32;
-  cp_crypto.EVP_MAC_CTX_free(ctx);
-  cp_crypto.EVP_MAC_free(m);
+  int ok = ctx && EVP_MAC_init(ctx, key, keylen, params) &&
+           EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) &&
+           EVP_MAC_update(ctx, (const unsigned char *)stamp, (size_t)sl) &&
+           EVP_MAC_update(ctx, (const unsigned char *)body, len) &&
+           EVP_MAC_final(ctx, md, &mdlen, 32) && mdlen == 32;
+  EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(m);
   return ok ? 0 : -1;
 }
 
@@ -111,7 +108,7 @@ int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
     /* every candidate is compared in full, so timing says nothing about
      * which one (or which byte) differed */
     if (n == wl + 3 && memcmp(p, "v1,", 3) == 0)
-      matched |= cp_crypto.CRYPTO_memcmp(p + 3, want, wl) == 0;
+      matched |= CRYPTO_memcmp(p + 3, want, wl) == 0;
     p = end;
   }
   return matched;
@@ -120,9 +117,8 @@ int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
 void cp_webhook_new_id(char out[31]) {
   static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
   unsigned char r[26];
-  if (cp_crypto_load(NULL, 0) || cp_crypto.RAND_bytes(r, sizeof r) != 1) {
-    /* no libcrypto or no entropy source: clock and pid keep ids apart on
-     * one host */
+  if (RAND_bytes(r, sizeof r) != 1) {
+    /* no entropy source: clock and pid keep ids apart on one host */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t mix = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^

@@ -17,19 +17,18 @@
 #define CP_WEBHOOK_KEY_MIN 24
 
 /* The key bytes of a secret: whsec_<base64> is decoded, anything else is
- * used as it is. Loads libcrypto (crypto_load.h), which signing and wiping
- * keys need. Returns a malloc'd key the caller frees (and should wipe with
- * cp_crypto.OPENSSL_cleanse), or NULL with *why set to a static message
+ * used as it is. Returns a malloc'd key the caller frees (and should wipe
+ * with OPENSSL_cleanse), or NULL with *why set to a static message
  * that never quotes the secret (CP_WEBHOOK_NOMEM when out of memory). */
 extern const char CP_WEBHOOK_NOMEM[];
 unsigned char *cp_webhook_key(const char *secret, size_t len, size_t *keylen,
                               const char **why);
 
 /* Appends "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>". key
- * comes from cp_webhook_key, which loaded libcrypto (so for verify).
- * Returns 0, or -1 when libcrypto cannot compute the HMAC (out of memory,
- * or a libcrypto without it): nothing is appended then, since a wrong
- * signature must never go out. */
+ * comes from cp_webhook_key (so for verify). Returns 0, or -1 when
+ * libcrypto cannot compute the HMAC (out of memory, or a libcrypto without
+ * it): nothing is appended then, since a wrong signature must never go
+ * out. */
 int cp_webhook_sign(const unsigned char *key, size_t keylen, const char *id,
                     int64_t timestamp, const char *body, size_t len,
                     cp_buf *out);
@@ -42,7 +41,7 @@ int cp_webhook_verify(const unsigned char *key, size_t keylen, const char *id,
                       const char *header);
 
 /* A new message id: "msg_" and 26 random base32 characters (NUL-ended;
- * from the clock and the pid when libcrypto or its entropy is missing). */
+ * from the clock and the pid when libcrypto's entropy source fails). */
 void cp_webhook_new_id(char out[31]);
 
 #endif

@@ -726,14 +726,14 @@ static void multipart_file(void) {
   outcome o = {0};
   cp_http_call *c = cp_http_call_new(client, "POST", url("/echo"));
   curl_mime *m = cp_http_call_mime(c);
-  curl_mimepart *p = cp_curl.mime_addpart(m);
-  cp_curl.mime_name(p, "metadata");
-  cp_curl.mime_data(p, "{\"a\":1}", CURL_ZERO_TERMINATED);
-  cp_curl.mime_type(p, "application/json");
-  p = cp_curl.mime_addpart(m);
-  cp_curl.mime_name(p, "dataset");
-  CHECK_INT(cp_curl.mime_filedata(p, path), CURLE_OK);
-  cp_curl.mime_filename(p, "utterances.txt");
+  curl_mimepart *p = curl_mime_addpart(m);
+  curl_mime_name(p, "metadata");
+  curl_mime_data(p, "{\"a\":1}", CURL_ZERO_TERMINATED);
+  curl_mime_type(p, "application/json");
+  p = curl_mime_addpart(m);
+  curl_mime_name(p, "dataset");
+  CHECK_INT(curl_mime_filedata(p, path), CURLE_OK);
+  curl_mime_filename(p, "utterances.txt");
   cp_http_call_start(c, on_done, &o);
   wait_for(&o, 1);
   CHECK_INT(o.status, 200);
@@ -813,7 +813,7 @@ static void teardown(void) {
   CHECK(!left.done);
   CHECK_INT(uv_loop_close(loop), 0);
   cp_buf_free(&last_body);
-  cp_curl.global_cleanup();
+  curl_global_cleanup();
 }
 
 /* Memory that runs out while a call is made or completes is a result of
