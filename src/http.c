@@ -165,6 +165,7 @@ const char *cp_http_kind_name(cp_http_kind k) {
   case CP_HTTP_USAGE: return "usage";
   case CP_HTTP_AUTH: return "auth";
   case CP_HTTP_MEMORY: return "memory";
+  case CP_HTTP_CONFIG: return "config";
   }
   return "http";
 }
@@ -346,7 +347,47 @@ static int curl_ready(char *err, size_t errlen) {
   return rc == CURLE_OK ? 0 : -1;
 }
 
+/* Each option a call needs is checked: a request sent without one of them
+ * is not the request that was asked for (without CURLOPT_PROTOCOLS_STR a
+ * URL could open file://). Memory is the usual reason for a refusal; any
+ * other is a libcurl built without something or older than its headers,
+ * and the call fails with kind config, naming the option. Returns 0 when
+ * the option is set, else -1 with the reason recorded in c. */
+static int option_set(cp_http_call *c, const char *name, CURLcode rc) {
+  if (rc == CURLE_OK) return 0;
+  if (rc == CURLE_OUT_OF_MEMORY) {
+    c->oom = 1;
+    return -1;
+  }
+  char msg[256];
+  snprintf(msg, sizeof msg, "libcurl %s refused %s: %s",
+           curl_version_info(CURLVERSION_NOW)->version, name,
+           curl_easy_strerror(rc));
+  cp_http_call_fail(c, CP_HTTP_CONFIG, msg);
+  return -1;
+}
+
+/* curl_easy_setopt on c's handle, checked by option_set. A macro rather
+ * than a function: the options take values of different types, and
+ * libcurl's own compile-time checks of those types see only direct
+ * calls. */
+#define SETOPT(c, opt, val)                                                    \
+  option_set((c), #opt, curl_easy_setopt((c)->easy, opt, val))
+
 /* ---- the client ------------------------------------------------------------- */
+
+/* curl_multi_setopt on h's handle: 0, or -1 with the reason in err. */
+static int multi_option(CURLMcode rc, const char *name, char *err,
+                        size_t errlen) {
+  if (rc == CURLM_OK) return 0;
+  if (rc == CURLM_OUT_OF_MEMORY) cp_alloc_note_failure();
+  snprintf(err, errlen, "libcurl %s refused %s: %s",
+           curl_version_info(CURLVERSION_NOW)->version, name,
+           curl_multi_strerror(rc));
+  return -1;
+}
+#define MULTI_SETOPT(h, opt, val, err, errlen)                                 \
+  multi_option(curl_multi_setopt((h)->multi, opt, val), #opt, err, errlen)
 
 cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
                      size_t errlen) {
@@ -365,16 +406,22 @@ cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
   if (h->rng == 0) h->rng = 0x9e3779b97f4a7c15ULL;
   h->multi = curl_multi_init();
   if (!h->multi) { /* libcurl's only reason is memory */
+    cp_alloc_note_failure();
     snprintf(err, errlen, "out of memory while creating the HTTP client");
     free(h);
     return NULL;
   }
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-  /* Many requests to one host share one HTTP/2 connection when offered. */
-  curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  if (MULTI_SETOPT(h, CURLMOPT_SOCKETFUNCTION, on_socket, err, errlen) ||
+      MULTI_SETOPT(h, CURLMOPT_SOCKETDATA, h, err, errlen) ||
+      MULTI_SETOPT(h, CURLMOPT_TIMERFUNCTION, on_timer, err, errlen) ||
+      MULTI_SETOPT(h, CURLMOPT_TIMERDATA, h, err, errlen) ||
+      /* Many requests to one host share one HTTP/2 connection when offered. */
+      MULTI_SETOPT(h, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX, err,
+                   errlen)) {
+    curl_multi_cleanup(h->multi);
+    free(h);
+    return NULL;
+  }
   uv_timer_init(loop, &h->timer);
   h->timer.data = h;
   handle_opened(h);
@@ -979,33 +1026,32 @@ cp_http_call *cp_http_call_new(cp_http *h, const char *method,
   if (h->calls) h->calls->prev = c;
   h->calls = c;
 
-  CURL *e = c->easy;
   /* libcurl copies the URL: that can fail only for want of memory */
-  if (curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OUT_OF_MEMORY) c->oom = 1;
-  curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  SETOPT(c, CURLOPT_URL, url);
+  SETOPT(c, CURLOPT_PRIVATE, c);
+  SETOPT(c, CURLOPT_NOSIGNAL, 1L);
+  SETOPT(c, CURLOPT_ERRORBUFFER, c->errbuf);
+  SETOPT(c, CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT(c, CURLOPT_WRITEDATA, c);
+  SETOPT(c, CURLOPT_HEADERFUNCTION, on_header);
+  SETOPT(c, CURLOPT_HEADERDATA, c);
+  SETOPT(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   /* Over TLS, wait for a multiplexed HTTP/2 connection rather than open
    * more: ALPN says within the handshake whether there will be one. Over
    * plain HTTP there never is, and waiting would mean waiting for the first
    * answer on the first connection -- past the timeout of every request
    * behind it when that answer is slow, so that they fail unsent. */
   if (c->origin && strncmp(c->origin->key, "https:", 6) == 0)
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    SETOPT(c, CURLOPT_PIPEWAIT, 1L);
   /* The last look at the origin's gate before the request leaves. */
-  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
-  curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  SETOPT(c, CURLOPT_PREREQFUNCTION, on_prereq);
+  SETOPT(c, CURLOPT_PREREQDATA, c);
+  SETOPT(c, CURLOPT_ACCEPT_ENCODING, "");
   /* Only the web: a URL read from a tenant file must not open file:// or
    * other protocols libcurl knows. */
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  SETOPT(c, CURLOPT_PROTOCOLS_STR, "http,https");
   /* A URL without a scheme must not send credentials in the clear. */
-  curl_easy_setopt(e, CURLOPT_DEFAULT_PROTOCOL, "https");
+  SETOPT(c, CURLOPT_DEFAULT_PROTOCOL, "https");
   /* libcurl reads http_proxy, https_proxy and no_proxy by itself as long as
    * CURLOPT_PROXY stays unset, which it does. */
   return c;
@@ -1094,45 +1140,44 @@ static int body_seek(void *arg, curl_off_t offset, int origin) {
 }
 
 static void apply_options(cp_http_call *c) {
-  CURL *e = c->easy;
   c->idempotent = c->retry.idempotent >= 0
                       ? c->retry.idempotent
                       : cp_retry_method_idempotent(c->method);
   int is_post = strcmp(c->method, "POST") == 0;
   if (strcmp(c->method, "HEAD") == 0) {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    SETOPT(c, CURLOPT_NOBODY, 1L);
   } else if (!is_post && strcmp(c->method, "GET") != 0) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+    SETOPT(c, CURLOPT_CUSTOMREQUEST, c->method);
   }
   if (c->mime) {
-    curl_easy_setopt(e, CURLOPT_MIMEPOST, c->mime);
+    SETOPT(c, CURLOPT_MIMEPOST, c->mime);
     if (strcmp(c->method, "GET") == 0)
-      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+      SETOPT(c, CURLOPT_CUSTOMREQUEST, "GET");
   } else if (c->body || is_post) {
     /* c->body stays owned by the call and alive until the easy handle is. */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
+    SETOPT(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->body_len);
     if (c->body_len > 0 && !c->idempotent) {
-      curl_easy_setopt(e, CURLOPT_POST, 1L);
-      curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
-      curl_easy_setopt(e, CURLOPT_READDATA, c);
-      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
-      curl_easy_setopt(e, CURLOPT_SEEKDATA, c);
+      SETOPT(c, CURLOPT_POST, 1L);
+      SETOPT(c, CURLOPT_READFUNCTION, body_read);
+      SETOPT(c, CURLOPT_READDATA, c);
+      SETOPT(c, CURLOPT_SEEKFUNCTION, body_seek);
+      SETOPT(c, CURLOPT_SEEKDATA, c);
       /* a read-callback body would otherwise wait for 100 Continue */
       struct curl_slist *n = curl_slist_append(c->headers, "Expect:");
       if (!n) c->oom = 1;
       else c->headers = n;
     } else {
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+      SETOPT(c, CURLOPT_POSTFIELDS, c->body ? c->body : "");
     }
     if (strcmp(c->method, "GET") == 0)
-      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "GET");
+      SETOPT(c, CURLOPT_CUSTOMREQUEST, "GET");
   }
   if (c->connect > 0)
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
-  if (c->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+    SETOPT(c, CURLOPT_CONNECTTIMEOUT_MS, (long)to_ms(c->connect));
+  if (c->ca_file) SETOPT(c, CURLOPT_CAINFO, c->ca_file);
   if (c->insecure) {
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    SETOPT(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    SETOPT(c, CURLOPT_SSL_VERIFYHOST, 0L);
     if (!c->h->warned_insecure) {
       c->h->warned_insecure = 1;
       fprintf(stderr,
@@ -1189,6 +1234,16 @@ static int append_sent(cp_http_call *c, const char *line) {
   return n != NULL;
 }
 
+/* Hands libcurl the header list of an attempt: 0, or -1 when it refused
+ * (c is then on its way to completing unsent, with option_set's reason). */
+static int set_headers(cp_http_call *c, struct curl_slist *list) {
+  if (SETOPT(c, CURLOPT_HTTPHEADER, list) == 0) return 0;
+  release_slot(c);
+  c->st = ST_FAILING;
+  uv_timer_start(&c->timer, on_call_timer, 0, 0);
+  return -1;
+}
+
 /* The headers of this attempt: the call's own and, with a credential, its
  * value of now. Returns 0, or -1 when the credential cannot be used (c is
  * then on its way to completing unsent). */
@@ -1196,8 +1251,7 @@ static int attempt_headers(cp_http_call *c) {
   free_sent_headers(c);
   c->cred_gen = 0;
   if (!c->cred) {
-    curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
-    return 0;
+    return set_headers(c, c->headers);
   }
   cp_http_cred *cr = c->cred;
   if (!cred_usable(cr)) {
@@ -1224,7 +1278,7 @@ static int attempt_headers(cp_http_call *c) {
     fail_soon(c, CP_HTTP_MEMORY, NULL);
     return -1;
   }
-  curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->sent_headers);
+  if (set_headers(c, c->sent_headers)) return -1;
   c->cred_gen = cr->gen;
   return 0;
 }
@@ -1232,8 +1286,8 @@ static int attempt_headers(cp_http_call *c) {
 /* The time this attempt may take: what is left of the call's time, which
  * starts counting now at the first attempt and does not count the time
  * spent queued since the last one, or the attempt's own limit if that is
- * shorter. */
-static void attempt_time(cp_http_call *c) {
+ * shorter. 0, or -1 with the call failing (libcurl refused the limit). */
+static int attempt_time(cp_http_call *c) {
   double now = now_s(), limit = c->attempt_limit;
   c->deadline_cut = 0;
   if (c->total > 0) {
@@ -1249,15 +1303,22 @@ static void attempt_time(cp_http_call *c) {
   c->queued_at = 0;
   c->attempt_start = now;
   c->attempt_secs = limit > 0 ? limit : 0;
-  curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS,
-                      limit > 0 ? (long)to_ms(limit) : 0L);
+  CURLcode rc = curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS,
+                                 limit > 0 ? (long)to_ms(limit) : 0L);
+  if (rc == CURLE_OK) return 0;
+  char msg[256];
+  snprintf(msg, sizeof msg, "libcurl %s refused CURLOPT_TIMEOUT_MS: %s",
+           curl_version_info(CURLVERSION_NOW)->version, curl_easy_strerror(rc));
+  release_slot(c);
+  fail_soon(c, rc == CURLE_OUT_OF_MEMORY ? CP_HTTP_MEMORY : CP_HTTP_CONFIG,
+            rc == CURLE_OUT_OF_MEMORY ? NULL : msg);
+  return -1;
 }
 
 /* Hands c to libcurl now: its credential as of this moment, one more
  * attempt. */
 static void start_transfer(cp_http_call *c) {
-  if (attempt_headers(c)) return;
-  attempt_time(c);
+  if (attempt_headers(c) || attempt_time(c)) return;
   reset_answer(c);
   c->errbuf[0] = '\0';
   c->attempts++;

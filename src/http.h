@@ -49,7 +49,8 @@ typedef enum cp_http_kind {
   CP_HTTP_IO,      /* a local file (multipart part) could not be read */
   CP_HTTP_USAGE,   /* a request libcurl refused (bad URL, bad option) */
   CP_HTTP_AUTH,    /* not sent: its credential failed or has no value now */
-  CP_HTTP_MEMORY   /* memory ran out preparing it or reading its answer */
+  CP_HTTP_MEMORY,  /* memory ran out preparing it or reading its answer */
+  CP_HTTP_CONFIG   /* not sent: libcurl refused one of the options it needs */
 } cp_http_kind;
 
 /* Names used as the `kind` of Lua error tables: "http", "resolve", ... */

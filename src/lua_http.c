@@ -32,7 +32,8 @@
  *   -- resp.status, resp.headers (lower-case names; repeated ones joined
  *   -- with ", "), resp.body, resp.attempts, resp.elapsed, resp:json()
  *   -- err: {kind = "http"|"resolve"|"connect"|"tls"|"timeout"|"network"
- *   --               |"io"|"usage"|"auth"|"memory",
+ *   --               |"io"|"usage"|"auth"|"memory"
+ *   --               |"config",   -- config: libcurl refused an option
  *   --       message, status?, retryable, outcome? = "unknown", attempts,
  *   --       elapsed, body_excerpt?}
  *   -- A request that ran out of memory on the way ends like any failed
@@ -501,17 +502,23 @@ static int is_token(const char *s) {
   return 1;
 }
 
-/* The runtime's HTTP client. Raises when there is none: a memory error
- * when memory was what it lacked, else the reason (a broken installation:
- * a libcurl too old, or one that cannot initialise). */
+/* The runtime's HTTP client, or NULL with the reason in err: a broken
+ * installation (a libcurl too old, one that cannot initialise or that
+ * refuses an option of the client's). Raises a memory error when memory
+ * was what it lacked. */
+static cp_http *client_or_why(lua_State *L, char *err, size_t errlen) {
+  unsigned long before = cp_alloc_failures();
+  cp_http *h = cp_http_of(L, err, errlen);
+  if (!h && cp_alloc_failures() != before) cp_lua_nomem(L, "starting libcurl");
+  return h;
+}
+
+/* The runtime's HTTP client; raises when there is none. */
 static cp_http *client(lua_State *L) {
   char err[300];
-  unsigned long before = cp_alloc_failures();
-  cp_http *h = cp_http_of(L, err, sizeof err);
-  if (h) return h;
-  if (cp_alloc_failures() != before) cp_lua_nomem(L, "starting libcurl");
-  luaL_error(L, "%s", err);
-  return NULL;
+  cp_http *h = client_or_why(L, err, sizeof err);
+  if (!h) luaL_error(L, "%s", err);
+  return h;
 }
 
 /* ---- credentials ----------------------------------------------------------------- */
@@ -962,12 +969,13 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
       lua_settop(L, p - 1);
       return;
     }
+    /* Each setter copies what it is given: refused, memory ran out. */
     lua_getfield(L, p, "name");
-    curl_mime_name(part, lua_tostring(L, -1));
+    if (curl_mime_name(part, lua_tostring(L, -1)) != CURLE_OK) cp_http_call_nomem(c);
     if (lua_getfield(L, p, "value") == LUA_TSTRING) {
       size_t vn;
       const char *v = lua_tolstring(L, -1, &vn);
-      curl_mime_data(part, v, vn); /* copied */
+      if (curl_mime_data(part, v, vn) != CURLE_OK) cp_http_call_nomem(c);
     }
     if (lua_getfield(L, p, "file") == LUA_TSTRING) {
       const char *path = lua_tostring(L, -1);
@@ -979,10 +987,12 @@ static void add_parts(lua_State *L, cp_http_call *c, int idx) {
         cp_http_call_fail(c, CP_HTTP_IO, msg);
       }
     }
-    if (lua_getfield(L, p, "filename") == LUA_TSTRING)
-      curl_mime_filename(part, lua_tostring(L, -1));
-    if (lua_getfield(L, p, "content_type") == LUA_TSTRING)
-      curl_mime_type(part, lua_tostring(L, -1));
+    if (lua_getfield(L, p, "filename") == LUA_TSTRING &&
+        curl_mime_filename(part, lua_tostring(L, -1)) != CURLE_OK)
+      cp_http_call_nomem(c);
+    if (lua_getfield(L, p, "content_type") == LUA_TSTRING &&
+        curl_mime_type(part, lua_tostring(L, -1)) != CURLE_OK)
+      cp_http_call_nomem(c);
     lua_settop(L, p - 1);
   }
 }
@@ -1020,7 +1030,14 @@ static int send_request(lua_State *L, int opts, int extra, int cred) {
   check_spec(L, opts, extra, &s);
   s.cred = cred ? check_cred(L, cred)->cr : NULL;
 
-  cp_http *h = client(L);
+  char why[300];
+  cp_http *h = client_or_why(L, why, sizeof why);
+  if (!h) { /* fails as a request whose options libcurl refused does */
+    cp_lua_fail(L, cp_http_kind_name(CP_HTTP_CONFIG), "%s", why);
+    cp_lua_setbool(L, "retryable", 0);
+    cp_lua_setint(L, "attempts", 0);
+    return 2;
+  }
 
   /* From here on only memory can run out: the guard then cancels c. */
   call_guard *g = push_guard(L);
