@@ -3,9 +3,12 @@
 # nothing when they are all present. Usage: scripts/deps.sh [build|test|bench]
 set -eu
 
-build="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev
+# libcurl4-openssl-dev (libcurl 7.85 or later) and libssl-dev (libcrypto 3)
+# are linked; libopenblas-dev is the optional CBLAS. The packaging test
+# makes a Debian package: dpkg-dev brings dpkg-shlibdeps, binutils readelf.
+build="build-essential cmake pkg-config liblua5.4-dev libcurl4-openssl-dev
 libuv1-dev libutf8proc-dev libxxhash-dev libssl-dev libopenblas-dev python3"
-test="$build clang libclang-rt-14-dev python3 lua-check valgrind openssl chromium"
+test="$build clang libclang-rt-14-dev python3 lua-check valgrind openssl chromium dpkg-dev binutils"
 bench="$test nginx-light curl python3-numpy libopenblas-dev"
 
 case "${1:-build}" in
