@@ -306,7 +306,7 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
 /* ---- libcurl ------------------------------------------------------------------ */
 
 /* 7.85.0 brought CURLOPT_PROTOCOLS_STR, which keeps requests to http and
- * https; every other option used here is older. CMakeLists.txt asks for
+ * https; every other option used here is older. cmake/deps.cmake asks for
  * the same version at configure time; curl_ready asks the libcurl a
  * process runs with, which a package manager may have left older. */
 #define CURL_NEEDED 0x075500

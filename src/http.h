@@ -89,8 +89,9 @@ typedef void (*cp_http_done_fn)(cp_http_call *c, const cp_http_result *r,
 /* A client on loop. rt may be NULL (a plain loop, as in the unit tests);
  * otherwise the client counts its handles on rt. The first client of the
  * process runs libcurl's global initialisation; when that fails, when the
- * libcurl found at run time is older than CP_HTTP_CURL_MIN, or when
- * memory runs out, returns NULL with the reason in err. */
+ * libcurl found at run time is older than 7.85.0, when libcurl refuses an
+ * option of the client, or when memory runs out, returns NULL with the
+ * reason in err. */
 cp_http *cp_http_new(uv_loop_t *loop, cp_runtime *rt, char *err,
                      size_t errlen);
 /* Cancels every call (their done callbacks do not run) and closes every
