@@ -4,27 +4,28 @@
 # similarity.c uses its own kernel, with the same results up to float
 # rounding. Owns nothing else.
 #
-# COGPIPE_BLAS defaults to ON when a CBLAS is found, OFF otherwise; set ON
-# explicitly, a missing CBLAS is an error. FindBLAS's own variables choose
-# among several (BLA_VENDOR=Generic links Debian's alternatives-managed
-# libblas.so.3; the default, OpenBLAS when it is installed, links
-# libopenblas.so.0, itself one of three builds Debian switches between).
-# Only a BLAS whose cblas.h declares cblas_sgemm and whose library defines
-# it counts.
+# COGPIPE_BLAS is OFF unless asked for (-DCOGPIPE_BLAS=ON); asked for, a
+# missing CBLAS is an error. FindBLAS's own variables choose among several
+# (BLA_VENDOR=Generic links Debian's alternatives-managed libblas.so.3; the
+# default, OpenBLAS when it is installed, links libopenblas.so.0, itself one
+# of three builds Debian switches between). Only a BLAS whose cblas.h
+# declares cblas_sgemm and whose library defines it counts.
 #
-# Linked, OpenBLAS is loaded and initialised by every process, whether it
-# compares vectors or not: some 36 MiB of address space, and a thread per
-# core that takes a 128 MiB buffer at once. Under an address-space limit
-# (ulimit -v) too small for those buffers such a thread retries for ever
-# and the process cannot exit; OPENBLAS_NUM_THREADS=1 in the environment
-# starts no thread (libcogpipe holds OpenBLAS to one thread in any case and
-# runs its own), and -DCOGPIPE_BLAS=OFF links no BLAS.
+# Why off by default: linked, OpenBLAS is loaded and initialised by every
+# process, whether it compares vectors or not -- some 36 MiB of address
+# space, and a thread per core that takes a 128 MiB buffer at once. Under
+# an address-space limit (ulimit -v) too small for those buffers such a
+# thread retries for ever and the process cannot even exit, where cogpipe
+# promises an error. A build that wants OpenBLAS's speed for large semantic
+# passes turns it on and runs with OPENBLAS_NUM_THREADS=1 where memory is
+# limited (libcogpipe holds OpenBLAS to one thread and runs its own).
 #
 # Adds to cogpipe_deps the BLAS libraries, the directory of cblas.h and the
 # definition CP_HAVE_CBLAS=1, and to CP_PC_LIBS_PRIVATE the libraries as -l
 # flags (FindBLAS finds files, not pkg-config modules).
 set(CP_CBLAS_FOUND FALSE)
-if(NOT DEFINED COGPIPE_BLAS OR COGPIPE_BLAS)
+option(COGPIPE_BLAS "Link a CBLAS (FindBLAS) for cosine similarity" OFF)
+if(COGPIPE_BLAS)
   find_package(BLAS QUIET)
   if(BLAS_FOUND)
     # Debian keeps OpenBLAS's cblas.h in a directory of each build's own.
@@ -48,8 +49,6 @@ if(NOT DEFINED COGPIPE_BLAS OR COGPIPE_BLAS)
     endif()
   endif()
 endif()
-
-option(COGPIPE_BLAS "Link a CBLAS (FindBLAS) for cosine similarity" ${CP_CBLAS_FOUND})
 
 if(COGPIPE_BLAS AND NOT CP_CBLAS_FOUND)
   message(FATAL_ERROR "COGPIPE_BLAS is ON but no CBLAS was found (a BLAS library "

@@ -20,12 +20,14 @@ luacheck -q lua tests/lua $(ls -d pipelines bench examples 2>/dev/null)
 step "plain build (about 1 minute on 2 cores the first time)"
 cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/plain -j "$jobs"
-step "tests on the plain build: the command, install, out of memory (about 1 minute)"
-ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install|oom|check_limits)'
+step "tests on the plain build: the command, install, packaging, out of memory (about 2 minutes)"
+ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install|packaging|oom|check_limits)'
 
 step "sanitizer build (about 2 minutes on 2 cores the first time)"
+# This build links OpenBLAS (-DCOGPIPE_BLAS=ON), so that the similarity
+# kernel's BLAS path is tested too; the plain build is what users get.
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
-	-DCOGPIPE_SANITIZE=ON -DCOGPIPE_FUZZ=ON >/dev/null
+	-DCOGPIPE_SANITIZE=ON -DCOGPIPE_FUZZ=ON -DCOGPIPE_BLAS=ON >/dev/null
 cmake --build build/asan -j "$jobs"
 step "the whole suite under AddressSanitizer and UndefinedBehaviorSanitizer (about 10 minutes on 2 cores)"
 ASAN_OPTIONS=detect_leaks=1 \

@@ -74,9 +74,10 @@ void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask);
 #define CP_CHECK_RESIDENT_DEFAULT ((size_t)20 << 20)
 /* What a check spends by default on its table, its candidate sets, the
  * resident head of the input and room for its longest texts; the rest of
- * its memory (blocks of records in flight, buffers, the program) is about
- * 10 MiB more. */
-#define CP_CHECK_MEMORY_DEFAULT ((size_t)37 << 20)
+ * its memory (blocks of records in flight, buffers, the program and the
+ * pages of the libraries it links, libcurl's and libcrypto's among them)
+ * is about 16 MiB more. */
+#define CP_CHECK_MEMORY_DEFAULT ((size_t)33 << 20)
 /* The longest text (in bytes, as read and once normalised) a check
  * deduplicates; a longer one is reported as a problem instead. */
 #define CP_CHECK_MAX_TEXT ((size_t)1 << 20)

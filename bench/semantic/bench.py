@@ -15,7 +15,7 @@ that both found the same nearest vectors. A benchmark, not a test.
 Build cogpipe for it without sanitizers, with the BLAS:
 
   sh scripts/deps.sh bench
-  cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release   # finds OpenBLAS (cmake/blas.cmake)
+  cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DCOGPIPE_BLAS=ON  # OpenBLAS (cmake/blas.cmake)
   cmake --build build-release -j2
 
 usage: bench/semantic/bench.py [--bin build-release/cogpipe] [--new 2000]
