@@ -12,68 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <uv.h>
 #include <xxhash.h>
 
 #include "buf.h"
+#include "pages.h"
 #include "parallel.h"
 
 uint64_t cp_dedupe_hash(const char *s, size_t len) {
   return XXH3_64bits(s, len);
-}
-
-/* Maps the pages of [p, p + n) in one call rather than a page fault per
- * 4 KiB as they are first written: the table takes thousands of pages, and
- * a fault is dear on virtual machines. Only a hint: faults do the same. */
-static void populate(void *p, size_t n) {
-#ifdef MADV_POPULATE_WRITE
-  madvise(p, n, MADV_POPULATE_WRITE);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
-
-#define HUGE_PAGE ((size_t)2 << 20)
-
-/* Zeroed memory for the table, populated when `all` says it is written
- * all over at once. From 2 MiB on it is aligned to 2 MiB and asks for
- * transparent huge pages: one fault then maps 2 MiB, where 4 KiB pages
- * would take 512, each several microseconds on a virtual machine (where
- * the kernel must first compact memory to make one, it is slower, but
- * still no slower than the 512). The part past the last whole huge page
- * stays in 4 KiB pages, so at most the last huge page written is resident
- * beyond what is used. */
-static void *zalloc_pages(size_t n, int all, int huge_ok) {
-  int huge = huge_ok && n >= HUGE_PAGE;
-  size_t len = huge ? n + HUGE_PAGE : n;
-  char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) { /* the caller fails for want of memory */
-    cp_alloc_note_failure();
-    return NULL;
-  }
-  if (huge) { /* keep [a, a + n) of the mapping, a aligned */
-    char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-    if (a > p) munmap(p, (size_t)(a - p));
-    if (p + len > a + n) munmap(a + n, (size_t)(p + len - (a + n)));
-    p = a;
-#ifdef MADV_HUGEPAGE
-    madvise(p, n, MADV_HUGEPAGE); /* a hint, as the system may have none */
-#endif
-  }
-#ifdef MADV_NOHUGEPAGE
-  /* Nor where the system would give them unasked (THP "always"). */
-  if (!huge_ok) madvise(p, n, MADV_NOHUGEPAGE);
-#endif
-  if (all) populate(p, n);
-  return p;
-}
-
-static void *big_zalloc(size_t n, int all) { return zalloc_pages(n, all, 1); }
-
-static void big_free(void *p, size_t n) {
-  if (p) munmap(p, n);
 }
 
 /* ---- the table -------------------------------------------------------------
@@ -144,7 +91,7 @@ static size_t slots_bytes(unsigned bits) {
 
 /* 0, or -1 when out of memory (t as it was). */
 static int slots_alloc(table *t, unsigned bits) {
-  uint32_t *slots = big_zalloc(slots_bytes(bits), 1);
+  uint32_t *slots = cp_pages_zalloc(slots_bytes(bits), 1, 1);
   if (!slots) return -1;
   t->bits = bits;
   t->slots = slots;
@@ -153,7 +100,7 @@ static int slots_alloc(table *t, unsigned bits) {
 }
 
 static void slots_free(table *t) {
-  big_free(t->slots, slots_bytes(t->bits));
+  cp_pages_free(t->slots, slots_bytes(t->bits));
 }
 
 static int tab_init(table *t, unsigned bits) {
@@ -163,7 +110,7 @@ static int tab_init(table *t, unsigned bits) {
 
 static void tab_free(table *t) {
   for (unsigned k = 0; k < ECHUNKS; k++)
-    if (t->chunks[k]) big_free(t->chunks[k], chunk_bytes(k));
+    if (t->chunks[k]) cp_pages_free(t->chunks[k], chunk_bytes(k));
   slots_free(t);
   memset(t, 0, sizeof *t);
 }
@@ -238,7 +185,7 @@ static size_t window_at(const table *t, size_t i, entry **p) {
 static size_t tab_alloc_entries(table *t, size_t n) {
   size_t held = 0;
   for (unsigned k = 0; k < ECHUNKS && held < n; k++) {
-    if (!t->chunks[k]) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    if (!t->chunks[k]) t->chunks[k] = cp_pages_zalloc(chunk_bytes(k), 0, 1);
     if (!t->chunks[k]) break;
     held += (size_t)1 << (ECHUNK0_BITS + k);
   }
@@ -255,11 +202,11 @@ static uint32_t tab_insert(table *t, size_t s, const entry *e) {
   size_t within = (size_t)(j - ((uint64_t)1 << top));
   if ((within & (EWINDOW - 1)) == 0) {
     unsigned k = top - ECHUNK0_BITS;
-    if (!t->chunks[k]) t->chunks[k] = big_zalloc(chunk_bytes(k), 0);
+    if (!t->chunks[k]) t->chunks[k] = cp_pages_zalloc(chunk_bytes(k), 0, 1);
     if (!t->chunks[k]) return NO_ENTRY;
     entry *w;
     size_t n = window_at(t, t->nents, &w);
-    populate(w, n * sizeof(entry)); /* cheap when done ahead (entries_ahead) */
+    cp_pages_populate(w, n * sizeof(entry)); /* cheap when done ahead (entries_ahead) */
   }
   uint32_t idx = (uint32_t)t->nents++;
   *ent(t, idx) = *e;
@@ -751,8 +698,8 @@ static void scratch_free(scratch *sc) {
 static void sets_free(cp_check *c) {
   for (int i = 0; i < 2; i++) {
     cset *set = &c->sets[i];
-    big_free(set->cands, set->cbytes);
-    big_free(set->texts, set->tcap);
+    cp_pages_free(set->cands, set->cbytes);
+    cp_pages_free(set->texts, set->tcap);
     free(set->order);
     free(set->start);
     free(set->todo);
@@ -918,7 +865,7 @@ static size_t table_need(const table *t, size_t n) {
   /* A chunk of 2 MiB or more is mapped a huge page at a time. */
   size_t j = n + AHEAD_ENTS + ((size_t)1 << ECHUNK0_BITS);
   unsigned top = 63u - (unsigned)__builtin_clzll((unsigned long long)j);
-  size_t slack = chunk_bytes(top - ECHUNK0_BITS) >= HUGE_PAGE ? HUGE_PAGE : 0;
+  size_t slack = chunk_bytes(top - ECHUNK0_BITS) >= CP_HUGE_PAGE ? CP_HUGE_PAGE : 0;
   return slots_bytes(bits) + (n + AHEAD_ENTS) * sizeof(entry) + slack;
 }
 
@@ -1061,14 +1008,14 @@ static const char *pending_text(const cp_check *c, const block *bl,
  * be mostly waste. */
 static void *set_grow(void *p, size_t *bytes, size_t need, size_t used,
                       size_t *ready) {
-  size_t n = *bytes ? *bytes : HUGE_PAGE;
+  size_t n = *bytes ? *bytes : CP_HUGE_PAGE;
   while (n < need) n *= 2;
   if (n == *bytes) return p;
-  void *q = zalloc_pages(n, 0, 0);
+  void *q = cp_pages_zalloc(n, 0, 0);
   if (!q) return NULL;
   if (p) {
     memcpy(q, p, used);
-    big_free(p, *bytes);
+    cp_pages_free(p, *bytes);
   }
   *bytes = n;
   *ready = used; /* the copy faulted its part in; the rest is mapped as used */
@@ -1082,7 +1029,7 @@ static void *set_grow(void *p, size_t *bytes, size_t need, size_t used,
 static void set_ready(char *p, size_t *done, size_t need, size_t cap) {
   while (*done < need && *done < cap) {
     size_t n = cap - *done < SET_WINDOW ? cap - *done : SET_WINDOW;
-    populate(p + *done, n);
+    cp_pages_populate(p + *done, n);
     *done += n;
   }
 }
@@ -1103,9 +1050,9 @@ static void add_cand(cp_check *c, const block *bl, const pending *b,
   }
   if (set->tlen + b->len > set->tcap) {
     grown = set_grow(set->texts, &set->tcap,
-                     set->tlen + b->len > PASS_TEXT + HUGE_PAGE
+                     set->tlen + b->len > PASS_TEXT + CP_HUGE_PAGE
                          ? set->tlen + b->len
-                         : PASS_TEXT + HUGE_PAGE,
+                         : PASS_TEXT + CP_HUGE_PAGE,
                      set->tlen, &set->tready);
     if (!grown) {
       check_fail(c);
@@ -1465,7 +1412,7 @@ static void plan_memory(cp_check *c, size_t n, size_t lmax) {
    * larger head, and comparing them brings some of its dropped pages back
    * for a while. */
   size_t ahead = table_need(&c->t, c->t.nents + n + NBLOCKS * BLOCK_RECS);
-  fit_keep(c, (ahead - tab >= HUGE_PAGE ? ahead - tab : 0) + need);
+  fit_keep(c, (ahead - tab >= CP_HUGE_PAGE ? ahead - tab : 0) + need);
   __atomic_store_n(&c->table_bytes, tab + sets, __ATOMIC_RELAXED);
 }
 
@@ -1584,7 +1531,7 @@ static void entries_ahead(cp_check *c, size_t want) {
   while (c->ahead < want) {
     entry *w;
     size_t n = window_at(&c->t, c->ahead, &w);
-    populate(w, n * sizeof(entry));
+    cp_pages_populate(w, n * sizeof(entry));
     c->ahead += n;
   }
 }
