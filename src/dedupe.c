@@ -1,6 +1,6 @@
 /*
- * dedupe.c -- the hash table of exact dedupe and its two front ends, the
- * in-memory set and the whole-file check (see dedupe.h). Owns what counts
+ * dedupe.c -- the two front ends of exact dedupe's hash table (dtable.h),
+ * the in-memory set and the whole-file check (see dedupe.h). Owns what counts
  * as "the same text" (normalised bytes equal) and the bookkeeping of
  * duplicates and conflicts; must not report a duplicate whose bytes were
  * not compared, and must not keep the texts of a file in memory.
@@ -16,221 +16,12 @@
 #include <xxhash.h>
 
 #include "buf.h"
+#include "dtable.h"
 #include "pages.h"
 #include "parallel.h"
 
 uint64_t cp_dedupe_hash(const char *s, size_t len) {
   return XXH3_64bits(s, len);
-}
-
-/* ---- the table -------------------------------------------------------------
- * Open addressing with linear probing, in two arrays: a byte per slot, 0
- * when it is empty and else a byte of the hash (a tag that rules out most
- * non-matches), and the slot's entry index. The tags of a table of a
- * million slots fit in a core's cache, so walking a probe sequence rarely
- * waits for memory; the index is read on a tag match only. The home slot
- * comes from the hash's top bits, the tag from its low ones. Entries keep
- * the whole hash: a match needs all 64 bits equal before bytes are
- * compared, and growing needs it. Entries are packed in 24 bytes (a large
- * file has one per unique text) and live in fixed chunks, so they never
- * move and growth copies nothing. */
-
-#define WHERE_BITS 40 /* offsets: 1 TiB of input */
-#define LEN_BITS 22   /* text bytes: CP_DEDUPE_MAX_TEXT */
-#define LINE_BITS 40
-#define WHERE_MASK ((UINT64_C(1) << WHERE_BITS) - 1)
-#define LEN_MASK ((UINT64_C(1) << LEN_BITS) - 1)
-#define LINE_MASK ((UINT64_C(1) << LINE_BITS) - 1)
-#define INTENT_MAX ((UINT32_C(1) << 24) - 1)
-
-typedef struct entry {
-  uint64_t hash;
-  uint64_t at;   /* where (40 bits) | length << 40 (22) | kind << 62 */
-  uint64_t line; /* line (40 bits) | intent id << 40 (24; 0 for none) */
-} entry;
-
-static inline uint64_t pack_at(uint64_t where, uint64_t len, unsigned enc) {
-  return where | (len << WHERE_BITS) | ((uint64_t)enc << 62);
-}
-static inline uint64_t at_where(uint64_t at) { return at & WHERE_MASK; }
-static inline size_t at_len(uint64_t at) { return (size_t)((at >> WHERE_BITS) & LEN_MASK); }
-/* The kind of an entry's bytes: a cp_text_enc, or NORMALISED when they are
- * the normalised text itself (as they are for most texts), which then
- * needs neither decoding nor normalising again to be compared. */
-#define NORMALISED 3u
-static inline unsigned at_kind(uint64_t at) { return (unsigned)(at >> 62); }
-static inline uint64_t pack_line(uint64_t line, uint32_t intent) {
-  return (line & LINE_MASK) | ((uint64_t)intent << LINE_BITS);
-}
-static inline uint64_t line_of(uint64_t l) { return l & LINE_MASK; }
-static inline uint32_t intent_of(uint64_t l) { return (uint32_t)(l >> LINE_BITS); }
-
-/* Entry chunk k holds 2^(10+k) entries, so a small set stays small and a
- * large one takes few large chunks. */
-#define ECHUNK0_BITS 10
-#define ECHUNKS (32 - ECHUNK0_BITS + 1)
-
-typedef struct table {
-  uint8_t *tags;   /* 0: the slot is empty */
-  uint32_t *slots; /* entry index; the tags follow in the same block */
-  unsigned bits;
-  size_t nents;
-  entry *chunks[ECHUNKS];
-} table;
-
-static size_t chunk_bytes(unsigned k) {
-  return ((size_t)1 << (ECHUNK0_BITS + k)) * sizeof(entry);
-}
-
-/* Tags and slots in one block, which makes it large enough for huge pages
- * sooner. Both are written at random as entries come and kept under 70%
- * full, so nearly every page of them is written: populated at once. */
-static size_t slots_bytes(unsigned bits) {
-  return ((size_t)1 << bits) * (1 + sizeof(uint32_t));
-}
-
-/* 0, or -1 when out of memory (t as it was). */
-static int slots_alloc(table *t, unsigned bits) {
-  uint32_t *slots = cp_pages_zalloc(slots_bytes(bits), 1, 1);
-  if (!slots) return -1;
-  t->bits = bits;
-  t->slots = slots;
-  t->tags = (uint8_t *)(t->slots + ((size_t)1 << bits));
-  return 0;
-}
-
-static void slots_free(table *t) {
-  cp_pages_free(t->slots, slots_bytes(t->bits));
-}
-
-static int tab_init(table *t, unsigned bits) {
-  memset(t, 0, sizeof *t);
-  return slots_alloc(t, bits);
-}
-
-static void tab_free(table *t) {
-  for (unsigned k = 0; k < ECHUNKS; k++)
-    if (t->chunks[k]) cp_pages_free(t->chunks[k], chunk_bytes(k));
-  slots_free(t);
-  memset(t, 0, sizeof *t);
-}
-
-static inline entry *ent(const table *t, uint32_t i) {
-  uint64_t j = (uint64_t)i + ((uint64_t)1 << ECHUNK0_BITS);
-  unsigned top = 63u - (unsigned)__builtin_clzll(j);
-  return &t->chunks[top - ECHUNK0_BITS][j - ((uint64_t)1 << top)];
-}
-
-static inline size_t tab_home(const table *t, uint64_t h) {
-  return (size_t)(h >> (64 - t->bits));
-}
-
-static inline uint8_t tag_of(uint64_t h) {
-  uint8_t g = (uint8_t)h;
-  return g ? g : 1;
-}
-
-/* Keeps the load under 70%, where linear probing stays short. 0, or -1
- * when out of memory: the table as it was, or, when not even its old
- * size can be had again, without slots (the caller fails for good). */
-static int tab_reserve(table *t, size_t more) {
-  size_t want = t->nents + more;
-  if (want * 10 <= ((size_t)1 << t->bits) * 7) return 0;
-  unsigned bits = t->bits, old_bits = t->bits;
-  while (want * 10 > ((size_t)1 << bits) * 7) bits++;
-  /* The old slots go first: holding both would raise the peak by the old
-   * array, which the memory bound of a check has no room for. */
-  slots_free(t);
-  int rc = 0;
-  if (slots_alloc(t, bits)) {
-    rc = -1;
-    if (slots_alloc(t, old_bits)) { /* not even that: an unusable table */
-      t->slots = NULL;
-      t->tags = NULL;
-      return -1;
-    }
-  }
-  size_t mask = ((size_t)1 << t->bits) - 1;
-  for (size_t i = 0; i < t->nents; i++) {
-    uint64_t h = ent(t, (uint32_t)i)->hash;
-    size_t s = tab_home(t, h);
-    while (t->tags[s]) s = (s + 1) & mask;
-    t->tags[s] = tag_of(h);
-    t->slots[s] = (uint32_t)i;
-  }
-  return rc;
-}
-
-/* Entries are written front to back, and a large chunk is populated a
- * window ahead of them rather than all at once: its end may never be
- * reached, and pages not written are not resident. */
-#define EWINDOW ((size_t)8192)
-_Static_assert(EWINDOW * sizeof(entry) % 4096 == 0, "windows start on a page");
-
-/* The window of entries that starts at index i: its first entry in *p
- * (NULL when its chunk is not allocated yet) and its length. */
-static size_t window_at(const table *t, size_t i, entry **p) {
-  uint64_t j = (uint64_t)i + ((uint64_t)1 << ECHUNK0_BITS);
-  unsigned top = 63u - (unsigned)__builtin_clzll(j);
-  size_t within = (size_t)(j - ((uint64_t)1 << top));
-  size_t left = ((size_t)1 << top) - within;
-  entry *chunk = t->chunks[top - ECHUNK0_BITS];
-  *p = chunk ? &chunk[within] : NULL;
-  return left < EWINDOW ? left : EWINDOW;
-}
-
-/* Allocates, without populating, the chunks that entries [0, n) fall in;
- * returns how many entries they hold (fewer when memory runs out: only
- * chunks that exist are counted). */
-static size_t tab_alloc_entries(table *t, size_t n) {
-  size_t held = 0;
-  for (unsigned k = 0; k < ECHUNKS && held < n; k++) {
-    if (!t->chunks[k]) t->chunks[k] = cp_pages_zalloc(chunk_bytes(k), 0, 1);
-    if (!t->chunks[k]) break;
-    held += (size_t)1 << (ECHUNK0_BITS + k);
-  }
-  return held;
-}
-
-#define NO_ENTRY UINT32_MAX
-
-/* Appends an entry and puts it in slot s (found empty by the caller).
- * NO_ENTRY, with nothing changed, when its chunk cannot be allocated. */
-static uint32_t tab_insert(table *t, size_t s, const entry *e) {
-  uint64_t j = (uint64_t)t->nents + ((uint64_t)1 << ECHUNK0_BITS);
-  unsigned top = 63u - (unsigned)__builtin_clzll(j);
-  size_t within = (size_t)(j - ((uint64_t)1 << top));
-  if ((within & (EWINDOW - 1)) == 0) {
-    unsigned k = top - ECHUNK0_BITS;
-    if (!t->chunks[k]) t->chunks[k] = cp_pages_zalloc(chunk_bytes(k), 0, 1);
-    if (!t->chunks[k]) return NO_ENTRY;
-    entry *w;
-    size_t n = window_at(t, t->nents, &w);
-    cp_pages_populate(w, n * sizeof(entry)); /* cheap when done ahead (entries_ahead) */
-  }
-  uint32_t idx = (uint32_t)t->nents++;
-  *ent(t, idx) = *e;
-  t->tags[s] = tag_of(e->hash);
-  t->slots[s] = idx;
-  return idx;
-}
-
-/* Walks the probe sequence of h from *pos: returns 1 with *idx for each
- * entry whose hash is h (resume with the same *pos), 0 at the empty slot
- * that ends the chain, left in *pos. */
-static int tab_next(const table *t, uint64_t h, size_t *pos, uint32_t *idx) {
-  size_t mask = ((size_t)1 << t->bits) - 1;
-  uint8_t tag = tag_of(h);
-  for (;;) {
-    size_t s = *pos;
-    uint8_t g = t->tags[s];
-    if (!g) return 0;
-    *pos = (s + 1) & mask;
-    if (g == tag && ent(t, t->slots[s])->hash == h) {
-      *idx = t->slots[s];
-      return 1;
-    }
-  }
 }
 
 /* ---- in-memory set ---------------------------------------------------------- */
@@ -253,7 +44,7 @@ cp_dedupe_set *cp_dedupe_set_new(cp_norm_mode mode) {
   if (!s) return NULL;
   s->mode = mode;
   s->mask = ~UINT64_C(0);
-  if (tab_init(&s->t, 10)) {
+  if (cp_dtable_init(&s->t, 10)) {
     free(s);
     return NULL;
   }
@@ -264,7 +55,7 @@ int cp_dedupe_set_failed(const cp_dedupe_set *s) { return s->failed; }
 
 void cp_dedupe_set_free(cp_dedupe_set *s) {
   if (!s) return;
-  tab_free(&s->t);
+  cp_dtable_free(&s->t);
   cp_buf_free(&s->texts);
   cp_buf_free(&s->names);
   cp_buf_free(&s->scratch);
@@ -657,7 +448,7 @@ cp_check *cp_check_new(const cp_check_opts *o) {
   if (!c->o.memory_bytes) c->o.memory_bytes = CP_CHECK_MEMORY_DEFAULT;
   c->keep = c->o.resident_bytes;
   c->queued = -1;
-  int ok = tab_init(&c->t, 12) == 0;
+  int ok = cp_dtable_init(&c->t, 12) == 0;
   for (int i = 0; i < NBLOCKS; i++) {
     c->blocks[i].items = cp_malloc(BLOCK_RECS * sizeof(pending));
     c->blocks[i].matches = cp_malloc(BLOCK_RECS * sizeof(match));
@@ -711,7 +502,7 @@ static void sets_free(cp_check *c) {
 /* Frees what only counting needs: the table, the candidate sets, the
  * blocks and buffers. What is left is the report and the sources. */
 static void shed(cp_check *c) {
-  tab_free(&c->t);
+  cp_dtable_free(&c->t);
   sets_free(c);
   for (int i = 0; i < NBLOCKS; i++) {
     free(c->blocks[i].items);
@@ -1762,7 +1553,7 @@ static void run_source(cp_check *c, size_t idx) {
   uv_thread_t tid;
   if (cp_check_failed(c)) return; /* nothing it found would count */
   if (c->threaded) {
-    c->ahead_end = tab_alloc_entries(&c->t, c->t.nents + more);
+    c->ahead_end = cp_dtable_alloc_entries(&c->t, c->t.nents + more);
     c->probed_ents = c->t.nents;
     c->head = c->tail = c->compared = 0;
     c->comparing = 0;
@@ -1923,8 +1714,8 @@ static int end_pass(cp_check *c) {
   }
   tally_free(&c->now);
   tally_free(&c->later);
-  tab_free(&c->t);
-  if (tab_init(&c->t, 12)) check_fail(c);
+  cp_dtable_free(&c->t);
+  if (cp_dtable_init(&c->t, 12)) check_fail(c);
   c->ahead = c->ahead_end = 0;
   __atomic_store_n(&c->table_bytes, 0, __ATOMIC_RELAXED);
   return ok;
