@@ -4,19 +4,18 @@
  * its bytes and counts duplicates and conflicts, in one pass or, under its
  * memory bound, in passes over parts of the hash space. Must not report a
  * duplicate whose bytes were not compared, and must not keep the texts of
- * a file in memory: only their places in the input.
+ * a file in memory: only their places in the input. How the work is
+ * shared between two threads is handover.c's.
  */
-#include "dedupe.h"
+#include "check_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
-#include "buf.h"
-#include "dtable.h"
+#include "handover.h"
 #include "pages.h"
 #include "parallel.h"
 
@@ -60,9 +59,6 @@
  * to fit. Records are validated and counted in the first pass only. */
 
 #define BATCH 64                        /* records probed together */
-#define BLOCK_RECS 8192                 /* records handed over at once */
-#define BLOCK_BYTES ((size_t)1 << 20)   /* input a block spans, or text it
-                                           copies, before it is handed over */
 #define LONG_COPIES 17 /* copies of the longest text the check may hold at
                           once: 3 in the reader and normaliser, 6 in the
                           blocks in flight (its input and a normalised
@@ -70,88 +66,11 @@
                           confirming buffers (raw, decoded, normalised) */
 #define PART_BITS_MAX 16 /* parts of the hash space, at most 2^this */
 #define PART_MIN 1024    /* a table this small is never split */
-#define HLL_BITS 12      /* HyperLogLog registers: 2^this, within 2% */
-#define NBLOCKS 3                       /* blocks in flight */
 #define PASS_TEXT ((size_t)4 << 20)     /* candidate text that starts a pass */
 #define PASS_CANDS ((size_t)64 << 10)   /* candidates that start a pass */
-#define REGION_SHIFT 18                 /* 256 KiB regions for the sweep */
 #define THREAD_MIN ((size_t)4 << 20)    /* smaller inputs stay on one thread */
 #define CONFIRM_PAR_MIN 4096            /* smaller sets are confirmed on one */
 #define RELEASE_EVERY ((size_t)512 << 10) /* drop probed input this often */
-#define INTENT_CHUNK 1024
-#define INTENT_TOP 4096 /* intents beyond the first 4M are not told apart */
-
-typedef struct source {
-  char *name;
-  cp_file_map map; /* mapped files; buffers have map.mapped == 0 */
-  const char *data;
-  size_t size;     /* bytes to read: up to the size limit */
-  uint64_t file_size;
-  cp_format fmt;
-  uint64_t base;   /* global offset of data[0] */
-  size_t pos;      /* probing is done with data[0..pos) */
-  size_t released; /* pages below this were last dropped */
-  size_t mapped;   /* pages below this were mapped ahead of the reader */
-} source;
-
-typedef struct pending {
-  uint64_t hash;
-  uint64_t at;   /* as in entry */
-  uint64_t line; /* as in entry */
-  uint32_t text, len; /* its normalised text: in the block, or (SPAN) in
-                         the input, where `at` points */
-} pending;
-
-#define SPAN 0x80000000u
-
-/* A record of a block that repeats a text of the resident head, as the
- * prober found it: it is compared and counted (take_compare) before the
- * block is filled again. */
-typedef struct match {
-  uint64_t fat, fline; /* the entry it matched */
-  uint32_t rec;        /* its index in the block */
-} match;
-
-typedef struct block {
-  _Alignas(64) pending *items; /* the scanner writes one while the prober reads another */
-  size_t n;
-  cp_buf text;
-  size_t start, end; /* reader positions before its first record and
-                        after its last */
-  int last;   /* the source's final block */
-  size_t lmax; /* the longest text the scanner had seen when it filled it */
-  uint64_t keep; /* the resident head when it was probed */
-  match *matches;
-  size_t nmatches;
-} block;
-
-typedef struct cand {
-  uint64_t line;  /* the repeat: source << 40 | line */
-  uint64_t fat;   /* the entry its hash matched */
-  uint64_t fline;
-  uint32_t text, len; /* its normalised text in the set */
-  uint32_t intent, pad;
-} cand;
-
-/* One confirming pass's worth of candidates. */
-typedef struct cset {
-  cand *cands;    /* cbytes of them (set_grow), cready mapped (set_ready) */
-  size_t n, cbytes, cready;
-  char *texts;    /* their texts back to back: tcap bytes, tready mapped */
-  size_t tlen, tcap, tready;
-  uint32_t *order; /* the sweep's order: by region of the first occurrence */
-  size_t *start;   /* where each region's part of order begins (nreg + 1) */
-  size_t *todo;    /* the regions that have candidates */
-  size_t nreg, ntodo;
-  uint8_t *ok;
-  size_t order_cap;
-} cset;
-
-/* Decode and normalise scratch, one per thread that confirms, and the copy
- * of the earlier input that the region being confirmed compares against. */
-typedef struct scratch {
-  cp_buf dec, norm, view;
-} scratch;
 
 void cp_check_opts_init(cp_check_opts *o) {
   memset(o, 0, sizeof *o);
@@ -162,105 +81,6 @@ void cp_check_opts_init(cp_check_opts *o) {
   o->max_problems = CP_DEFAULT_MAX_PROBLEMS;
   o->max_items = 1000;
 }
-
-/* A repeat kept for the report. A long text is not copied: it is the
- * normalised text of the first occurrence, read again from the input when
- * the report is made, so that a list of long texts takes no memory while
- * the check runs. */
-typedef struct item {
-  uint64_t key;       /* the repeat: source << 40 | line */
-  uint64_t first_key; /* its first occurrence, the same way */
-  uint64_t fat;       /* the first occurrence's bytes, as in entry */
-  uint32_t intent, first_intent;
-  char *text; /* owned; the text itself when short, or for a repeat of a
-                 hash collision, whose first occurrence's place is not
-                 known; else NULL */
-} item;
-
-#define ITEM_COPY 256 /* texts up to this long are copied at once */
-
-/* The items one side keeps: duplicates ([0]) or conflicts ([1]), in input
- * order. */
-typedef struct kept {
-  item *v;
-  size_t n, cap;
-} kept;
-
-/* Repeats counted by one side. The prober counts those it settles against
- * the cache, the confirming passes the others; each sees its own in input
- * order, and the report merges the two. A text whose 64-bit hash matched
- * another text's is settled in the side set of the side that saw it: all
- * texts with one hash go to the same table entry, so the same side. */
-typedef struct tally {
-  uint64_t duplicates, conflicts, unique;
-  kept items[2];
-  cp_dedupe_set *side;
-  uint64_t *side_keys; /* (source, line) codes of the side set's texts, by
-                          the "line" the set keeps for them (a 40-bit
-                          number, too small for the code) */
-  size_t nside;
-} tally;
-
-/* The two threads each write their own part, a cache line apart from the
- * other's: counters bumped per record on a line the other thread writes
- * too would bounce between the cores at every record. */
-struct cp_check {
-  cp_check_opts o;
-  source *srcs;
-  size_t nsrcs;
-  uint64_t total; /* global offset of the next source */
-  uint64_t keep;  /* input below this global offset stays mapped; only
-                     lowered (lower_keep), read and written atomically */
-  int finished;
-  /* Passes. The first pass over each file validates and counts records;
-   * the repeats are counted in it too unless the table overflowed, and
-   * else in passes over the parts of the hash space (part_bits > 0). */
-  int primary;         /* the pass validates and counts records */
-  int overflow;        /* the table passed its bound: this pass no longer
-                          counts repeats (atomic: the scanner reads it) */
-  int unbounded;       /* the part cannot be split further: no bound */
-  unsigned part_bits;  /* records whose hash is in part `part` of 2^bits */
-  uint64_t part;
-  size_t part_expect;  /* the part's distinct texts, as estimated */
-  uint64_t table_bytes; /* the table's and candidate sets' memory as the
-                           prober last planned it, for the scanner; atomic */
-  cp_problems *sink;   /* problems: the report's, or `muted` */
-  cp_problems muted;   /* problems found again by later passes */
-  tally acc;           /* what finished passes counted */
-  uint8_t hll[(size_t)1 << HLL_BITS]; /* distinct hashes past an overflow */
-  /* The hand-over, under mu. */
-  block blocks[NBLOCKS];
-  size_t head, tail; /* blocks handed over and not yet probed: [head, tail) */
-  size_t compared;   /* blocks whose matches are counted: [0, compared) */
-  int comparing;     /* a thread is counting block `compared` */
-  size_t probed_ents; /* entries in the table after the last probed block */
-  int queued;        /* the set waiting to be confirmed, or -1 */
-  cset *job;         /* the set whose regions are being compared, */
-  size_t job_next, job_done; /* the next region to take, those done */
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  int threaded;
-  /* Scanning and counting (the scanning thread, or the caller at the end). */
-  _Alignas(64) cp_check_report rep;
-  cp_dedupe_set *intents;          /* names -> ids (the line field holds the id) */
-  char **intent_names[INTENT_TOP]; /* id - 1 -> name, in chunks that never move */
-  size_t nintents;
-  cp_buf sn;     /* normalise scratch */
-  size_t lmax;   /* the longest text seen so far */
-  scratch sc;    /* decode and normalise scratch of comparing and confirming */
-  tally now;     /* repeats of the resident head */
-  tally later;   /* the confirming passes' */
-  size_t ahead;     /* table entries [0, ahead) are populated (entries_ahead) */
-  size_t ahead_end; /* entries in the chunks allocated before scanning */
-  /* Probing (the calling thread). */
-  _Alignas(64) table t;
-  scratch probe_sc; /* its decode and normalise scratch */
-  cset sets[2];
-  int filling; /* the set being filled */
-  /* Memory ran out on some thread: the threads go on handing blocks over
-   * (so none waits for ever) but the report is not a result. */
-  atomic_int failed;
-};
 
 static void check_fail(const cp_check *c) {
   atomic_store(&((cp_check *)c)->failed, 1);
@@ -491,7 +311,6 @@ static void lower_keep(cp_check *c, uint64_t want) {
 /* Bytes the table takes once it holds n entries: its slots (it grows them
  * at 70% full, as tab_reserve does) and its entries, with the windows the
  * scanner readies ahead of the prober. */
-#define AHEAD_ENTS (2 * EWINDOW)
 static size_t table_need(const table *t, size_t n) {
   unsigned bits = t->bits;
   while (n * 10 > ((size_t)1 << bits) * 7) bits++;
@@ -734,7 +553,7 @@ static void text_at(const cp_check *c, scratch *sc, uint64_t at,
  * block b, then drops the pages the block's texts were on. The first
  * occurrences lie anywhere in the resident head, so each is asked for a
  * few matches ahead. */
-static void compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
+void cp_check_compare_block(cp_check *c, size_t src, block *b, scratch *sc) {
   for (size_t j = 0; j < b->nmatches; j++) {
     if (j + 8 < b->nmatches) {
       const match *ahead = &b->matches[j + 8];
@@ -842,7 +661,7 @@ static void stage_probe(cp_check *c, block *bl, const pending *b, size_t n,
  * order. */
 /* Memory running out leaves the set with no regions to compare (and the
  * check failed): every thread then finds nothing to do and goes on. */
-static void confirm_sort(cp_check *c, cset *set) {
+void cp_check_confirm_sort(cp_check *c, cset *set) {
   size_t n = set->n;
   set->ntodo = 0;
   if (n > set->order_cap) {
@@ -903,16 +722,7 @@ static const char *region_view(const cp_check *c, scratch *sc, uint64_t lo,
   return sc->view.data;
 }
 
-/* Faults in a scratch's region buffer while its thread would otherwise
- * wait: the pass over the last set is on the critical path, and fresh
- * pages are dear. */
-static void scratch_warm(scratch *sc) {
-  size_t n = ((size_t)1 << REGION_SHIFT) + ((size_t)4 << 10);
-  if (cp_buf_reserve(&sc->view, n) == 0) memset(sc->view.data, 0, n);
-  else cp_buf_reset(&sc->view); /* only a head start: the pass asks again */
-}
-
-static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
+void cp_check_confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
   size_t a = set->start[r], b = set->start[r + 1];
   uint64_t lo = (uint64_t)r << REGION_SHIFT, hi = lo;
   for (size_t j = a; j < b; j++) { /* first occurrences may run past the region */
@@ -937,7 +747,7 @@ static void confirm_region(cp_check *c, cset *set, size_t r, scratch *sc) {
   }
 }
 
-static void confirm_count(cp_check *c, cset *set) {
+void cp_check_confirm_count(cp_check *c, cset *set) {
   for (size_t i = 0; i < set->n && !cp_check_failed(c); i++) {
     const cand *k = &set->cands[i];
     repeat r = {k->line, set->texts + k->text, k->len, k->intent};
@@ -958,35 +768,18 @@ typedef struct region_job {
 static void region_task(void *ctx, size_t chunk, int worker) {
   region_job *j = ctx;
   scratch *sc = worker == 0 ? &j->c->probe_sc : &j->c->sc;
-  confirm_region(j->c, j->set, j->set->todo[chunk], sc);
+  cp_check_confirm_region(j->c, j->set, j->set->todo[chunk], sc);
 }
 
 /* All three steps, when no scanner runs (a small input, or the set left at
  * the end): the regions of a large set on two threads, one per scratch. */
-static void confirm(cp_check *c, cset *set) {
+void cp_check_confirm(cp_check *c, cset *set) {
   if (!set->n) return;
-  confirm_sort(c, set);
+  cp_check_confirm_sort(c, set);
   region_job j = {c, set};
   int threads = set->n >= CONFIRM_PAR_MIN && cp_parallel_threads() > 1 ? 2 : 1;
   cp_parallel_run(threads, set->ntodo, region_task, &j);
-  confirm_count(c, set);
-}
-
-/* ---- the hand-over ---------------------------------------------------------- */
-
-/* Probing side, lock held when threaded: hands the filled set to the
- * confirming side unless it is still busy with the other one (the set then
- * just grows a little; probing never waits for confirming). */
-static void queue_set(cp_check *c) {
-  cset *set = &c->sets[c->filling];
-  if (!c->threaded) {
-    confirm(c, set);
-    return;
-  }
-  if (c->queued >= 0) return;
-  c->queued = c->filling;
-  c->filling ^= 1;
-  uv_cond_broadcast(&c->cv);
+  cp_check_confirm_count(c, set);
 }
 
 /* ---- counting distinct texts past an overflow (HyperLogLog) -------------- */
@@ -1050,7 +843,7 @@ static void plan_memory(cp_check *c, size_t n, size_t lmax) {
 }
 
 /* Probing side: takes one block of pending records. */
-static void consume(cp_check *c, size_t src, block *b) {
+void cp_check_consume(cp_check *c, size_t src, block *b) {
   source *s = &c->srcs[src];
   size_t n = b->n;
   if (!c->overflow) plan_memory(c, n, b->lmax);
@@ -1077,133 +870,10 @@ static void consume(cp_check *c, size_t src, block *b) {
     stage_probe(c, b, b->items + k, n - k < BATCH ? n - k : BATCH, src);
     cset *set = &c->sets[c->filling];
     /* Checked per batch so that a set overshoots by a few texts at most. */
-    if (set->tlen >= PASS_TEXT || set->n >= PASS_CANDS) {
-      if (c->threaded) uv_mutex_lock(&c->mu);
-      queue_set(c);
-      if (c->threaded) uv_mutex_unlock(&c->mu);
-    }
+    if (set->tlen >= PASS_TEXT || set->n >= PASS_CANDS)
+      cp_handover_set_full(c);
   }
   s->pos = b->end;
-}
-
-/* Either thread, lock held: compares one region of the set being
- * confirmed, unlocked. Returns 0 when none is left to take. */
-static int help_confirm(cp_check *c, scratch *sc) {
-  cset *set = c->job;
-  if (!set || c->job_next >= set->ntodo) return 0;
-  size_t r = set->todo[c->job_next++];
-  uv_mutex_unlock(&c->mu);
-  confirm_region(c, set, r, sc);
-  uv_mutex_lock(&c->mu);
-  c->job_done++;
-  uv_cond_broadcast(&c->cv);
-  return 1;
-}
-
-/* Scanning side, lock held: confirms a queued set, if any. The probing
- * side takes regions too whenever it would otherwise wait for a block. */
-static int run_queued(cp_check *c) {
-  if (c->queued < 0) return 0;
-  cset *set = &c->sets[c->queued];
-  if (set->n) {
-    uv_mutex_unlock(&c->mu);
-    confirm_sort(c, set);
-    uv_mutex_lock(&c->mu);
-    c->job = set;
-    c->job_next = c->job_done = 0;
-    uv_cond_broadcast(&c->cv);
-    while (help_confirm(c, &c->sc)) {
-    }
-    while (c->job_done < set->ntodo) uv_cond_wait(&c->cv, &c->mu);
-    c->job = NULL;
-    uv_mutex_unlock(&c->mu);
-    confirm_count(c, set);
-    uv_mutex_lock(&c->mu);
-  }
-  c->queued = -1;
-  uv_cond_broadcast(&c->cv);
-  return 1;
-}
-
-/* Either thread, lock held: compares and counts the next probed block
- * unless the other thread is at it. One block at a time and in order, as
- * counting must see repeats in input order. Usually the scanner does it,
- * before it refills the block; the prober takes one whenever it would
- * wait for a block, which keeps the two threads busy when the scanning
- * side is the slower. */
-static int take_compare(cp_check *c, size_t src, scratch *sc) {
-  if (c->comparing || c->compared >= c->head) return 0;
-  c->comparing = 1;
-  block *b = &c->blocks[c->compared % NBLOCKS];
-  uv_mutex_unlock(&c->mu);
-  compare_block(c, src, b, sc);
-  uv_mutex_lock(&c->mu);
-  c->compared++;
-  c->comparing = 0;
-  uv_cond_broadcast(&c->cv);
-  return 1;
-}
-
-/* Either thread, after the last block is handed over: compares and
- * confirms until every block is counted. */
-static void drain(cp_check *c, size_t src, scratch *sc, int scanner) {
-  uv_mutex_lock(&c->mu);
-  while (c->compared < c->tail)
-    if (!take_compare(c, src, sc) &&
-        !(scanner ? run_queued(c) : help_confirm(c, sc)))
-      uv_cond_wait(&c->cv, &c->mu);
-  uv_mutex_unlock(&c->mu);
-}
-
-/* Scanning side: populates the table's entry windows that probing fills
- * next, sparing the probing thread, the busier one, the page faults. Only
- * the chunks allocated before scanning began are touched: the probing
- * side allocates any others, unseen here. */
-static void entries_ahead(cp_check *c, size_t want) {
-  if (want > c->ahead_end) want = c->ahead_end;
-  while (c->ahead < want) {
-    entry *w;
-    size_t n = window_at(&c->t, c->ahead, &w);
-    cp_pages_populate(w, n * sizeof(entry));
-    c->ahead += n;
-  }
-}
-
-static void block_reset(block *b) {
-  b->n = 0;
-  b->last = 0;
-  /* Long texts may have grown it: give that back, not keep it for good. */
-  if (b->text.cap > 2 * BLOCK_BYTES) cp_buf_free(&b->text);
-  cp_buf_reset(&b->text);
-}
-
-/* Scanning side: hands a filled block over, to the other thread or
- * straight to probing when there is none; returns the next block to fill.
- * While the other thread is behind, this one confirms. */
-static block *hand_over(cp_check *c, size_t src, block *b) {
-  if (!c->threaded) {
-    consume(c, src, b);
-    compare_block(c, src, b, &c->probe_sc);
-    block_reset(b);
-    return b;
-  }
-  uv_mutex_lock(&c->mu);
-  c->tail++;
-  uv_cond_broadcast(&c->cv);
-  size_t want = c->probed_ents + AHEAD_ENTS;
-  uv_mutex_unlock(&c->mu);
-  entries_ahead(c, want);
-  uv_mutex_lock(&c->mu);
-  run_queued(c);
-  /* The block NBLOCKS back is refilled next: it must be probed and
-   * counted first. */
-  while (c->compared + NBLOCKS <= c->tail)
-    if (!take_compare(c, src, &c->sc) && !run_queued(c))
-      uv_cond_wait(&c->cv, &c->mu);
-  uv_mutex_unlock(&c->mu);
-  block *next = &c->blocks[c->tail % NBLOCKS];
-  block_reset(next);
-  return next;
 }
 
 /* Scanning side: a text longer than any before. The head gives way to
@@ -1324,8 +994,7 @@ static void scan_source(void *arg) {
   if (!r) check_fail(c); /* the blocks are still handed over, empty */
   if (r) cp_reader_set_size(r, s->file_size);
   if (r && s->map.mapped) cp_reader_drop_long(r, &s->map, CP_CHECK_MAX_TEXT);
-  block *b = &c->blocks[c->tail % NBLOCKS];
-  block_reset(b);
+  block *b = cp_handover_first(c);
   b->start = 0;
   b->lmax = c->lmax;
   map_ahead(s, 0);
@@ -1340,7 +1009,7 @@ static void scan_source(void *arg) {
         b->text.len >= BLOCK_BYTES) {
       b->end = cp_reader_pos(r);
       map_ahead(s, b->end);
-      b = hand_over(c, j->src, b);
+      b = cp_handover_block(c, j->src, b);
       b->start = cp_reader_pos(r);
       b->lmax = c->lmax;
       fill = BLOCK_RECS;
@@ -1353,11 +1022,7 @@ static void scan_source(void *arg) {
   b->last = 1;
   if (r && cp_reader_failed(r)) check_fail(c);
   cp_reader_free(r);
-  hand_over(c, j->src, b);
-  if (c->threaded) {
-    scratch_warm(&c->sc); /* the prober is still at the last blocks */
-    drain(c, j->src, &c->sc, 1);
-  }
+  cp_handover_last(c, j->src, b);
 }
 
 /* Entries the table may take for a pass up front: `want`, or fewer when
@@ -1392,24 +1057,8 @@ static void run_source(cp_check *c, size_t idx) {
   more = room_for(c, more, lmax);
   c->threaded = s->size >= THREAD_MIN && cp_parallel_threads() > 1;
   scan_job job = {c, idx};
-  uv_thread_t tid;
   if (cp_check_failed(c)) return; /* nothing it found would count */
-  if (c->threaded) {
-    c->ahead_end = cp_dtable_alloc_entries(&c->t, c->t.nents + more);
-    c->probed_ents = c->t.nents;
-    c->head = c->tail = c->compared = 0;
-    c->comparing = 0;
-    if (uv_mutex_init(&c->mu)) {
-      c->threaded = 0;
-    } else if (uv_cond_init(&c->cv)) {
-      uv_mutex_destroy(&c->mu);
-      c->threaded = 0;
-    } else if (uv_thread_create(&tid, scan_source, &job)) {
-      uv_cond_destroy(&c->cv);
-      uv_mutex_destroy(&c->mu);
-      c->threaded = 0;
-    }
-  }
+  if (c->threaded) cp_handover_start(c, more, scan_source, &job);
   if (more && !c->overflow) {
     plan_memory(c, more, lmax);
     /* only a head start: probing grows the table as it needs */
@@ -1419,34 +1068,7 @@ static void run_source(cp_check *c, size_t idx) {
     scan_source(&job);
     return;
   }
-  scratch_warm(&c->probe_sc);
-  for (;;) {
-    uv_mutex_lock(&c->mu);
-    while (c->head == c->tail)
-      if (!take_compare(c, idx, &c->probe_sc) && !help_confirm(c, &c->probe_sc))
-        uv_cond_wait(&c->cv, &c->mu);
-    block *b = &c->blocks[c->head % NBLOCKS];
-    uv_mutex_unlock(&c->mu);
-    consume(c, idx, b);
-    int last = b->last;
-    uv_mutex_lock(&c->mu);
-    c->head++;
-    c->probed_ents = c->t.nents;
-    uv_cond_broadcast(&c->cv);
-    uv_mutex_unlock(&c->mu);
-    if (last) break;
-  }
-  drain(c, idx, &c->probe_sc, 0);
-  uv_thread_join(&tid);
-  uv_cond_destroy(&c->cv);
-  uv_mutex_destroy(&c->mu);
-  c->threaded = 0;
-  /* A set the scanner did not get to is confirmed here, before the one
-   * being filled: passes stay in input order. */
-  if (c->queued >= 0) {
-    confirm(c, &c->sets[c->queued]);
-    c->queued = -1;
-  }
+  cp_handover_probe(c, idx);
 }
 
 /* NULL, with the check failed, when out of memory. */
@@ -1541,7 +1163,7 @@ static void merge_kept(cp_check *c, kept *a, kept *b, size_t max) {
 static int end_pass(cp_check *c) {
   int ok = !c->overflow;
   cset *set = &c->sets[c->filling];
-  if (ok) confirm(c, set);
+  if (ok) cp_check_confirm(c, set);
   set->n = 0;
   set->tlen = 0;
   if (ok) {
