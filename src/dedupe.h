@@ -2,16 +2,17 @@
  * dedupe.h -- exact dedupe and cross-intent conflicts (DESIGN §5): texts are
  * normalised, hashed with 64-bit XXH3 into an open-addressing table, and a
  * hash match becomes a duplicate only after the bytes compare equal, so no
- * false duplicate is ever reported. Two front ends share the table:
- *   - cp_dedupe_set: an in-memory set answering each add at once (Lua's
- *     cp.dedupe.new); it keeps a copy of each unique text.
- *   - cp_check: the report behind `cogpipe check` over whole files; it
- *     keeps no copy of the texts but their place in the (mapped) input,
- *     and confirms hash matches in batches, sweeping the input in order so
- *     the resident set stays small. Its memory has a bound whatever the
- *     input: when the table of distinct texts would pass it, the texts are
- *     split by hash into parts that fit, each counted in a pass of its own
- *     over the input.
+ * false duplicate is ever reported. Two front ends share the table
+ * (dtable.c):
+ *   - cp_dedupe_set (dedupe.c): an in-memory set answering each add at
+ *     once (Lua's cp.dedupe.new); it keeps a copy of each unique text.
+ *   - cp_check (check.c, its threads in handover.c): the report behind
+ *     `cogpipe check` over whole files; it keeps no copy of the texts but
+ *     their place in the (mapped) input, and confirms hash matches in
+ *     batches, sweeping the input in order so the resident set stays
+ *     small. Its memory has a bound whatever the input: when the table of
+ *     distinct texts would pass it, the texts are split by hash into parts
+ *     that fit, each counted in a pass of its own over the input.
  * Neither sends anything nor decides exit codes.
  */
 #ifndef CP_DEDUPE_H
