@@ -77,8 +77,8 @@ void cp_dedupe_set_test_mask(cp_dedupe_set *s, uint64_t mask);
  * resident head of the input and room for its longest texts; the rest of
  * its memory (blocks of records in flight, buffers, the program and the
  * pages of the libraries it links, libcurl's and libcrypto's among them)
- * is about 16 MiB more. */
-#define CP_CHECK_MEMORY_DEFAULT ((size_t)33 << 20)
+ * is about 17 MiB more. */
+#define CP_CHECK_MEMORY_DEFAULT ((size_t)32 << 20)
 /* The longest text (in bytes, as read and once normalised) a check
  * deduplicates; a longer one is reported as a problem instead. */
 #define CP_CHECK_MAX_TEXT ((size_t)1 << 20)
