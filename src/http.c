@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "buf.h"
+#include "headers.h"
 #include "json.h"
 #include "lutil.h"
 
@@ -919,23 +920,17 @@ static void reset_answer(cp_http_call *c) {
 
 static size_t on_header(char *p, size_t size, size_t n, void *userp) {
   cp_http_call *c = userp;
-  size_t len = size * n;
-  while (len > 0 && (p[len - 1] == '\r' || p[len - 1] == '\n')) len--;
-  if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+  cp_header_line h;
+  cp_header_line_parse(p, size * n, &h);
+  if (h.kind == CP_HEADER_STATUS) {
     /* A new answer (after a 100 Continue, or the next attempt): start over. */
     reset_answer(c);
-    const char *sp = memchr(p, ' ', len);
-    if (sp) sp = memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p));
-    if (sp) {
-      size_t rl = len - (size_t)(sp + 1 - p);
-      if (rl >= sizeof c->reason) rl = sizeof c->reason - 1;
-      memcpy(c->reason, sp + 1, rl);
-      c->reason[rl] = '\0';
-    }
+    size_t rl = h.value_len < sizeof c->reason ? h.value_len : sizeof c->reason - 1;
+    memcpy(c->reason, h.value, rl);
+    c->reason[rl] = '\0';
     return size * n;
   }
-  const char *colon = memchr(p, ':', len);
-  if (!colon || colon == p) return size * n; /* blank line or obs-fold */
+  if (h.kind != CP_HEADER_FIELD) return size * n;
   if (c->n_hdrs == c->cap_hdrs) {
     size_t cap = c->cap_hdrs ? c->cap_hdrs * 2 : 16;
     hdr_off *hdrs = cp_reallocarray(c->hdrs, cap, sizeof *hdrs);
@@ -948,14 +943,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp) {
   }
   hdr_off *o = &c->hdrs[c->n_hdrs++];
   o->name = c->hdr_arena.len;
-  for (const char *q = p; q < colon; q++)
-    cp_buf_addc(&c->hdr_arena, (char)tolower((unsigned char)*q));
+  for (size_t i = 0; i < h.name_len; i++)
+    cp_buf_addc(&c->hdr_arena, (char)tolower((unsigned char)h.name[i]));
   cp_buf_addc(&c->hdr_arena, '\0');
-  const char *v = colon + 1, *end = p + len;
-  while (v < end && (*v == ' ' || *v == '\t')) v++;
-  while (end > v && (end[-1] == ' ' || end[-1] == '\t')) end--;
   o->value = c->hdr_arena.len;
-  cp_buf_add(&c->hdr_arena, v, (size_t)(end - v));
+  cp_buf_add(&c->hdr_arena, h.value, h.value_len);
   cp_buf_addc(&c->hdr_arena, '\0');
   if (!cp_buf_ok(&c->hdr_arena)) {
     c->oom = 1;
