@@ -12,7 +12,8 @@ static int blank(char ch) { return ch == ' ' || ch == '\t'; }
 void cp_header_line_parse(const char *line, size_t len, cp_header_line *out) {
   memset(out, 0, sizeof *out);
   out->name = out->value = line;
-  while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n')) len--;
+  while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+    len--;
   if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
     out->kind = CP_HEADER_STATUS;
     /* the reason phrase: whatever follows the second space */
@@ -29,8 +30,10 @@ void cp_header_line_parse(const char *line, size_t len, cp_header_line *out) {
    * 9112 lets a client drop): nothing to keep */
   if (!colon || colon == line || blank(line[0])) return;
   const char *v = colon + 1, *end = line + len;
-  while (v < end && blank(*v)) v++;
-  while (end > v && blank(end[-1])) end--;
+  while (v < end && blank(*v))
+    v++;
+  while (end > v && blank(end[-1]))
+    end--;
   out->kind = CP_HEADER_FIELD;
   out->name_len = (size_t)(colon - line);
   out->value = v;

@@ -35,7 +35,8 @@ static void fields(void) {
   h = parse("X-Empty:\r\n");
   CHECK_INT(h.kind, CP_HEADER_FIELD);
   CHECK_INT(h.value_len, 0);
-  h = parse("Location: http://a.example:8080/x\n"); /* a bare LF, a colon in the value */
+  h = parse("Location: http://a.example:8080/x\n"); /* a bare LF, a colon in the
+                                                       value */
   CHECK(span_is(h.value, h.value_len, "http://a.example:8080/x"));
 }
 
