@@ -84,6 +84,31 @@ class PkgConfig(unittest.TestCase):
             self.assertTrue(any("blas" in f for f in flags), flags)
 
 
+class MultiarchPrefix(unittest.TestCase):
+    def test_pc_finds_its_prefix_under_a_multiarch_libdir(self):
+        """Debian installs libraries in lib/<triplet>: the .pc files there are
+        one level deeper than in lib, and still name the prefix they are in."""
+        src = os.environ.get("COGPIPE_SOURCE_DIR", ".")
+        build = tempfile.mkdtemp(prefix="cogpipe-multiarch-")
+        try:
+            subprocess.run(["cmake", "-S", src, "-B", build, "-DCOGPIPE_TESTS=OFF",
+                            "-DCMAKE_INSTALL_LIBDIR=lib/x86_64-linux-gnu"],
+                           check=True, capture_output=True, timeout=300)
+            for name in ("cogpipe", "cogpipe-static"):
+                prefix = tempfile.mkdtemp(prefix="cogpipe-prefix-")
+                pcdir = os.path.join(prefix, "lib", "x86_64-linux-gnu", "pkgconfig")
+                os.makedirs(pcdir)
+                shutil.copy(os.path.join(build, name + ".pc"), pcdir)
+                out = subprocess.run(["pkg-config", "--variable=libdir", name],
+                                     env=dict(os.environ, PKG_CONFIG_PATH=pcdir),
+                                     capture_output=True, text=True, check=True, timeout=60).stdout
+                self.assertEqual(os.path.realpath(out.strip()),
+                                 os.path.realpath(os.path.join(prefix, "lib", "x86_64-linux-gnu")))
+                shutil.rmtree(prefix)
+        finally:
+            shutil.rmtree(build)
+
+
 def shlibdeps_reason():
     """Why the Debian package cannot be made here, or None."""
     if not shutil.which("cpack"):
