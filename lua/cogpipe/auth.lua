@@ -54,6 +54,22 @@ local function check_string(t, k, what, optional)
   return v
 end
 
+-- Raises for an option the constructor does not know: a misspelt one
+-- (`scopes`, `retries`) would otherwise be dropped without a word.
+local function check_keys(t, known, what)
+  local names = {}
+  for _, k in ipairs(known) do
+    names[k] = true
+  end
+  for k in pairs(t) do
+    if not names[k] then
+      local hint = type(k) == "string" and require("cogpipe.tenant_schema").suggest(k, names)
+      error(string.format("%s: unknown option '%s'%s (known: %s)", what, tostring(k),
+        hint and string.format(" (did you mean '%s'?)", hint) or "", table.concat(known, ", ")), 3)
+    end
+  end
+end
+
 -- Replaces every occurrence of each secret (as is, and form- or
 -- percent-encoded) in s by "***".
 local function redact(s, secrets)
@@ -134,6 +150,7 @@ function auth.api_key(o)
   if type(o) ~= "table" then
     error("auth.api_key: options table expected", 2)
   end
+  check_keys(o, { "key", "header", "prefix" }, "auth.api_key")
   local key = check_string(o, "key", "auth.api_key")
   local header = check_string(o, "header", "auth.api_key", true) or "X-API-Key"
   if not header:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
@@ -357,6 +374,8 @@ function auth.oauth2(o)
   if type(o) ~= "table" then
     error("auth.oauth2: options table expected", 2)
   end
+  check_keys(o, { "token_url", "client_id", "client_secret", "scope", "skew", "basic", "timeout",
+    "ca_file", "insecure", "limiter", "retry", "observe" }, "auth.oauth2")
   local token_url = check_string(o, "token_url", "auth.oauth2")
   local client_id = check_string(o, "client_id", "auth.oauth2")
   local secret = check_string(o, "client_secret", "auth.oauth2")

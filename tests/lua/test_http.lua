@@ -36,6 +36,10 @@ t.test("misuse raises before anything is sent", function()
   t.raises(function() http.limiter({}) end, "rate or max_in_flight")
   t.raises(function() auth.oauth2({ token_url = DEAD, client_id = "x" }) end, "client_secret")
   t.raises(function() auth.api_key({ key = "" }) end, "key")
+  -- a misspelt option is not dropped without a word
+  t.raises(function() auth.oauth2({ token_url = DEAD, client_id = "x", client_secret = "s", scopes = "a" }) end,
+    "unknown option 'scopes' (did you mean 'scope'?)")
+  t.raises(function() auth.api_key({ key = "k", heder = "X-Key" }) end, "unknown option 'heder'")
 end)
 
 t.test("an unknown option raises, naming the option meant", function()
