@@ -7,6 +7,7 @@
 local cp = require "cogpipe"
 local json = cp.json
 local runner = require "cogpipe.runner"
+local args = require "cogpipe.cmd.args"
 local run_cmd = require "cogpipe.cmd.run"
 local client_mod = require "cogpipe.cognigy.client"
 local snapshot = require "cogpipe.snapshot"
@@ -58,25 +59,14 @@ local function parse(argv)
       table.move(argv, i + 1, #argv, 1, rest)
       break
     end
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    local spec = FLAGS[name]
-    if not spec then
+    local name, spec, value, last = args.read(argv, i, FLAGS)
+    if not name then
+      return nil, "export: " .. spec
+    elseif not spec then
       return nil, "export: unknown argument '" .. a .. "'"
     end
-    local value = true
-    if spec.value then
-      value = inline
-      if not value then
-        i = i + 1
-        value = argv[i]
-      end
-      if not value or value == "" then
-        return nil, "export: " .. name .. " needs a value"
-      end
-    end
     opts[spec.key] = value
-    i = i + 1
+    i = last + 1
   end
   if opts.json and not opts.output then
     return nil, "export: --json goes with -o FILE (without it standard output is the export)"

@@ -3,6 +3,8 @@
 -- just runs, and sees what follows it on the command line in `arg`. Also
 -- the option parser and pipeline loader `cogpipe plan` shares: a plan is a
 -- dry run.
+local args = require "cogpipe.cmd.args"
+
 local M = {}
 
 M.usage = [=[
@@ -83,26 +85,18 @@ function M.parse(argv, flags, cmd)
       table.move(argv, i + 1, #argv, 1, rest)
       break
     end
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    local spec = flags[name]
-    if not spec then
+    local name, spec, value, last = args.read(argv, i, flags)
+    if not name then
+      return nil, cmd .. ": " .. spec
+    elseif not spec then
       if a:sub(1, 1) == "-" then
         return nil, cmd .. ": unknown option '" .. a .. "'"
       end
       table.move(argv, i, #argv, 1, rest)
       break
     end
-    local value = true
+    i = last
     if spec.value then
-      value = inline
-      if not value then
-        i = i + 1
-        value = argv[i]
-      end
-      if not value or value == "" then
-        return nil, cmd .. ": " .. name .. " needs a value"
-      end
       if spec.choices and not spec.choices[value] then
         return nil, string.format("%s: %s: '%s' is not one of always, batch, off", cmd, name, value)
       end

@@ -9,6 +9,7 @@
 local cp = require "cogpipe"
 local json = cp.json
 local runner = require "cogpipe.runner"
+local args = require "cogpipe.cmd.args"
 local journal_mod = require "cogpipe.journal"
 
 local M = {}
@@ -50,22 +51,12 @@ local function parse(argv)
   local i = 1
   while i <= #argv do
     local a = argv[i]
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    local spec = FLAGS[name]
-    if spec then
-      local value = true
-      if spec.value then
-        value = inline
-        if not value then
-          i = i + 1
-          value = argv[i]
-        end
-        if not value or value == "" then
-          return nil, "undo: " .. name .. " needs a value"
-        end
-      end
+    local name, spec, value, last = args.read(argv, i, FLAGS)
+    if not name then
+      return nil, "undo: " .. spec
+    elseif spec then
       opts[spec.key] = value
+      i = last
     elseif a:sub(1, 1) == "-" then
       return nil, "undo: unknown option '" .. a .. "'"
     elseif opts.run then
