@@ -732,8 +732,8 @@ end
 -- default tenant: a run against the wrong platform is worse than none.
 function M.tenants(opts, script_path, def)
   if #(opts.tenants or {}) == 0 then
-    io.stderr:write("cogpipe: run: a pipeline needs --tenant NAME|FILE (e.g. --tenant sandbox for the local ",
-      "emulator; cogpipe init writes a tenant file)\n")
+    io.stderr:write("cogpipe: ", opts.command or "run", ": a pipeline needs --tenant NAME|FILE (e.g. --tenant ",
+      "sandbox for the local emulator; cogpipe init writes a tenant file)\n")
     return nil, 2
   end
   local tenants = {}

@@ -47,6 +47,16 @@ class Cli(unittest.TestCase):
         self.assertIn("unknown command 'nosuchcommand'", r.stderr)
         self.assertEqual(run("run").returncode, 2)
 
+    def test_no_default_tenant(self):
+        """Commands that reach a platform name the tenant or stop: none is
+        taken for granted, and the error names the command used."""
+        for command in (["export"], ["undo", "run-1"]):
+            r = run(*command, "--state-dir", self.dir)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("cogpipe: %s: a pipeline needs --tenant" % command[0], r.stderr)
+        for command in ("export", "undo"):
+            self.assertNotIn("default: sandbox", run(command, "--help").stdout)
+
     def test_missing_file_exit_2(self):
         r = run("run", os.path.join(self.dir, "absent.lua"))
         self.assertEqual(r.returncode, 2)

@@ -24,7 +24,7 @@ each intent's sentences by text, so that the file diffs well in git. The file
 is a pipeline input, and a snapshot for `cogpipe plan --snapshot`.
 
 options:
-  --tenant NAME|FILE     the tenant (default: sandbox)
+  --tenant NAME|FILE     the tenant (required: sandbox is the local emulator)
   --pipeline FILE        the pipeline whose target (its sink) is exported, and
                          whose source names intents too; without it the v2 API
                          when the tenant has v2.flow_id, else the intent API
@@ -114,7 +114,7 @@ function M.main(argv)
     io.stderr:write("cogpipe: ", rest, "\n", M.usage)
     return 2
   end
-  local tenants, code = runner.tenants({ tenants = { opts.tenant }, }, opts.pipeline)
+  local tenants, code = runner.tenants({ tenants = { opts.tenant }, command = "export" }, opts.pipeline)
   if not tenants then
     return code
   end

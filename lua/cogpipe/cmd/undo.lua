@@ -23,7 +23,7 @@ Nothing is changed when the platform changed since in a way the undo would
 overwrite; each such sentence is named.
 
 options:
-  --tenant NAME|FILE     the tenant the run was for (default: sandbox)
+  --tenant NAME|FILE     the tenant the run was for (required)
   --state-dir DIR        where the run's journal is (as for run)
   --dry-run              say what would be done; change nothing
   --json                 print the summary as one JSON document
@@ -117,7 +117,7 @@ function M.main(argv)
     io.stderr:write("cogpipe: ", perr, "\n", M.usage)
     return 2
   end
-  local tenants, code = runner.tenants({ tenants = { opts.tenant } })
+  local tenants, code = runner.tenants({ tenants = { opts.tenant }, command = "undo" })
   if not tenants then
     return code
   end
