@@ -5,6 +5,7 @@
 local cp = require "cogpipe"
 local json = cp.json
 local webhook = require "cogpipe.webhook"
+local args = require "cogpipe.cmd.args"
 
 local M = {}
 
@@ -34,37 +35,29 @@ local function usage_error(msg)
   return 2
 end
 
-local VALUE = { ["--tenant"] = "tenants", ["--secret-env"] = "secret_envs", ["--state-dir"] = "state_dir",
-  ["--audit"] = "audit" }
-local LIST = { tenants = true, secret_envs = true }
+local FLAGS = {
+  ["--json"] = { key = "json" },
+  ["--tenant"] = { key = "tenants", value = true, list = true },
+  ["--secret-env"] = { key = "secret_envs", value = true, list = true },
+  ["--state-dir"] = { key = "state_dir", value = true },
+  ["--audit"] = { key = "audit", value = true },
+}
 
-local function parse(args)
+local function parse(argv)
   local o = { tenants = {}, secret_envs = {} }
   local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    if name == "--json" then
-      o.json = true
-    elseif VALUE[name] then
-      local v = inline
-      if not v then
-        i = i + 1
-        v = args[i]
-      end
-      if not v or v == "" then
-        return nil, name .. " needs a value"
-      end
-      if LIST[VALUE[name]] then
-        table.insert(o[VALUE[name]], v)
-      else
-        o[VALUE[name]] = v
-      end
+  while i <= #argv do
+    local name, spec, value, last = args.read(argv, i, FLAGS)
+    if not name then
+      return nil, spec
+    elseif not spec then
+      return nil, "unknown argument '" .. argv[i] .. "'"
+    elseif spec.list then
+      table.insert(o[spec.key], value)
     else
-      return nil, "unknown argument '" .. a .. "'"
+      o[spec.key] = value
     end
-    i = i + 1
+    i = last + 1
   end
   return o
 end
@@ -148,8 +141,8 @@ local function flush(o)
   return (report.kept == 0 and report.failed == 0 and not report.error) and 0 or 1
 end
 
-function M.main(args)
-  local sub = args[1]
+function M.main(argv)
+  local sub = argv[1]
   if sub == "--help" or sub == "-h" or sub == "help" then
     io.stdout:write(M.usage)
     return 0
@@ -157,7 +150,7 @@ function M.main(args)
   if sub ~= "flush" and sub ~= "list" then
     return usage_error(sub and ("unknown subcommand '" .. sub .. "'") or "a subcommand is required")
   end
-  local o, err = parse({ table.unpack(args, 2) })
+  local o, err = parse({ table.unpack(argv, 2) })
   if not o then
     return usage_error(err)
   end
