@@ -8,13 +8,15 @@
  * share one form (u below), which owns the sorted set of its shingle codes.
  * Adding a text only normalises it and looks its form up; shingling,
  * signing and banding of new forms happen in bulk, on every thread, at the
- * next query or find ("flush"). A band table is an array of
- * (band key << 32 | form) sorted by value, with an unsorted tail of recent
- * forms that is merged by a radix sort once it grows past an eighth of the
- * table.
+ * next query or find ("flush"): each chunk of forms is shingled into a
+ * block of its own, which holds their sets from then on, and its band
+ * entries are written straight into their places. A band table is an
+ * array of (band key << 32 | form) sorted by value, with an unsorted tail
+ * of recent forms that is merged by a radix sort once it grows past an
+ * eighth of the table.
  */
-#include "clones.h"
 #include "minhash.h"
+#include "clones.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -46,7 +48,14 @@ typedef struct scratch {
   uint32_t *h;     /* hashes entering the permutations */
   size_t cap;      /* of codes, vals and h */
   uint32_t *sig;   /* o.perms */
+  uint32_t *bkeys; /* o.bands: the band keys of sig */
 } scratch;
+
+/* A form's set: its codes (see shingle_codes), in a block of the index. */
+typedef struct set {
+  const uint32_t *codes;
+  size_t n;
+} set;
 
 struct cp_minhash {
   cp_minhash_opts o;
@@ -58,16 +67,15 @@ struct cp_minhash {
   size_t *text_off; /* n_items + 1 offsets into texts */
   cp_buf texts;
 
-  /* forms; sets and keys exist for [0, n_signed) */
+  /* forms; sets and band entries exist for [0, n_signed) */
   size_t n_forms, cap_forms;
   uint32_t *form_item; /* its first item */
   uint64_t *form_hash; /* of the shingle form's bytes */
   size_t *form_off;    /* n_forms + 1 offsets into forms */
   cp_buf forms;
-  size_t *set_off;    /* n_forms + 1 offsets into set_pool */
-  uint32_t *set_pool; /* each form's shingle codes, sorted */
-  size_t set_len, set_cap;
-  uint32_t *keys; /* n_forms x bands band keys */
+  set *sets;         /* each form's shingle codes, sorted */
+  uint32_t **blocks; /* where the codes are: one block a flushed chunk */
+  size_t n_blocks, cap_blocks;
   size_t n_signed;
 
   /* forms by hash (open addressing, form + 1; 0 is empty) */
@@ -277,6 +285,7 @@ static void scratch_free(scratch *s) {
   free(s->vals);
   free(s->h);
   free(s->sig);
+  free(s->bkeys);
 }
 
 /* ---- creation ----------------------------------------------------------- */
@@ -290,11 +299,10 @@ cp_minhash *cp_minhash_new(const cp_minhash_opts *o) {
   m->perm_keys = cp_reallocarray(NULL, (size_t)o->perms, sizeof *m->perm_keys);
   m->text_off = cp_calloc(1, sizeof *m->text_off);
   m->form_off = cp_calloc(1, sizeof *m->form_off);
-  m->set_off = cp_calloc(1, sizeof *m->set_off);
   m->band = cp_calloc((size_t)o->bands, sizeof *m->band);
   m->scr.sig = cp_reallocarray(NULL, (size_t)o->perms, sizeof *m->scr.sig);
-  if (!m->perm_keys || !m->text_off || !m->form_off || !m->set_off ||
-      !m->band || !m->scr.sig) {
+  if (!m->perm_keys || !m->text_off || !m->form_off || !m->band ||
+      !m->scr.sig) {
     cp_minhash_free(m);
     return NULL;
   }
@@ -316,9 +324,10 @@ void cp_minhash_free(cp_minhash *m) {
   free(m->form_hash);
   free(m->form_off);
   cp_buf_free(&m->forms);
-  free(m->set_off);
-  free(m->set_pool);
-  free(m->keys);
+  free(m->sets);
+  for (size_t i = 0; i < m->n_blocks; i++)
+    free(m->blocks[i]);
+  free(m->blocks);
   free(m->exact);
   free(m->dict_key);
   free(m->dict_slot);
@@ -387,7 +396,7 @@ static void make_form(cp_minhash *m, const char *s, size_t len) {
         n = j + 1;                                                             \
       }                                                                        \
     }                                                                          \
-    for (size_t i = 1; i < n; i++) {                                          \
+    for (size_t i = 1; i < n; i++) {                                           \
       T v = a[i];                                                              \
       size_t k = i;                                                            \
       while (k > 0 && a[k - 1] > v) {                                          \
@@ -634,7 +643,8 @@ static uint32_t exact_find(cp_minhash *m, uint64_t h, size_t *slot) {
 static int form_room(cp_minhash *m) {
   if (m->n_forms + 1 > m->cap_forms) {
     size_t cap = m->cap_forms;
-    if (grow((void **)&m->form_item, &cap, m->n_forms + 1, sizeof *m->form_item))
+    if (grow((void **)&m->form_item, &cap, m->n_forms + 1,
+             sizeof *m->form_item))
       return -1;
     uint64_t *fh = cp_reallocarray(m->form_hash, cap, sizeof *fh);
     if (!fh) return -1;
@@ -642,12 +652,9 @@ static int form_room(cp_minhash *m) {
     size_t *fo = cp_reallocarray(m->form_off, cap + 1, sizeof *fo);
     if (!fo) return -1;
     m->form_off = fo;
-    size_t *so = cp_reallocarray(m->set_off, cap + 1, sizeof *so);
-    if (!so) return -1;
-    m->set_off = so;
-    uint32_t *keys = cp_reallocarray(m->keys, cap, (size_t)m->o.bands * sizeof *keys);
-    if (!keys) return -1;
-    m->keys = keys;
+    set *sets = cp_reallocarray(m->sets, cap, sizeof *sets);
+    if (!sets) return -1;
+    m->sets = sets;
     m->cap_forms = cap;
   }
   return cp_buf_reserve(&m->forms, m->form.len);
@@ -672,7 +679,8 @@ uint32_t cp_minhash_add(cp_minhash *m, const char *text, size_t len,
    * whole or not at all */
   if (m->n_items + 1 > m->cap_items) {
     size_t cap = m->cap_items;
-    if (grow((void **)&m->item_form, &cap, m->n_items + 1, sizeof *m->item_form))
+    if (grow((void **)&m->item_form, &cap, m->n_items + 1,
+             sizeof *m->item_form))
       goto nomem;
     size_t *to = cp_reallocarray(m->text_off, cap + 1, sizeof *to);
     if (!to) goto nomem;
@@ -713,8 +721,10 @@ nomem:
 /* ---- flushing: sets, signatures, band tables -------------------------------
  */
 
-/* What one chunk of new forms produced: their codes and unknown rare
- * values, back to back, with per-form counts. */
+/* What one chunk of new forms produced: each form's codes followed by
+ * room for the ids of its rare shingles the dictionary did not know yet
+ * (their values in rare), back to back, with per-form counts. The codes
+ * become a block of the index. */
 typedef struct chunk_sets {
   uint32_t *codes;
   size_t n_codes, cap_codes;
@@ -726,16 +736,22 @@ typedef struct chunk_sets {
 typedef struct flush_job {
   cp_minhash *m;
   size_t from, to;
+  size_t wave;     /* the first chunk of the wave running */
   chunk_sets *out; /* per chunk */
+  size_t *band_at; /* per chunk: where its first entry goes in each band */
   scratch *scr;    /* per worker */
 } flush_job;
 
-static void flush_chunk(void *ctx, size_t chunk, int w) {
+static void flush_chunk(void *ctx, size_t wave_chunk, int w) {
   flush_job *j = ctx;
   cp_minhash *m = j->m;
   scratch *s = &j->scr[w];
+  size_t chunk = j->wave + wave_chunk;
   if (cp_minhash_failed(m)) return;
-  if (!s->sig) s->sig = cp_reallocarray(NULL, (size_t)m->o.perms, sizeof *s->sig);
+  if (!s->sig)
+    s->sig = cp_reallocarray(NULL, (size_t)m->o.perms, sizeof *s->sig);
+  if (!s->bkeys)
+    s->bkeys = cp_reallocarray(NULL, (size_t)m->o.bands, sizeof *s->bkeys);
   size_t from = j->from + chunk * FLUSH_CHUNK;
   size_t to = from + FLUSH_CHUNK < j->to ? from + FLUSH_CHUNK : j->to;
   chunk_sets *out = &j->out[chunk];
@@ -746,25 +762,30 @@ static void flush_chunk(void *ctx, size_t chunk, int w) {
   size_t most = 0;
   for (size_t u = from; u < to; u++)
     most += (m->form_off[u + 1] - m->form_off[u]) * 3 / 2 + 4;
-  if (!s->sig || !out->count ||
+  if (!s->sig || !s->bkeys || !out->count ||
       grow((void **)&out->codes, &out->cap_codes, most, sizeof *out->codes) ||
       grow((void **)&out->rare, &out->cap_rare, most, sizeof *out->rare)) {
     fail(m);
     return;
   }
+  size_t at = j->band_at[chunk];
   for (size_t u = from; u < to; u++) {
-    size_t nr;
-    size_t nc = shingle_codes(m, s, m->forms.data + m->form_off[u],
-                              m->form_off[u + 1] - m->form_off[u], &nr);
+    size_t nr, flen = m->form_off[u + 1] - m->form_off[u];
+    size_t nc = shingle_codes(m, s, m->forms.data + m->form_off[u], flen, &nr);
     if (cp_minhash_failed(m)) return;
-    if (nc + nr) sign_scratch(m, s, nc, nr, m->keys + u * (size_t)m->o.bands);
-    if (grow((void **)&out->codes, &out->cap_codes, out->n_codes + nc,
+    if (flen) { /* an empty form has no shingles and is in no band */
+      sign_scratch(m, s, nc, nr, s->bkeys);
+      for (int b = 0; b < m->o.bands; b++)
+        m->band[b][at] = (uint64_t)s->bkeys[b] << 32 | u;
+      at++;
+    }
+    if (grow((void **)&out->codes, &out->cap_codes, out->n_codes + nc + nr,
              sizeof *out->codes)) {
       fail(m);
       return;
     }
     if (nc) memcpy(out->codes + out->n_codes, s->codes, nc * sizeof *s->codes);
-    out->n_codes += nc;
+    out->n_codes += nc + nr;
     if (nr) {
       if (grow((void **)&out->rare, &out->cap_rare, out->n_rare + nr,
                sizeof *out->rare)) {
@@ -779,24 +800,26 @@ static void flush_chunk(void *ctx, size_t chunk, int w) {
   }
 }
 
-/* Appends the sets of a chunk's forms to the pool, giving the rare
- * shingles first seen there their ids (in form order, so the ids do not
- * depend on the threads). */
+/* Makes a chunk's codes the sets of its forms, giving the rare shingles
+ * first seen there their ids (in form order, so the ids do not depend on
+ * the threads). The index takes the block of codes from c. */
 static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
-  size_t ci = 0, ri = 0;
-  if (grow((void **)&m->set_pool, &m->set_cap,
-           m->set_len + c->n_codes + c->n_rare, sizeof *m->set_pool)) {
+  if (grow((void **)&m->blocks, &m->cap_blocks, m->n_blocks + 1,
+           sizeof *m->blocks)) {
     fail(m);
     return;
   }
+  uint32_t *block = c->codes;
+  if (c->n_codes && c->n_codes < c->cap_codes) { /* the slack back */
+    uint32_t *fit = cp_reallocarray(block, c->n_codes, sizeof *block);
+    if (fit) block = fit;
+  }
+  c->codes = NULL;
+  m->blocks[m->n_blocks++] = block;
+  size_t off = 0, ri = 0;
   for (size_t u = from; u < to; u++) {
     size_t nc = c->count[2 * (u - from)], nr = c->count[2 * (u - from) + 1];
-    if (nc + nr == 0) { /* no features; the pool may not exist yet */
-      m->set_off[u + 1] = m->set_len;
-      continue;
-    }
-    uint32_t *dst = m->set_pool + m->set_len;
-    if (nc) memcpy(dst, c->codes + ci, nc * sizeof *dst);
+    uint32_t *dst = block + off;
     size_t n = nc;
     if (nr) {
       for (size_t i = 0; i < nr; i++) {
@@ -822,10 +845,9 @@ static void store_chunk(cp_minhash *m, chunk_sets *c, size_t from, size_t to) {
       }
       if (t != tail) free(t);
     }
-    ci += nc;
+    m->sets[u] = (set){n ? dst : NULL, n};
+    off += nc + nr;
     ri += nr;
-    m->set_len += n;
-    m->set_off[u + 1] = m->set_len;
   }
 }
 
@@ -855,8 +877,10 @@ typedef struct sort_job {
 static void sort_band(void *ctx, size_t b, int w) {
   sort_job *j = ctx;
   if (cp_minhash_failed(j->m)) return;
-  if (!j->tmp[w]) j->tmp[w] = cp_reallocarray(NULL, j->m->band_n, sizeof *j->tmp[w]);
-  if (!j->count[w]) j->count[w] = cp_reallocarray(NULL, 65537, sizeof *j->count[w]);
+  if (!j->tmp[w])
+    j->tmp[w] = cp_reallocarray(NULL, j->m->band_n, sizeof *j->tmp[w]);
+  if (!j->count[w])
+    j->count[w] = cp_reallocarray(NULL, 65537, sizeof *j->count[w]);
   if (!j->tmp[w] || !j->count[w]) {
     fail(j->m);
     return;
@@ -886,6 +910,22 @@ static void sort_bands(cp_minhash *m) {
   m->band_sorted = m->band_n;
 }
 
+/* Room in every band table for n more entries: 0, or -1 when out of
+ * memory (the tables grown so far are only larger). */
+static int band_room(cp_minhash *m, size_t n) {
+  if (m->band_n + n <= m->band_cap) return 0;
+  size_t cap = m->band_cap;
+  if (grow((void **)&m->band[0], &cap, m->band_n + n, sizeof(uint64_t)))
+    return -1;
+  for (int b = 1; b < m->o.bands; b++) {
+    uint64_t *grown = cp_reallocarray(m->band[b], cap, sizeof(uint64_t));
+    if (!grown) return -1;
+    m->band[b] = grown;
+  }
+  m->band_cap = cap;
+  return 0;
+}
+
 /* Builds the sets and signatures of the forms added since the last flush
  * and enters them in the band tables. */
 static void flush(cp_minhash *m) {
@@ -893,57 +933,57 @@ static void flush(cp_minhash *m) {
   size_t from = m->n_signed, to = m->n_forms;
   int t = m->o.threads;
   size_t chunks = (to - from + FLUSH_CHUNK - 1) / FLUSH_CHUNK;
-  flush_job j = {m, from, to, cp_calloc(chunks, sizeof(chunk_sets)),
+  flush_job j = {m,
+                 from,
+                 to,
+                 0,
+                 cp_calloc(chunks, sizeof(chunk_sets)),
+                 cp_reallocarray(NULL, chunks, sizeof(size_t)),
                  cp_calloc((size_t)t, sizeof(scratch))};
-  if (!j.out || !j.scr) {
+  /* every form with shingles -- every form not empty -- gets an entry in
+   * each band, in form order: each chunk knows where its entries go and
+   * writes them itself */
+  size_t add = 0;
+  for (size_t c = 0; j.band_at && c < chunks; c++) {
+    j.band_at[c] = m->band_n + add;
+    size_t cf = from + c * FLUSH_CHUNK;
+    size_t ct = cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to;
+    for (size_t u = cf; u < ct; u++)
+      add += m->form_off[u + 1] > m->form_off[u];
+  }
+  if (!j.out || !j.band_at || !j.scr || band_room(m, add)) {
     free(j.out);
+    free(j.band_at);
     free(j.scr);
     fail(m);
     return;
   }
-  cp_parallel_run(to - from >= 2 * FLUSH_CHUNK ? t : 1, chunks, flush_chunk,
-                  &j);
-  for (size_t c = 0; c < chunks; c++) {
-    size_t cf = from + c * FLUSH_CHUNK;
+  /* In waves of 1, 4, 16... chunks: the rare shingles a wave brings are in
+   * the dictionary before the next wave is shingled, so that the later,
+   * larger waves find most of theirs there, on every thread, and leave
+   * few for store_chunk to enter on this one. */
+  for (size_t c0 = 0, n = 1; c0 < chunks; c0 += n, n *= 4) {
+    size_t c1 = c0 + n < chunks ? c0 + n : chunks;
+    j.wave = c0;
     if (!cp_minhash_failed(m))
-      store_chunk(m, &j.out[c], cf,
-                  cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to);
-    free(j.out[c].codes);
-    free(j.out[c].rare);
-    free(j.out[c].count);
+      cp_parallel_run(c1 - c0 >= 2 ? t : 1, c1 - c0, flush_chunk, &j);
+    for (size_t c = c0; c < c1; c++) {
+      size_t cf = from + c * FLUSH_CHUNK;
+      if (!cp_minhash_failed(m))
+        store_chunk(m, &j.out[c], cf,
+                    cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to);
+      free(j.out[c].codes);
+      free(j.out[c].rare);
+      free(j.out[c].count);
+    }
   }
   for (int i = 0; i < t; i++)
     scratch_free(&j.scr[i]);
   free(j.scr);
+  free(j.band_at);
   free(j.out);
   if (cp_minhash_failed(m)) return;
-
-  size_t add = 0;
-  for (size_t u = from; u < to; u++)
-    add += m->set_off[u + 1] > m->set_off[u];
-  if (m->band_n + add > m->band_cap) {
-    size_t cap = m->band_cap;
-    if (grow((void **)&m->band[0], &cap, m->band_n + add, sizeof(uint64_t))) {
-      fail(m);
-      return;
-    }
-    for (int b = 1; b < m->o.bands; b++) {
-      uint64_t *grown = cp_reallocarray(m->band[b], cap, sizeof(uint64_t));
-      if (!grown) { /* bands grown so far are only larger */
-        fail(m);
-        return;
-      }
-      m->band[b] = grown;
-    }
-    m->band_cap = cap;
-  }
-  for (size_t u = from; u < to; u++) {
-    if (m->set_off[u + 1] == m->set_off[u]) continue; /* no shingles */
-    const uint32_t *k = m->keys + u * (size_t)m->o.bands;
-    for (int b = 0; b < m->o.bands; b++)
-      m->band[b][m->band_n] = (uint64_t)k[b] << 32 | u;
-    m->band_n++;
-  }
+  m->band_n += add;
   m->n_signed = to;
   size_t tail = m->band_n - m->band_sorted;
   if (tail > 64 && tail * 8 > m->band_sorted) sort_bands(m);
@@ -1015,14 +1055,14 @@ static size_t intersect_min(const uint32_t *a, size_t na, const uint32_t *b,
  * with form v's set; -1 when it cannot reach t. */
 static double jaccard_with(const cp_minhash *m, const uint32_t *a, size_t nk,
                            size_t na, uint32_t v, double t) {
-  size_t bo = m->set_off[v], nb = m->set_off[v + 1] - bo;
+  size_t nb = m->sets[v].n;
   size_t lo = na < nb ? na : nb, hi = na < nb ? nb : na;
   if (lo == 0 || (double)lo < t * (double)hi) return -1.0;
   /* J >= t needs an intersection of t (na + nb) / (1 + t); a hair less
    * is asked, so that rounding never turns a pair at t away */
   double want = t * (double)(na + nb) / (1.0 + t) * (1.0 - 1e-9);
   size_t need = want > 0 ? (size_t)want : 0;
-  size_t inter = intersect_min(a, nk, m->set_pool + bo, nb, need);
+  size_t inter = intersect_min(a, nk, m->sets[v].codes, nb, need);
   if (inter < need) return -1.0;
   return (double)inter / (double)(na + nb - inter);
 }
@@ -1200,12 +1240,13 @@ static void find_chunk(void *ctx, size_t chunk, int w) {
   for (size_t u = from; u < to; u++) {
     /* the band entries of a form a few ahead, fetched now: reading them at
      * their turn, each from a place of its own, was most of the time */
-    if (u + AHEAD < to && m->set_off[u + AHEAD + 1] > m->set_off[u + AHEAD]) {
+    if (u + AHEAD < to && m->sets[u + AHEAD].n) {
       const uint32_t *ahead = j->pos + (u + AHEAD) * nb;
       for (size_t b = 0; b < nb; b++)
         if (ahead[b] != NO_ID) __builtin_prefetch(&m->band[b][ahead[b] - 1]);
     }
-    size_t uo = m->set_off[u], nu = m->set_off[u + 1] - uo;
+    const uint32_t *su = m->sets[u].codes;
+    size_t nu = m->sets[u].n;
     if (nu == 0) continue;
     size_t nc = 0;
     for (size_t b = 0; b < nb; b++) {
@@ -1243,15 +1284,14 @@ static void find_chunk(void *ctx, size_t chunk, int w) {
     for (size_t c = 0; c < nc; c++)
       if (agree[cand[c]] >= m->o.min_bands) cand[nv++] = cand[c];
     for (size_t c = 0; c < nv && c < PREFETCH; c++)
-      __builtin_prefetch(&m->set_off[cand[c]]);
+      __builtin_prefetch(&m->sets[cand[c]]);
     cp_minhash_pair best = {0, 0, -1.0};
     for (size_t c = 0; c < nv; c++) {
       uint32_t v = cand[c];
-      if (c + PREFETCH < nv)
-        __builtin_prefetch(&m->set_off[cand[c + PREFETCH]]);
+      if (c + PREFETCH < nv) __builtin_prefetch(&m->sets[cand[c + PREFETCH]]);
       if (c + PREFETCH / 2 < nv)
-        __builtin_prefetch(m->set_pool + m->set_off[cand[c + PREFETCH / 2]]);
-      double s = jaccard_with(m, m->set_pool + uo, nu, nu, v, m->o.threshold);
+        __builtin_prefetch(m->sets[cand[c + PREFETCH / 2]].codes);
+      double s = jaccard_with(m, su, nu, nu, v, m->o.threshold);
       if (s < m->o.threshold) continue;
       uint32_t ia = m->form_item[v], ib = m->form_item[u];
       if (!j->nearest) {
@@ -1262,7 +1302,8 @@ static void find_chunk(void *ctx, size_t chunk, int w) {
       } else if (s > best.score || (s == best.score && ia < best.a))
         best = (cp_minhash_pair){ia, ib, s};
     }
-    if (j->nearest && best.score >= 0 && pair_push(out, best.a, best.b, best.score)) {
+    if (j->nearest && best.score >= 0 &&
+        pair_push(out, best.a, best.b, best.score)) {
       fail(m);
       return;
     }

@@ -36,9 +36,19 @@
  * is left failed (cp_buf_ok) and must not be used. */
 void cp_nearform(const char *s, size_t len, cp_buf *scratch, cp_buf *out);
 
+/* cp_nearform_next for a first byte beyond ASCII. */
+size_t cp_nearform_next_utf8(const char *s, size_t len, uint32_t *cp);
+
 /* Decodes the character at s (len > 0) into *cp and returns its length. An
  * ill-formed byte comes back alone as 0x110000 + its value, a number no
- * real code point has, so that such text still has a form and shingles. */
-size_t cp_nearform_next(const char *s, size_t len, uint32_t *cp);
+ * real code point has, so that such text still has a form and shingles.
+ * Inline for ASCII: it is called for every character the index reads. */
+static inline size_t cp_nearform_next(const char *s, size_t len, uint32_t *cp) {
+  if ((unsigned char)s[0] < 0x80) {
+    *cp = (unsigned char)s[0];
+    return 1;
+  }
+  return cp_nearform_next_utf8(s, len, cp);
+}
 
 #endif

@@ -358,6 +358,75 @@ static void test_recall_against_brute_force(void) {
     free(texts[i]);
 }
 
+/* Enough texts for many chunks of new forms at once (flushed in waves, on
+ * two threads, each chunk's sets kept where it was built) and for a flush
+ * in between: the same pairs, with their exact scores, whatever the
+ * threads and however the adds were flushed. Words in other scripts give
+ * rare shingles beyond the words themselves. */
+#define NMANY 12000
+
+static const char *const far_words[] = {"café",   "日本語", "straße",
+                                        "привет", "ελλάδα", "naïve"};
+
+static void find(cp_minhash *m, cp_minhash_pair **p, size_t *n) {
+  cp_minhash_find_all(m, 0, p, n);
+  CHECK(!cp_minhash_failed(m));
+}
+
+static void test_many_chunks(void) {
+  unsigned long long seed = 7;
+  char **texts = calloc(NMANY, sizeof *texts);
+  CHECK(texts != NULL);
+  if (!texts) return;
+  for (int i = 0; i < NMANY; i++) {
+    if (i % 4 == 0) {
+      char *t = random_text(&seed, 5 + (int)(rnd(&seed) % 6));
+      char buf[600];
+      snprintf(buf, sizeof buf, "%s %s", t,
+               far_words[rnd(&seed) % (sizeof far_words / sizeof *far_words)]);
+      free(t);
+      texts[i] = strdup(buf);
+    } else {
+      texts[i] = variant(
+          &seed, texts[i - 1 - (int)(rnd(&seed) % 3 % (i < 3 ? 1 : 3))]);
+    }
+  }
+  cp_minhash *one = index_new(T, 1), *two = index_new(T, 2),
+             *twice = index_new(T, 2);
+  cp_minhash_pair q;
+  for (int i = 0; i < NMANY; i++) {
+    cp_minhash_add(one, texts[i], strlen(texts[i]), NULL);
+    cp_minhash_add(two, texts[i], strlen(texts[i]), NULL);
+    cp_minhash_add(twice, texts[i], strlen(texts[i]), NULL);
+    if (i == NMANY / 3) /* flushes what twice has so far */
+      cp_minhash_query(twice, texts[0], strlen(texts[0]), 1, &q);
+  }
+  CHECK(cp_minhash_pending(twice) < cp_minhash_pending(two));
+  cp_minhash_pair *p1, *p2, *p3;
+  size_t n1, n2, n3;
+  find(one, &p1, &n1);
+  find(two, &p2, &n2);
+  find(twice, &p3, &n3);
+  CHECK(n1 > NMANY / 4);
+  CHECK(n2 == n1 && memcmp(p2, p1, n1 * sizeof *p1) == 0);
+  CHECK(n3 == n1 && memcmp(p3, p1, n1 * sizeof *p1) == 0);
+  size_t wrong = 0;
+  for (size_t i = 0; i < n1; i += 17) {
+    double j = jac(one, texts[p1[i].a], texts[p1[i].b]);
+    if (j < T || fabs(p1[i].score - j) > 1e-12) wrong++;
+  }
+  CHECK_INT(wrong, 0);
+  free(p1);
+  free(p2);
+  free(p3);
+  cp_minhash_free(one);
+  cp_minhash_free(two);
+  cp_minhash_free(twice);
+  for (int i = 0; i < NMANY; i++)
+    free(texts[i]);
+  free(texts);
+}
+
 #undef T
 
 static void test_seed_and_shingle_size(void) {
@@ -429,6 +498,7 @@ int main(void) {
   RUN(test_defaults);
   RUN(test_pairs_and_aliases);
   RUN(test_recall_against_brute_force);
+  RUN(test_many_chunks);
   RUN(test_seed_and_shingle_size);
   RUN(test_other_scripts);
   DONE();
