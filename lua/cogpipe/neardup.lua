@@ -1,8 +1,10 @@
 -- Near-duplicate dedupe of records ({text=, intent=, line=, file=, ...}) on
--- top of the native MinHash index (cp.near): the pipeline step, and the
--- pairs `cogpipe check --near` reports. Owns which records are compared
--- with which and how a find becomes a rejection; the similarity itself
--- (shingles, MinHash, LSH, the verified Jaccard) is cp.near's.
+-- top of the native MinHash index (cp.near): the pipeline step, which
+-- `cogpipe check --near` runs too, and neardup.pairs, each record's nearest
+-- earlier near-duplicate among all records (kept or not: not what the step
+-- rejects). Owns which records are compared with which and how a find
+-- becomes a rejection; the similarity itself (shingles, MinHash, LSH, the
+-- verified Jaccard) is cp.near's.
 --
 --   local neardup = require "cogpipe.neardup"
 --   local kept = neardup.filter(ctx, records, { threshold = 0.65 })

@@ -2,7 +2,8 @@
 -- from a provider (cogpipe.embeddings), then cp.semantic.filter, which
 -- accepts a new record only if its cosine similarity to every existing
 -- example and to every record accepted before it is below the threshold.
--- The pipeline step, and the pairs `cogpipe check --semantic` reports.
+-- The pipeline step, which `cogpipe check --semantic` runs too, and
+-- semdup.pairs, the same verdicts as pairs of texts.
 -- Owns which texts are compared and how a verdict becomes a rejection.
 --
 --   local semdup = require "cogpipe.semdup"
@@ -84,7 +85,7 @@ end
 
 -- semdup.pairs(records, {threshold =, embeddings = URL | FILE, model =,
 -- provider =, normalize =}) -> { {a = nearest earlier record, b = record,
--- score = s}, ... } or nil, err: for `cogpipe check`, each record too close
+-- score = s}, ... } or nil, err: each record too close
 -- to one kept before it, in record order. normalize: as for neardup.pairs.
 function M.pairs(records, opts)
   local accepted, rejected = M.check({
