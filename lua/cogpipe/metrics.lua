@@ -19,7 +19,9 @@ M.REASONS = { "invalid", "duplicate", "near", "semantic", "conflict", "over_limi
 -- original workflows parse -- dataset: uploadLatencyMs, parsingSuccessRate,
 -- status, datasetId, timestamp; intent batches: intent_id, submitted_count,
 -- accepted_count, rejected_count, upload_latency_ms, retrain_job_id, status,
--- timestamp. Unknown values are JSON null, never left out.
+-- timestamp. Unknown values are JSON null, never left out. intent_id is the
+-- platform's id of the intent that received examples when there was one,
+-- null when there were several (intent_ids lists them all).
 function M.webhook_body(summary, tenant)
   local t = summary.totals
   if tenant then

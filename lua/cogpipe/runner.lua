@@ -62,6 +62,8 @@ local function new_context(def, tenant, opts, shared)
     started = cp.now(),
     by_intent = {}, -- intent -> {present, rejected = {reason -> n}}
     sent = {}, -- intent -> records the platform said it stored
+    sent_ids = {}, -- the platform ids of the intents it stored records of, in order
+    sent_seen = {}, -- the same as a set
     pruned_items = {}, -- intent -> sentences the platform said it deleted
   }, Context)
 end
@@ -111,8 +113,13 @@ function Context:skip(rec, why)
   end
 end
 
--- Records of an intent the platform said it stored.
-function Context:uploaded(intent, records)
+-- Records of an intent the platform said it stored; platform_id: the
+-- intent's id there (webhooks name it as intent_id).
+function Context:uploaded(intent, records, platform_id)
+  if platform_id and not self.sent_seen[platform_id] then
+    self.sent_seen[platform_id] = true
+    self.sent_ids[#self.sent_ids + 1] = platform_id
+  end
   local list = self.sent[intent] or {}
   self.sent[intent] = list
   table.move(records, 1, #records, #list + 1, list)

@@ -166,8 +166,10 @@ class Base(unittest.TestCase):
 class Retraining(Base):
     def test_triggered_without_a_job_endpoint(self):
         s = self.strict()
+        summaries = []
         for pipeline in ("intent_examples.lua", "dataset_upload.lua"):
             r, summary = s.run(pipeline)
+            summaries.append(summary)
             self.assertEqual(r.returncode, 0, r.stderr)
             t = summary["tenants"][0]
             self.assertEqual(t["status"], "ok")
@@ -185,6 +187,13 @@ class Retraining(Base):
             self.assertEqual(d["body"]["training"]["status"], "triggered")
             self.assertIn(d["body"]["training"]["retrain_job_id"], s.state()["jobs"])
         self.assertIn(sinks[0]["body"]["retrain_job_id"], s.state()["jobs"])
+        # the intents that received examples, by their ids on the platform
+        body = sinks[0]["body"]
+        stored = sorted(s.state()["intents"])
+        self.assertTrue(stored)
+        self.assertEqual(sorted(body["intent_ids"]), stored)
+        self.assertEqual(sorted(summaries[0]["tenants"][0]["intent_ids"]), stored)
+        self.assertEqual(body["intent_id"], stored[0] if len(stored) == 1 else None)
 
     def test_status_url_answering_404_is_not_a_failure(self):
         s = self.strict()

@@ -273,7 +273,7 @@ function Sink:send_batch(ctx, b)
     return false
   end
   journal:committed_batch(id)
-  ctx:uploaded(b.intent, b.records)
+  ctx:uploaded(b.intent, b.records, intent_id(ctx, b.intent))
   if body.retrain_job_id and body.retrain_job_id ~= json.null then
     ctx.target.jobs[#ctx.target.jobs + 1] = { intent = b.intent, id = body.retrain_job_id }
   end

@@ -430,7 +430,7 @@ local function took_effect(ctx, unit, records)
   if unit.kind == "delete" then
     ctx:pruned(unit.intent, records)
   else
-    ctx:uploaded(unit.intent, records)
+    ctx:uploaded(unit.intent, records, intent_id(ctx, unit.intent))
   end
 end
 
@@ -547,7 +547,7 @@ function Sink:send_import(ctx, plan)
   local status, info = self:follow_task(ctx, task._id)
   if status == "done" then
     for _, intent in ipairs(plan.order) do
-      ctx:uploaded(intent, plan.by_intent[intent])
+      ctx:uploaded(intent, plan.by_intent[intent], intent_id(ctx, intent))
     end
   else
     ctx.stats.failed = plan.total
