@@ -733,6 +733,13 @@ typedef struct chunk_sets {
   uint32_t *count; /* 2 per form: codes, rare */
 } chunk_sets;
 
+/* The forms of chunk c of a flush of [from, to): [*cf, *ct). */
+static void chunk_span(size_t from, size_t to, size_t c, size_t *cf,
+                       size_t *ct) {
+  *cf = from + c * FLUSH_CHUNK;
+  *ct = *cf + FLUSH_CHUNK < to ? *cf + FLUSH_CHUNK : to;
+}
+
 typedef struct flush_job {
   cp_minhash *m;
   size_t from, to;
@@ -752,8 +759,8 @@ static void flush_chunk(void *ctx, size_t wave_chunk, int w) {
     s->sig = cp_reallocarray(NULL, (size_t)m->o.perms, sizeof *s->sig);
   if (!s->bkeys)
     s->bkeys = cp_reallocarray(NULL, (size_t)m->o.bands, sizeof *s->bkeys);
-  size_t from = j->from + chunk * FLUSH_CHUNK;
-  size_t to = from + FLUSH_CHUNK < j->to ? from + FLUSH_CHUNK : j->to;
+  size_t from, to;
+  chunk_span(j->from, j->to, chunk, &from, &to);
   chunk_sets *out = &j->out[chunk];
   out->count = cp_reallocarray(NULL, 2 * (to - from), sizeof *out->count);
   /* room for the most features the chunk's forms can have (a shingle a
@@ -946,8 +953,8 @@ static void flush(cp_minhash *m) {
   size_t add = 0;
   for (size_t c = 0; j.band_at && c < chunks; c++) {
     j.band_at[c] = m->band_n + add;
-    size_t cf = from + c * FLUSH_CHUNK;
-    size_t ct = cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to;
+    size_t cf, ct;
+    chunk_span(from, to, c, &cf, &ct);
     for (size_t u = cf; u < ct; u++)
       add += m->form_off[u + 1] > m->form_off[u];
   }
@@ -968,10 +975,9 @@ static void flush(cp_minhash *m) {
     if (!cp_minhash_failed(m))
       cp_parallel_run(c1 - c0 >= 2 ? t : 1, c1 - c0, flush_chunk, &j);
     for (size_t c = c0; c < c1; c++) {
-      size_t cf = from + c * FLUSH_CHUNK;
-      if (!cp_minhash_failed(m))
-        store_chunk(m, &j.out[c], cf,
-                    cf + FLUSH_CHUNK < to ? cf + FLUSH_CHUNK : to);
+      size_t cf, ct;
+      chunk_span(from, to, c, &cf, &ct);
+      if (!cp_minhash_failed(m)) store_chunk(m, &j.out[c], cf, ct);
       free(j.out[c].codes);
       free(j.out[c].rare);
       free(j.out[c].count);
