@@ -356,7 +356,7 @@ function M.tenant(def, ctx)
     unknown_entries = ctx.unknown_entries and json.array(ctx.unknown_entries) or nil,
     intents = intent_rows(ctx),
     -- the platform's ids of the intents that received records, in order
-    intent_ids = json.array(table.move(ctx.sent_ids, 1, #ctx.sent_ids, 1, {})),
+    intent_ids = json.array(ctx.sent_ids),
     read_back = ctx.readback,
   }
   local ambiguous, overlap = M.ambiguity(ctx.rejections)
