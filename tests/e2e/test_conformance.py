@@ -225,6 +225,28 @@ class Retraining(Base):
         self.assertEqual(platform_requests(s.emu.requests()), [], "sent before the config was checked")
 
 
+# ---- which intents the summary and the webhook name --------------------------------
+
+
+class IntentIds(Base):
+    def test_an_intent_whose_examples_were_refused_is_not_named(self):
+        s = self.strict()
+        s.faults({"match": {"method": "POST", "path": "^/api/v1/intents/weather/examples/batch$"},
+                  "status": 400})
+        r, summary = s.run("intent_examples.lua")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        stored = sorted(s.state()["intents"])
+        self.assertNotIn("weather", stored)
+        self.assertGreater(len(stored), 1)
+        t = summary["tenants"][0]
+        self.assertEqual(t["status"], "failed")
+        self.assertEqual(sorted(t["intent_ids"]), stored)
+        body = s.state()["webhooks"]["t1"]["deliveries"][0]["body"]
+        self.assertEqual(body["status"], "failed")
+        self.assertEqual(sorted(body["intent_ids"]), stored)
+        self.assertIsNone(body["intent_id"])
+
+
 # ---- the dataset upload is not idempotent -----------------------------------------
 
 
