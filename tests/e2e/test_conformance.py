@@ -358,6 +358,39 @@ class BodyLimit(Base):
         self.assertLessEqual(max(q["body_bytes"] for q in patches if q["status"] == 200), 25000)
 
 
+# ---- no training on a locale whose upload failed ------------------------------------------
+
+
+class NoTrainingAfterFailure(Base):
+    def run_refused_once(self, **v2):
+        """A v2 run over many intents whose first sentences request the
+        platform refuses for good (422): what the emulator saw of training."""
+        s = self.strict()
+        s.faults({"match": {"method": "PATCH", "path": "/sentences$"}, "action": "status", "status": 422,
+                  "first": 1})
+        settings = {"flow_id": "'sandbox-flow'", "locale_id": "'en-US'",
+                    "auth": "{ api_key = 'sandbox-api-key' }", **v2}
+        t = s.tenant("t1", v2="{ " + ", ".join(f"{k} = {v}" for k, v in settings.items()) + " }")
+        data = many_intents(os.path.join(self.work, "topics.jsonl"))
+        r, summary = s.run("cognigy_v2_sentences.lua", tenants=[t], data=data)
+        self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+        self.assertEqual(len([q for q in s.emu.requests() if q["status"] == 422]), 1)
+        held = sum(s.sentences().values())
+        self.assertGreater(held, 0, "the other intents' sentences were stored")
+        self.assertLess(held, 100, "the refused request's sentences were not")
+        trains = [q for q in s.emu.requests() if q["path"].endswith("/intents/train")]
+        return trains, summary["tenants"][0]
+
+    def test_a_refused_upload_leaves_the_locale_untrained(self):
+        trains, tenant = self.run_refused_once()
+        self.assertEqual(trains, [], "the flow was trained after an upload failed")
+        self.assertIn("train_after_failure", " ".join(tenant.get("notes", [])))
+
+    def test_the_tenant_may_ask_for_training_anyway(self):
+        trains, _ = self.run_refused_once(train_after_failure="true")
+        self.assertEqual(len(trains), 1)
+
+
 # ---- Retry-After per client, shared by tenants ------------------------------------------
 
 
