@@ -20,8 +20,8 @@ luacheck -q lua tests/lua $(ls -d pipelines bench examples 2>/dev/null)
 step "plain build (about 1 minute on 2 cores the first time)"
 cmake -S . -B build/plain -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/plain -j "$jobs"
-step "tests on the plain build: the command, install, packaging, out of memory (about 2 minutes)"
-ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install|packaging|oom|check_limits)'
+step "tests on the plain build: the command, install, packaging, out of memory, the benchmarks (about 2 minutes)"
+ctest --test-dir build/plain --output-on-failure -R 'e2e/test_(cli|install|packaging|oom|check_limits|benchmarks)'
 
 step "sanitizer build (about 2 minutes on 2 cores the first time)"
 # This build links OpenBLAS (-DCOGPIPE_BLAS=ON), so that the similarity
