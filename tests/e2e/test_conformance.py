@@ -136,6 +136,12 @@ class Strict:
         return list(st["datasets"].values()), st["dataset_uploads"]
 
 
+def figure(text):
+    """What a test measured, on stderr beside unittest's own lines: the
+    figures a change to the client is judged by."""
+    print("  figure: " + text, file=sys.stderr, flush=True)
+
+
 def stored(kind, s, **kw):
     return {"intent": s.examples, "v2": s.sentences}[kind](**kw)
 
@@ -349,6 +355,8 @@ class BodyLimit(Base):
         self.assertEqual([q for q in patches if q["status"] == 413], [])
         # close to the limit, not far under it: about 40 sentences a request
         self.assertLess(len(patches), 1500 * 420 // 60000 + 8)
+        figure(f"1,500 long sentences: {len(patches)} PATCH requests, the largest "
+               f"{max(q['body_bytes'] for q in patches)} bytes")
 
     def test_a_lower_limit_than_the_tenant_thinks_splits_on_413(self):
         s = self.strict()

@@ -11,7 +11,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_conformance import CLINC, Base, stored  # noqa: E402
+from test_conformance import CLINC, Base, figure, stored  # noqa: E402
 
 
 STORM = {"match": {"path": "^/(?!_emulator)"}, "action": "status", "status": 429, "retry_after": "1",
@@ -60,6 +60,10 @@ class Clinc(Base):
             self.assertEqual(held, ref, "lost or added under faults")
         # the same input, the same reasons, whatever the timing
         self.assertEqual(self.reasons(summary["tenants"][0]), self.reasons(ref_t))
+        by_status = st["requests"]["by_status"]
+        figure(f"{pipeline}: {by_status.get('429', 0)} of {sum(by_status.values())} requests answered 429, "
+               f"{st['early_requests']['count']} early; as the clean run holds; rejected "
+               f"{summary['tenants'][0]['rejected_by_reason']}")
         return s, summary
 
     def test_429_storm_intent_examples(self):
@@ -84,6 +88,8 @@ class Clinc(Base):
         self.assertTrue(all(per[i] <= max(cut) for i in per))
         for i, n in left.items():
             self.assertGreater(n, 0)
+        figure(f"flow cap: {sum(per.values())} sentences over {len(per)} intents ({min(per.values())} to "
+               f"{max(per.values())} each), {sum(left.values())} left out of {len(left)} intents")
 
     def test_tokens_revoked_every_50_requests(self):
         ref, _ = self.clean("intent_examples.lua", "intent")
@@ -97,6 +103,8 @@ class Clinc(Base):
         issued = st["tokens_issued"].get("/api/v1/auth/token", 0)
         self.assertGreater(st["tokens_revoked"], 3)
         self.assertLessEqual(issued, st["tokens_revoked"] + 1, "more than one token request per revocation")
+        figure(f"tokens revoked every 50 requests: {sum(held.values())} examples stored, "
+               f"{st['tokens_revoked']} revocations, {issued} token requests")
 
 
 
