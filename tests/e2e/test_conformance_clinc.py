@@ -49,7 +49,8 @@ class Clinc(Base):
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         st = s.state()
         self.assertEqual(st["early_requests"]["count"], 0, st["early_requests"]["items"][:5])
-        self.assertGreater(st["requests"]["by_status"].get("429", 0), 0)
+        by_status = st["requests"]["by_status"]
+        self.assertGreater(by_status.get("429", 0), 0)
         if kind == "dataset":
             datasets, uploads = s.datasets()
             self.assertEqual(uploads, {"conformance": 1})
@@ -60,7 +61,6 @@ class Clinc(Base):
             self.assertEqual(held, ref, "lost or added under faults")
         # the same input, the same reasons, whatever the timing
         self.assertEqual(self.reasons(summary["tenants"][0]), self.reasons(ref_t))
-        by_status = st["requests"]["by_status"]
         figure(f"{pipeline}: {by_status.get('429', 0)} of {sum(by_status.values())} requests answered 429, "
                f"{st['early_requests']['count']} early; as the clean run holds; rejected "
                f"{summary['tenants'][0]['rejected_by_reason']}")
